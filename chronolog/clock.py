@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Protocol
@@ -24,6 +25,14 @@ class Clock(Protocol):
         """Seconds on a clock that never jumps (only differences are meaningful)."""
         ...
 
+    def wait(self, condition: threading.Condition, timeout: float | None) -> None:
+        """Wait on ``condition`` (held by the caller) for at most ``timeout`` clock seconds.
+
+        Returns early when the condition is notified, or when the clock itself moves in a
+        way that may make something due (a fake clock being advanced).
+        """
+        ...
+
 
 class SystemClock:
     """The real clock."""
@@ -33,6 +42,9 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def wait(self, condition: threading.Condition, timeout: float | None) -> None:
+        condition.wait(timeout)
 
 
 def ensure_utc(value: datetime, name: str = "datetime") -> datetime:

@@ -71,9 +71,10 @@ class PendingRetry(msgspec.Struct, frozen=True, kw_only=True):
 class TaskState(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the decider knows about one task.
 
-    ``fires`` counts nominal times consumed by the schedule (run or skipped), which is what
-    a trigger's ``max_runs`` limits; ``last_nominal`` is the newest of them, so schedules
-    never go backwards.
+    ``fires`` counts nominal times consumed by the schedule (run, queued or skipped), which
+    is what a trigger's ``max_runs`` limits; ``last_nominal`` is the newest of them, so
+    schedules never go backwards. Consuming the pending ``next_nominal`` clears it until a
+    ``NextFireDecided`` names the following one.
     """
 
     task_id: str
@@ -209,46 +210,44 @@ def _(event: ExecutionStarted, state: TaskState) -> TaskState:
         attempt=event.attempt,
         reason=event.reason,
     )
-    consumed = event.reason in ("schedule", "catch_up")
-    return replace(
-        state,
-        open_executions=(*state.open_executions, opened),
-        pending_retries=tuple(
-            r for r in state.pending_retries if r.execution_id != event.execution_id
-        ),
-        queued=tuple(q for q in state.queued if q != event.nominal_time)
-        if consumed
-        else state.queued,
-        runs=state.runs + 1,
-        fires=state.fires + (1 if consumed and not _was_queued(state, event) else 0),
-        last_nominal=_later(state.last_nominal, event.nominal_time)
-        if consumed
-        else state.last_nominal,
-    )
-
-
-def _was_queued(state: TaskState, event: ExecutionStarted) -> bool:
-    # A queued fire was already counted when it was queued.
-    return event.nominal_time in state.queued
+    state = replace(state, open_executions=(*state.open_executions, opened), runs=state.runs + 1)
+    if event.reason == "retry":
+        return replace(
+            state,
+            pending_retries=tuple(
+                r
+                for r in state.pending_retries
+                if (r.nominal_time, r.attempt) != (event.nominal_time, event.attempt)
+            ),
+        )
+    if event.reason == "manual":
+        return state
+    if event.nominal_time in state.queued:
+        # A queued fire was consumed (and counted) when it was queued.
+        return replace(state, queued=tuple(q for q in state.queued if q != event.nominal_time))
+    return _consume(state, event.nominal_time)
 
 
 @_apply.register
 def _(event: ExecutionQueued, state: TaskState) -> TaskState:
-    return replace(
-        state,
-        queued=(*state.queued, event.nominal_time),
-        fires=state.fires + 1,
-        last_nominal=_later(state.last_nominal, event.nominal_time),
-    )
+    return _consume(replace(state, queued=(*state.queued, event.nominal_time)), event.nominal_time)
 
 
 @_apply.register
 def _(event: ExecutionSkipped, state: TaskState) -> TaskState:
+    return replace(_consume(state, event.nominal_time), last_outcome="skipped")
+
+
+def _consume(state: TaskState, nominal: datetime) -> TaskState:
+    """Count a nominal time the schedule used up; it stops being the pending next fire."""
+    pending = state.next_nominal
+    cleared = pending is not None and nominal >= pending
     return replace(
         state,
         fires=state.fires + 1,
-        last_nominal=_later(state.last_nominal, event.nominal_time),
-        last_outcome="skipped",
+        last_nominal=_later(state.last_nominal, nominal),
+        next_nominal=None if cleared else pending,
+        next_fire_at=None if cleared else state.next_fire_at,
     )
 
 

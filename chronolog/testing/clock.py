@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from datetime import UTC, datetime, timedelta
 
 from chronolog.clock import ensure_utc
+
+#: Longest real time a waiter sleeps on a fake clock before re-checking (seconds).
+_REAL_TIME_CAP = 0.5
 
 
 class FakeClock:
@@ -20,6 +24,7 @@ class FakeClock:
         self._now = ensure_utc(start or datetime(2026, 1, 1, tzinfo=UTC), "start")
         self._mono = 1000.0
         self._changed = threading.Condition()
+        self._waiters: weakref.WeakSet[threading.Condition] = weakref.WeakSet()
 
     def now(self) -> datetime:
         """The fake wall time (aware UTC)."""
@@ -40,7 +45,9 @@ class FakeClock:
             self._now += delta
             self._mono += delta.total_seconds()
             self._changed.notify_all()
-            return self._now
+            now = self._now
+        self._wake_waiters()
+        return now
 
     def set(self, when: datetime) -> datetime:
         """Advance to ``when`` (which must not be in the past)."""
@@ -52,7 +59,24 @@ class FakeClock:
         with self._changed:
             self._now += delta
             self._changed.notify_all()
-            return self._now
+            now = self._now
+        self._wake_waiters()
+        return now
+
+    def wait(self, condition: threading.Condition, timeout: float | None) -> None:
+        """Wait on ``condition`` until notified or until this clock is moved.
+
+        ``timeout`` is in *fake* seconds, so it never elapses by itself: only
+        :meth:`advance`, :meth:`set` or :meth:`jump` (or a notify) end the wait. A short
+        real-time cap keeps a forgotten waiter from hanging a test run forever.
+        """
+        self._waiters.add(condition)
+        condition.wait(_REAL_TIME_CAP)
+
+    def _wake_waiters(self) -> None:
+        for condition in list(self._waiters):
+            with condition:
+                condition.notify_all()
 
     def wait_until_changed(self, timeout: float) -> None:
         """Block until any reading changes or ``timeout`` real seconds pass."""

@@ -1,0 +1,305 @@
+"""Runs task functions: synchronous ones on a bounded thread pool, coroutines on one loop.
+
+The executor knows nothing of schedules. It is handed an :class:`ExecutionRequest` after
+the execution's ``ExecutionStarted`` event is durable, runs the function with an
+:class:`ExecutionContext`, and reports a :class:`~chronolog.domain.commands.Finish`
+through the ``on_finish`` callback. Timeouts are decided elsewhere (the timer); here a
+timed-out or cancelled execution only gets its cancellation signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from chronolog.domain.commands import Finish
+from chronolog.functions import FunctionRegistry
+
+_current: contextvars.ContextVar[ExecutionContext | None] = contextvars.ContextVar(
+    "chronolog_execution", default=None
+)
+_TRACEBACK_LIMIT = 16_384
+
+
+class ExecutionContext:
+    """What a running task function may know about its run.
+
+    ``idempotency_key`` (``task_id:nominal_time``) is the same for every attempt of one
+    nominal time: delivery is at-least-once, so a function with side effects can use it
+    to de-duplicate. ``cancelled`` is set when the run is timed out or cancelled;
+    long-running synchronous functions should check it.
+    """
+
+    __slots__ = (
+        "attempt",
+        "cancelled",
+        "execution_id",
+        "idempotency_key",
+        "nominal_time",
+        "task_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        task_id: str,
+        execution_id: str,
+        idempotency_key: str,
+        attempt: int,
+        nominal_time: datetime,
+    ) -> None:
+        self.task_id = task_id
+        self.execution_id = execution_id
+        self.idempotency_key = idempotency_key
+        self.attempt = attempt
+        self.nominal_time = nominal_time
+        self.cancelled = threading.Event()
+
+    @property
+    def is_cancelled(self) -> bool:
+        """Whether the scheduler has asked this run to stop."""
+        return self.cancelled.is_set()
+
+    def __repr__(self) -> str:
+        ids = f"task_id={self.task_id!r}, execution_id={self.execution_id!r}"
+        return f"ExecutionContext({ids}, attempt={self.attempt})"
+
+
+def current_execution() -> ExecutionContext | None:
+    """The context of the execution running in this thread or task, if any."""
+    return _current.get()
+
+
+class ExecutionRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One run to perform."""
+
+    task_id: str
+    execution_id: str
+    function_name: str
+    parameters: dict[str, Any]
+    nominal_time: datetime
+    attempt: int
+    idempotency_key: str
+
+
+FinishCallback = Callable[[str, Finish], None]
+
+
+class Executor:
+    """The thread pool and the asyncio loop that run task functions."""
+
+    def __init__(
+        self,
+        registry: FunctionRegistry,
+        on_finish: FinishCallback,
+        *,
+        threads: int = 8,
+        max_result_bytes: int = 65536,
+        on_forget: Callable[[str], None] | None = None,
+    ) -> None:
+        self._registry = registry
+        self._on_finish = on_finish
+        self._on_forget = on_forget
+        self._max_result_bytes = max_result_bytes
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="chronolog-exec"
+        )
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(
+            target=self._loop.run_forever, name="chronolog-async", daemon=True
+        )
+        self._loop_thread.start()
+        self._running: dict[str, tuple[ExecutionContext, asyncio.Task[Any] | None]] = {}
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._encoder = msgspec.json.Encoder()
+        self._closed = False
+
+    # --- submitting -----------------------------------------------------------------------
+
+    def submit(self, request: ExecutionRequest) -> None:
+        """Start running ``request``; its outcome arrives through ``on_finish``."""
+        context = ExecutionContext(
+            task_id=request.task_id,
+            execution_id=request.execution_id,
+            idempotency_key=request.idempotency_key,
+            attempt=request.attempt,
+            nominal_time=request.nominal_time,
+        )
+        try:
+            entry = self._registry.get(request.function_name)
+        except Exception as exc:  # the function was unregistered since scheduling
+            self._report(request, context, time.perf_counter(), None, exc)
+            return
+        with self._lock:
+            self._running[request.execution_id] = (context, None)
+        if entry.is_async:
+            asyncio.run_coroutine_threadsafe(
+                self._run_async(request, context, entry.function, entry.accepts_context), self._loop
+            )
+        else:
+            self._pool.submit(
+                self._run_sync, request, context, entry.function, entry.accepts_context
+            )
+
+    def cancel(self, execution_id: str) -> bool:
+        """Signal a running execution to stop; coroutines are cancelled outright."""
+        with self._lock:
+            found = self._running.get(execution_id)
+        if found is None:
+            return False
+        context, task = found
+        context.cancelled.set()
+        if task is not None:
+            self._loop.call_soon_threadsafe(task.cancel)
+        return True
+
+    def is_running(self, execution_id: str) -> bool:
+        """Whether this process is running that execution now."""
+        with self._lock:
+            return execution_id in self._running
+
+    @property
+    def running(self) -> int:
+        """How many executions are running now."""
+        with self._lock:
+            return len(self._running)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until nothing runs (for tests and orderly shutdown)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._running, timeout)
+
+    # --- running ---------------------------------------------------------------------------
+
+    def _call_kwargs(
+        self, request: ExecutionRequest, context: ExecutionContext, accepts_context: bool
+    ) -> dict[str, Any]:
+        kwargs = dict(request.parameters)
+        if accepts_context:
+            kwargs["context"] = context
+        return kwargs
+
+    def _run_sync(
+        self,
+        request: ExecutionRequest,
+        context: ExecutionContext,
+        function: Callable[..., Any],
+        accepts_context: bool,
+    ) -> None:
+        token = _current.set(context)
+        started = time.perf_counter()
+        try:
+            value = function(**self._call_kwargs(request, context, accepts_context))
+        except BaseException as exc:
+            self._report(request, context, started, None, exc)
+        else:
+            self._report(request, context, started, value, None)
+        finally:
+            _current.reset(token)
+
+    async def _run_async(
+        self,
+        request: ExecutionRequest,
+        context: ExecutionContext,
+        function: Callable[..., Any],
+        accepts_context: bool,
+    ) -> None:
+        task = asyncio.current_task()
+        with self._lock:
+            self._running[request.execution_id] = (context, task)
+        token = _current.set(context)
+        started = time.perf_counter()
+        try:
+            value = await function(**self._call_kwargs(request, context, accepts_context))
+        except asyncio.CancelledError:
+            # Cancelled by a timeout or a cancellation that is already in the log.
+            self._forget(request.execution_id)
+        except BaseException as exc:
+            self._report(request, context, started, None, exc)
+        else:
+            self._report(request, context, started, value, None)
+        finally:
+            _current.reset(token)
+
+    def _report(
+        self,
+        request: ExecutionRequest,
+        context: ExecutionContext,
+        started: float,
+        value: Any,
+        error: BaseException | None,
+    ) -> None:
+        duration = time.perf_counter() - started
+        if error is None:
+            result, is_repr, truncated = self._encode_result(value)
+            finish = Finish(
+                execution_id=request.execution_id,
+                outcome="succeeded",
+                duration_seconds=duration,
+                result=result,
+                result_is_repr=is_repr,
+                result_truncated=truncated,
+            )
+        else:
+            text = "".join(traceback.format_exception(error))
+            finish = Finish(
+                execution_id=request.execution_id,
+                outcome="failed",
+                duration_seconds=duration,
+                error_type=type(error).__qualname__,
+                message=str(error)[:4096],
+                traceback=text[-_TRACEBACK_LIMIT:],
+            )
+        try:
+            self._on_finish(request.task_id, finish)
+        finally:
+            self._forget(request.execution_id)
+
+    def _forget(self, execution_id: str) -> None:
+        with self._idle:
+            self._running.pop(execution_id, None)
+            if not self._running:
+                self._idle.notify_all()
+        if self._on_forget is not None:
+            self._on_forget(execution_id)
+
+    def _encode_result(self, value: Any) -> tuple[Any, bool, bool]:
+        """The value to store, whether it is a repr, and whether it was truncated."""
+        try:
+            encoded = self._encoder.encode(value)
+        except (TypeError, msgspec.EncodeError, OverflowError):
+            text = repr(value)
+            if len(text) > self._max_result_bytes:
+                return text[: self._max_result_bytes], True, True
+            return text, True, False
+        if len(encoded) > self._max_result_bytes:
+            return encoded[: self._max_result_bytes].decode("utf-8", "ignore"), True, True
+        return msgspec.json.decode(encoded), False, False
+
+    # --- stopping --------------------------------------------------------------------------
+
+    def shutdown(self, wait: bool = True, timeout: float = 10.0) -> None:
+        """Stop accepting work; optionally wait for running executions to end."""
+        if self._closed:
+            return
+        self._closed = True
+        if wait:
+            self.wait_idle(timeout)
+        else:
+            with self._lock:
+                running = list(self._running)
+            for execution_id in running:
+                self.cancel(execution_id)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop_thread.join(timeout=5)

@@ -1,0 +1,206 @@
+"""The runtime: wires the store, the timer, the executor and the supervisor together.
+
+It owns start-up (recovery from the log), the paths by which parts talk to each other
+(every message to a job actor goes through the supervisor), and an orderly stop.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+
+import pykka
+import structlog
+
+from chronolog.actors.activity import ActivityCounter
+from chronolog.actors.executor import ExecutionRequest, Executor
+from chronolog.actors.messages import ExecutionFinished, Reply, TaskCommand, TimerFired
+from chronolog.actors.supervisor import PASSIVATE_WAKE, Supervisor
+from chronolog.actors.timer import Due, Timer, WakeDue
+from chronolog.clock import Clock, SystemClock
+from chronolog.domain.commands import Command, Finish, Recover
+from chronolog.domain.task_state import TaskState, evolve_task
+from chronolog.errors import ServiceUnavailableError
+from chronolog.events import EventMetadata
+from chronolog.functions import FunctionRegistry
+from chronolog.settings import Settings
+from chronolog.store import EventStore
+
+log = structlog.get_logger("chronolog.runtime")
+
+TASK_STREAM_PREFIX = "task-"
+_RECOVERY_PAGE = 20_000
+
+
+class Runtime:
+    """Everything that runs. Created stopped; :meth:`start` recovers and starts the actors."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: EventStore,
+        registry: FunctionRegistry,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.clock: Clock = clock or SystemClock()
+        self.activity = ActivityCounter()
+        self.timer = Timer(self.clock, self._on_timer)
+        self.executor = Executor(
+            registry,
+            self._on_finish,
+            threads=settings.executor_threads,
+            max_result_bytes=settings.max_result_bytes,
+            on_forget=lambda _execution_id: self.activity.end(),
+        )
+        self._supervisor: pykka.ActorRef[Supervisor] | None = None
+        self._started = False
+        self._stopping = False
+        self._lock = threading.Lock()
+        self.recovered_tasks = 0
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Recover every task from the log, then start the supervisor and the timer."""
+        self._supervisor = Supervisor.start(self)
+        started = time.perf_counter()
+        open_tasks = self._recover()
+        self.timer.add(
+            self.clock.now() + timedelta(seconds=self.settings.actor_idle_seconds / 2),
+            WakeDue(PASSIVATE_WAKE),
+        )
+        self._started = True
+        for task_id in open_tasks:
+            self.send(task_id, Recover())
+        self.timer.start()
+        log.info(
+            "scheduler started",
+            tasks=self.recovered_tasks,
+            interrupted_tasks=len(open_tasks),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+    def _recover(self) -> list[str]:
+        """Fold every task stream and arm the timer; return tasks with executions cut off."""
+        states: dict[str, TaskState] = {}
+        position = 1
+        while True:
+            page = self.store.read_all(position, limit=_RECOVERY_PAGE)
+            if not page:
+                break
+            for envelope in page:
+                stream = envelope.stream_id
+                if stream.startswith(TASK_STREAM_PREFIX):
+                    task_id = stream[len(TASK_STREAM_PREFIX) :]
+                    state = states.get(task_id) or TaskState(task_id=task_id)
+                    states[task_id] = evolve_task(state, envelope)
+            position = page[-1].position + 1
+        open_tasks: list[str] = []
+        for state in states.values():
+            self.sync_timer(state)
+            if (state.open_executions and not state.is_final) or state.open_executions:
+                open_tasks.append(state.task_id)
+        self.recovered_tasks = len(states)
+        return open_tasks
+
+    def stop(self, *, wait_for_executions: float = 10.0) -> None:
+        """Stop the timer, let running executions finish (up to the wait), stop the actors."""
+        with self._lock:
+            if not self._started or self._stopping:
+                return
+            self._stopping = True
+        self.timer.stop()
+        self.executor.shutdown(wait=True, timeout=wait_for_executions)
+        self.activity.wait_idle(timeout=wait_for_executions)
+        if self._supervisor is not None:
+            self._supervisor.stop(block=True, timeout=30)
+        self._started = False
+
+    @property
+    def running(self) -> bool:
+        """Started and not stopping."""
+        return self._started and not self._stopping
+
+    # --- messaging -------------------------------------------------------------------------
+
+    def send(
+        self,
+        task_id: str,
+        command: Command,
+        *,
+        metadata: EventMetadata | None = None,
+        reply: Reply | None = None,
+    ) -> None:
+        """Deliver ``command`` to the task's job actor; ``reply`` gets the outcome."""
+        if self._supervisor is None or self._stopping:
+            raise ServiceUnavailableError("the scheduler is not running")
+        self.supervisor_tell(
+            TaskCommand(task_id=task_id, command=command, metadata=metadata, reply=reply)
+        )
+
+    def supervisor_tell(self, message: object) -> None:
+        """Send a message to the supervisor, counting it as work in flight."""
+        if self._supervisor is None:
+            return
+        self.activity.begin()
+        try:
+            self._supervisor.tell(message)
+        except pykka.ActorDeadError:
+            self.activity.end()
+
+    def submit_execution(self, request: ExecutionRequest) -> None:
+        """Run a function (its ``ExecutionStarted`` is already durable)."""
+        self.activity.begin()
+        self.executor.submit(request)
+
+    def sync_timer(self, state: TaskState) -> None:
+        """Make the timer's entries for this task match its state."""
+        if state.lifecycle == "active":
+            fire = None
+            if state.next_nominal is not None:
+                fire = (state.next_nominal, state.next_fire_at or state.next_nominal)
+            retries = [(r.nominal_time, r.attempt, r.retry_at) for r in state.pending_retries]
+            self.timer.sync_task(state.task_id, fire, retries)
+        else:
+            self.timer.sync_task(state.task_id, None, ())
+
+    def supervisor_stats(self) -> dict[str, int]:
+        """Live, spawned and passivated job actor counts."""
+        if self._supervisor is None:
+            return {}
+        stats = self._supervisor.ask("stats", timeout=10)
+        return dict(stats)
+
+    def _on_timer(self, due: Sequence[Due]) -> None:
+        self.supervisor_tell(TimerFired(list(due)))
+
+    def _on_finish(self, task_id: str, finish: Finish) -> None:
+        self.supervisor_tell(ExecutionFinished(task_id, finish))
+
+    # --- tests ---------------------------------------------------------------------------
+
+    def settle(self, timeout: float = 10.0) -> bool:
+        """Wait until everything due by now was dispatched and all resulting work is done.
+
+        For fake-clock tests: after ``clock.advance(...)``, ``settle()`` returns once the
+        system has reacted fully, without sleeping for a guessed amount of time.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = self.clock.now()
+            processed = self.timer.processed_until()
+            if processed is None or processed < now:
+                time.sleep(0.001)
+                continue
+            if not self.activity.wait_idle(max(deadline - time.monotonic(), 0.0)):
+                return False
+            processed = self.timer.processed_until()
+            if self.activity.count == 0 and processed is not None and processed >= self.clock.now():
+                return True
+        return False

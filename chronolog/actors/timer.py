@@ -1,0 +1,202 @@
+"""One timer for every task: a heap of due instants, woken exactly when the first is due.
+
+Entries are fires (one per task: the task's pending next fire), retries and execution
+timeouts. Replacing a task's fire leaves the old heap entry behind; it is recognised as
+stale when popped (lazy deletion), which keeps every update O(log n).
+
+The wait is capped (``MAX_SLEEP``): a machine that suspends or whose wall clock is stepped
+does not move the monotonic clock the same way, so the timer re-reads the wall clock at
+least that often and fires whatever became due. That cap is a watchdog, not a polling
+interval: with nothing due, a wake-up costs one comparison.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+import msgspec
+
+from chronolog.clock import Clock
+
+#: Longest the timer sleeps before re-reading the wall clock (seconds).
+MAX_SLEEP = 5.0
+_ONE_US = timedelta(microseconds=1)
+
+
+class FireDue(msgspec.Struct, frozen=True):
+    """The task's pending fire is due."""
+
+    task_id: str
+    nominal_time: datetime
+
+
+class RetryDue(msgspec.Struct, frozen=True):
+    """A pending retry is due."""
+
+    task_id: str
+    nominal_time: datetime
+    attempt: int
+
+
+class TimeoutDue(msgspec.Struct, frozen=True):
+    """An execution has reached its timeout."""
+
+    task_id: str
+    execution_id: str
+
+
+class WakeDue(msgspec.Struct, frozen=True):
+    """A periodic wake-up for housekeeping work (passivating idle actors)."""
+
+    name: str
+
+
+Due = FireDue | RetryDue | TimeoutDue | WakeDue
+Dispatch = Callable[[Sequence[Due]], None]
+
+
+class Timer:
+    """The heap and the thread that waits on it."""
+
+    def __init__(self, clock: Clock, dispatch: Dispatch) -> None:
+        self._clock = clock
+        self._dispatch = dispatch
+        self._heap: list[tuple[datetime, int, Due]] = []
+        self._seq = itertools.count()
+        self._fires: dict[str, tuple[datetime, datetime]] = {}
+        self._retries: dict[str, set[tuple[datetime, int]]] = {}
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._processed_until: datetime | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- entries --------------------------------------------------------------------------
+
+    def sync_task(
+        self,
+        task_id: str,
+        fire: tuple[datetime, datetime] | None,
+        retries: Sequence[tuple[datetime, int, datetime]] = (),
+    ) -> None:
+        """Make the task's entries equal these: ``fire`` is ``(nominal, at)``, each retry
+        ``(nominal, attempt, at)``. ``None`` and ``()`` remove them."""
+        with self._cond:
+            earliest_changed = False
+            if fire is None:
+                self._fires.pop(task_id, None)
+            elif self._fires.get(task_id) != fire:
+                self._fires[task_id] = fire
+                self._push(fire[1], FireDue(task_id, fire[0]))
+                earliest_changed = True
+            wanted = {(nominal, attempt) for nominal, attempt, _ in retries}
+            known = self._retries.get(task_id, set())
+            for nominal, attempt, at in retries:
+                if (nominal, attempt) not in known:
+                    self._push(at, RetryDue(task_id, nominal, attempt))
+                    earliest_changed = True
+            if wanted:
+                self._retries[task_id] = wanted
+            else:
+                self._retries.pop(task_id, None)
+            if earliest_changed:
+                self._cond.notify()
+
+    def add_timeout(self, task_id: str, execution_id: str, at: datetime) -> None:
+        """Report ``TimeoutDue`` for the execution at ``at`` (ignored if it ended by then)."""
+        self.add(at, TimeoutDue(task_id, execution_id))
+
+    def add(self, at: datetime, due: Due) -> None:
+        """Dispatch ``due`` at ``at``."""
+        with self._cond:
+            self._push(at, due)
+            self._cond.notify()
+
+    def _push(self, at: datetime, due: Due) -> None:
+        heapq.heappush(self._heap, (at, next(self._seq), due))
+        if self._processed_until is not None and at <= self._processed_until:
+            # Already due: until the thread has dispatched it, "processed until" must not
+            # claim otherwise (settling tests rely on it).
+            self._processed_until = at - _ONE_US
+
+    def _is_current(self, due: Due) -> bool:
+        if isinstance(due, FireDue):
+            current = self._fires.get(due.task_id)
+            if current is None or current[0] != due.nominal_time:
+                return False
+            del self._fires[due.task_id]
+            return True
+        if isinstance(due, RetryDue):
+            pending = self._retries.get(due.task_id)
+            key = (due.nominal_time, due.attempt)
+            if pending is None or key not in pending:
+                return False
+            pending.discard(key)
+            if not pending:
+                del self._retries[due.task_id]
+            return True
+        return True
+
+    def next_due(self) -> datetime | None:
+        """The instant of the earliest live entry (for status and tests)."""
+        with self._cond:
+            for at, _, due in sorted(self._heap)[:64]:
+                if self._peek_current(due):
+                    return at
+            return None
+
+    def _peek_current(self, due: Due) -> bool:
+        if isinstance(due, FireDue):
+            current = self._fires.get(due.task_id)
+            return current is not None and current[0] == due.nominal_time
+        return True
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._fires) + sum(len(r) for r in self._retries.values())
+
+    # --- the thread -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start waiting and dispatching."""
+        self._thread = threading.Thread(target=self._run, name="chronolog-timer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread; entries are kept (they are rebuilt from the log anyway)."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def processed_until(self) -> datetime | None:
+        """Everything due at or before this instant has been dispatched."""
+        with self._cond:
+            return self._processed_until
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if self._stopped:
+                    return
+                now = self._clock.now()
+                batch: list[Due] = []
+                while self._heap and self._heap[0][0] <= now:
+                    _, _, due = heapq.heappop(self._heap)
+                    if self._is_current(due):
+                        batch.append(due)
+                if not batch:
+                    self._processed_until = now
+                    timeout = MAX_SLEEP
+                    if self._heap:
+                        timeout = min(timeout, max((self._heap[0][0] - now).total_seconds(), 0.0))
+                    self._clock.wait(self._cond, timeout)
+                    continue
+            # Dispatch outside the lock: the receivers may add entries.
+            self._dispatch(batch)
+            with self._cond:
+                self._processed_until = now

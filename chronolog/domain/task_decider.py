@@ -1,0 +1,501 @@
+"""The task decider: ``decide(state, command, now, new_id) -> events``.
+
+Pure: the time and fresh execution ids come in as arguments, nothing is read or written.
+Every rule the scheduler applies to a task lives here, so "why did or didn't it run?" is
+answered by the events this function returns. Each emitted event is folded into a local
+copy of the state at once, so later rules in the same decision see its effect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from chronolog.domain import commands as cmd
+from chronolog.domain.task_state import TaskState, evolve_task
+from chronolog.errors import InvalidStateError, NotFoundError
+from chronolog.events import (
+    CompletionReason,
+    DomainEvent,
+    ExecutionCancelled,
+    ExecutionFailed,
+    ExecutionInterrupted,
+    ExecutionQueued,
+    ExecutionReason,
+    ExecutionSkipped,
+    ExecutionStarted,
+    ExecutionSucceeded,
+    ExecutionTimedOut,
+    LateResultRecorded,
+    NextFireDecided,
+    RetryScheduled,
+    SkipReason,
+    TaskCancelled,
+    TaskCompleted,
+    TaskDefinition,
+    TaskPaused,
+    TaskResumed,
+    TaskScheduled,
+    TaskUpdated,
+)
+from chronolog.triggers import Fire, next_fire
+from chronolog.triggers.spec import DateTrigger
+
+#: Upper bound on missed fire times examined after downtime, whatever the policy says, so
+#: a minutely task that slept for a year costs a bounded decision.
+MAX_MISSED_SCAN = 10_000
+
+_ONE_US = timedelta(microseconds=1)
+
+
+def idempotency_key(task_id: str, nominal_time: datetime) -> str:
+    """The key shared by every attempt of one nominal time: ``task_id:nominal_time``."""
+    return f"{task_id}:{nominal_time.isoformat()}"
+
+
+class _Decision:
+    """Collects events and keeps the state they lead to."""
+
+    def __init__(self, state: TaskState, now: datetime, new_id: Callable[[], str]) -> None:
+        self.state = state
+        self.now = now
+        self.new_id = new_id
+        self.events: list[DomainEvent] = []
+
+    def emit(self, event: DomainEvent) -> None:
+        self.events.append(event)
+        self.state = evolve_task(self.state, event)
+
+    @property
+    def definition(self) -> TaskDefinition:
+        assert self.state.definition is not None
+        return self.state.definition
+
+    def start(self, nominal: datetime, reason: ExecutionReason, attempt: int = 1) -> None:
+        task_id = self.state.task_id
+        self.emit(
+            ExecutionStarted(
+                task_id=task_id,
+                execution_id=self.new_id(),
+                nominal_time=nominal,
+                attempt=attempt,
+                reason=reason,
+                idempotency_key=idempotency_key(task_id, nominal),
+            )
+        )
+
+
+def decide(
+    state: TaskState, command: cmd.Command, now: datetime, new_id: Callable[[], str]
+) -> list[DomainEvent]:
+    """Return the events that ``command`` produces for a task in ``state`` at ``now``.
+
+    Raises :class:`~chronolog.errors.NotFoundError` for a task that does not exist and
+    :class:`~chronolog.errors.InvalidStateError` for a command its state forbids; in both
+    cases nothing is to be written.
+    """
+    d = _Decision(state, now, new_id)
+    if not state.exists and not isinstance(command, cmd.Schedule):
+        raise NotFoundError(f"no task {state.task_id!r}", details={"task_id": state.task_id})
+    match command:
+        case cmd.Schedule():
+            _schedule(d, command)
+        case cmd.Update():
+            _update(d, command)
+        case cmd.Pause():
+            _pause(d, command)
+        case cmd.Resume():
+            _resume(d, command)
+        case cmd.Cancel():
+            _cancel(d, command)
+        case cmd.RunNow():
+            _run_now(d, command)
+        case cmd.Fire():
+            _fire(d, command)
+        case cmd.RetryDue():
+            _retry_due(d, command)
+        case cmd.Finish():
+            _finish(d, command)
+        case cmd.TimeoutDue():
+            _timeout(d, command)
+        case cmd.Recover():
+            _recover(d, command)
+    return d.events
+
+
+# --- definition and life cycle ------------------------------------------------------------
+
+
+def _schedule(d: _Decision, c: cmd.Schedule) -> None:
+    state = d.state
+    if state.exists:
+        if state.definition == c.definition and state.recurring == c.recurring:
+            return  # the same spec again: an idempotent no-op
+        _update(d, cmd.Update(definition=c.definition, recurring=c.recurring, cause=c.cause))
+        return
+    first = _first_fire(c.definition, state, d.now)
+    d.emit(
+        TaskScheduled(
+            task_id=state.task_id,
+            definition=c.definition,
+            recurring=c.recurring,
+            first_fire=first.nominal if first else None,
+        )
+    )
+    _announce_jitter(d, first)
+    _complete_if_done(d)
+
+
+def _update(d: _Decision, c: cmd.Update) -> None:
+    if d.state.is_final:
+        raise _final(d.state, "update")
+    first = _first_fire(c.definition, d.state, d.now)
+    d.emit(
+        TaskUpdated(
+            task_id=d.state.task_id,
+            definition=c.definition,
+            recurring=c.recurring,
+            next_fire=first.nominal if first else None,
+        )
+    )
+    _announce_jitter(d, first)
+    _complete_if_done(d)
+
+
+def _pause(d: _Decision, c: cmd.Pause) -> None:
+    if d.state.is_final:
+        raise _final(d.state, "pause")
+    if d.state.lifecycle == "paused":
+        return
+    d.emit(TaskPaused(task_id=d.state.task_id, note=c.note, paused_by=c.cause))
+
+
+def _resume(d: _Decision, c: cmd.Resume) -> None:
+    if d.state.is_final:
+        raise _final(d.state, "resume")
+    if d.state.lifecycle != "paused":
+        return
+    pending = d.state.next_nominal
+    if pending is not None and pending > d.now:
+        following = next_fire(
+            d.definition.trigger,
+            pending - _ONE_US,
+            seed=d.state.task_id,
+            runs_so_far=d.state.fires,
+        )
+    else:
+        # Fires that fell inside the pause are not missed: the user asked for silence.
+        after = d.now if d.state.last_nominal is None else max(d.now, d.state.last_nominal)
+        following = next_fire(
+            d.definition.trigger, after, seed=d.state.task_id, runs_so_far=d.state.fires
+        )
+    d.emit(
+        TaskResumed(
+            task_id=d.state.task_id,
+            next_fire=following.nominal if following else None,
+            resumed_by=c.cause,
+        )
+    )
+    _announce_jitter(d, following)
+    _complete_if_done(d)
+
+
+def _cancel(d: _Decision, c: cmd.Cancel) -> None:
+    if d.state.lifecycle == "cancelled":
+        return
+    if d.state.lifecycle == "completed":
+        raise _final(d.state, "cancel")
+    for execution in d.state.open_executions:
+        d.emit(
+            ExecutionCancelled(
+                task_id=d.state.task_id,
+                execution_id=execution.execution_id,
+                reason="the task was cancelled",
+            )
+        )
+    d.emit(TaskCancelled(task_id=d.state.task_id, note=c.note, cancelled_by=c.cause))
+
+
+def _run_now(d: _Decision, c: cmd.RunNow) -> None:
+    if d.state.is_final:
+        raise _final(d.state, "run")
+    d.start(d.now, "manual")
+
+
+# --- the schedule -------------------------------------------------------------------------
+
+
+def _fire(d: _Decision, c: cmd.Fire) -> None:
+    state = d.state
+    if state.lifecycle != "active" or state.next_nominal != c.nominal_time:
+        return  # a stale timer entry: the schedule moved on since it was set
+    policies = d.definition.policies
+    fire_at = state.next_fire_at or c.nominal_time
+    grace = policies.misfire_grace_seconds
+    if grace is None or (d.now - fire_at).total_seconds() <= grace:
+        _run_or_overlap(d, c.nominal_time, "schedule")
+        _decide_next(d, c.nominal_time)
+        return
+    _catch_up(d, c.nominal_time)
+
+
+def _catch_up(d: _Decision, first_missed: datetime) -> None:
+    """Fires later than the misfire grace: apply the task's catch-up policy to them all."""
+    policies = d.definition.policies
+    trigger = d.definition.trigger
+    missed = [first_missed]
+    fires = d.state.fires
+    upcoming = next_fire(trigger, first_missed, seed=d.state.task_id, runs_so_far=fires + 1)
+    while upcoming is not None and upcoming.at <= d.now and len(missed) < MAX_MISSED_SCAN:
+        missed.append(upcoming.nominal)
+        upcoming = next_fire(
+            trigger, upcoming.nominal, seed=d.state.task_id, runs_so_far=fires + len(missed)
+        )
+    if policies.catchup == "skip":
+        for nominal in missed:
+            d.emit(_skipped(d, nominal, "misfire", "catchup=skip"))
+    elif policies.catchup == "run_once":
+        for nominal in missed[:-1]:
+            d.emit(_skipped(d, nominal, "misfire", "catchup=run_once"))
+        _run_or_overlap(d, missed[-1], "catch_up")
+    else:  # run_all: run them one after another through the queue, up to the limit
+        limit = max(policies.catchup_limit, 1)
+        runnable, dropped = missed[-limit:], missed[:-limit]
+        for nominal in dropped:
+            d.emit(_skipped(d, nominal, "catch_up_limit", f"catchup=run_all limit={limit}"))
+        if d.state.open_executions:
+            head, rest = None, runnable
+        else:
+            head, rest = runnable[0], runnable[1:]
+        if head is not None:
+            d.start(head, "catch_up")
+        for nominal in rest:
+            d.emit(ExecutionQueued(task_id=d.state.task_id, nominal_time=nominal))
+    _decide_next(d, missed[-1])
+
+
+def _run_or_overlap(d: _Decision, nominal: datetime, reason: ExecutionReason) -> None:
+    """Start an execution for ``nominal`` unless the overlap policy says otherwise."""
+    policies = d.definition.policies
+    running = d.state.open_executions
+    if not running:
+        d.start(nominal, reason)
+        return
+    policy = policies.overlap
+    if policy == "skip":
+        d.emit(_skipped(d, nominal, "overlap", "overlap=skip"))
+    elif policy == "queue_one":
+        if d.state.queued:
+            d.emit(_skipped(d, nominal, "overlap", "overlap=queue_one"))
+        else:
+            d.emit(ExecutionQueued(task_id=d.state.task_id, nominal_time=nominal))
+    elif policy == "allow":
+        if len(running) < max(policies.max_concurrent, 1):
+            d.start(nominal, reason)
+        else:
+            limit = f"overlap=allow max_concurrent={policies.max_concurrent}"
+            d.emit(_skipped(d, nominal, "overlap", limit))
+    else:  # cancel_running
+        for execution in running:
+            d.emit(
+                ExecutionCancelled(
+                    task_id=d.state.task_id,
+                    execution_id=execution.execution_id,
+                    reason="overlap=cancel_running: a newer fire replaced it",
+                )
+            )
+        d.start(nominal, reason)
+
+
+def _decide_next(d: _Decision, after: datetime) -> None:
+    following = next_fire(
+        d.definition.trigger, after, seed=d.state.task_id, runs_so_far=d.state.fires
+    )
+    if following is not None:
+        d.emit(
+            NextFireDecided(
+                task_id=d.state.task_id,
+                nominal_time=following.nominal,
+                fire_at=following.at,
+                notes=following.notes,
+            )
+        )
+    _complete_if_done(d)
+
+
+# --- executions ---------------------------------------------------------------------------
+
+
+def _retry_due(d: _Decision, c: cmd.RetryDue) -> None:
+    if d.state.lifecycle != "active":
+        return  # paused: the retry waits for resume; final: it was dropped
+    for retry in d.state.pending_retries:
+        if (retry.nominal_time, retry.attempt) == (c.nominal_time, c.attempt):
+            d.start(retry.nominal_time, "retry", retry.attempt)
+            return
+
+
+def _finish(d: _Decision, c: cmd.Finish) -> None:
+    task_id = d.state.task_id
+    execution = d.state.open_execution(c.execution_id)
+    if execution is None:
+        # It was timed out, cancelled or interrupted already: keep what it returned.
+        d.emit(
+            LateResultRecorded(
+                task_id=task_id,
+                execution_id=c.execution_id,
+                succeeded=c.outcome == "succeeded",
+                result=c.result,
+                error_type=c.error_type,
+                message=c.message,
+                duration_seconds=c.duration_seconds,
+            )
+        )
+        return
+    if c.outcome == "succeeded":
+        d.emit(
+            ExecutionSucceeded(
+                task_id=task_id,
+                execution_id=c.execution_id,
+                result=c.result,
+                result_is_repr=c.result_is_repr,
+                result_truncated=c.result_truncated,
+                duration_seconds=c.duration_seconds,
+            )
+        )
+    else:
+        d.emit(
+            ExecutionFailed(
+                task_id=task_id,
+                execution_id=c.execution_id,
+                error_type=c.error_type or "Exception",
+                message=c.message or "",
+                traceback=c.traceback,
+                duration_seconds=c.duration_seconds,
+            )
+        )
+        _maybe_retry(d, c.execution_id, execution.nominal_time, execution.attempt)
+    _after_execution(d)
+
+
+def _timeout(d: _Decision, c: cmd.TimeoutDue) -> None:
+    execution = d.state.open_execution(c.execution_id)
+    if execution is None:
+        return
+    policies = d.definition.policies
+    d.emit(
+        ExecutionTimedOut(
+            task_id=d.state.task_id,
+            execution_id=c.execution_id,
+            timeout_seconds=policies.timeout_seconds or 0.0,
+            duration_seconds=policies.timeout_seconds or 0.0,
+        )
+    )
+    _maybe_retry(d, c.execution_id, execution.nominal_time, execution.attempt)
+    _after_execution(d)
+
+
+def _recover(d: _Decision, c: cmd.Recover) -> None:
+    for execution in d.state.open_executions:
+        d.emit(ExecutionInterrupted(task_id=d.state.task_id, execution_id=execution.execution_id))
+        _maybe_retry(d, execution.execution_id, execution.nominal_time, execution.attempt)
+    _after_execution(d)
+
+
+def _maybe_retry(d: _Decision, execution_id: str, nominal: datetime, attempt: int) -> None:
+    policies = d.definition.policies
+    if d.state.lifecycle == "cancelled" or attempt > policies.max_retries:
+        return
+    d.emit(
+        RetryScheduled(
+            task_id=d.state.task_id,
+            execution_id=execution_id,
+            nominal_time=nominal,
+            attempt=attempt + 1,
+            retry_at=d.now + retry_delay(execution_id, attempt, d.definition),
+        )
+    )
+
+
+def retry_delay(execution_id: str, attempt: int, definition: TaskDefinition) -> timedelta:
+    """Exponential backoff with deterministic jitter for the retry after ``attempt``.
+
+    ``base * 2**(attempt-1)``, capped, then spread by ``±retry_jitter`` using a hash of the
+    failed execution's id (so replaying the decision gives the same instant).
+    """
+    policies = definition.policies
+    base = policies.retry_backoff_seconds * (2 ** (attempt - 1))
+    delay = min(base, policies.retry_backoff_max_seconds)
+    if policies.retry_jitter > 0:
+        digest = hashlib.blake2b(execution_id.encode(), digest_size=8).digest()
+        spread = int.from_bytes(digest, "big") / float(1 << 64) * 2.0 - 1.0
+        delay *= 1.0 + policies.retry_jitter * spread
+    return timedelta(seconds=max(delay, 0.0))
+
+
+def _after_execution(d: _Decision) -> None:
+    """An execution ended: start the queued fire, if any, then see if the task is done."""
+    if d.state.queued and not d.state.open_executions and d.state.lifecycle == "active":
+        d.start(d.state.queued[0], "schedule")
+    _complete_if_done(d)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _first_fire(definition: TaskDefinition, state: TaskState, now: datetime) -> Fire | None:
+    trigger = definition.trigger
+    if isinstance(trigger, DateTrigger):
+        # A one-shot in the past still runs once (as a late or caught-up fire).
+        return next_fire(trigger, trigger.run_at - _ONE_US, seed=state.task_id, runs_so_far=0)
+    after = now if state.last_nominal is None else max(now, state.last_nominal)
+    return next_fire(trigger, after - _ONE_US, seed=state.task_id, runs_so_far=state.fires)
+
+
+def _announce_jitter(d: _Decision, fire: Fire | None) -> None:
+    # TaskScheduled/Updated/Resumed carry the nominal time; a jittered instant (or a DST
+    # note) needs its own event so the timer, replay and "explain" see the same moment.
+    if fire is not None and (fire.at != fire.nominal or fire.notes):
+        d.emit(
+            NextFireDecided(
+                task_id=d.state.task_id,
+                nominal_time=fire.nominal,
+                fire_at=fire.at,
+                notes=fire.notes,
+            )
+        )
+
+
+def _complete_if_done(d: _Decision) -> None:
+    s = d.state
+    if (
+        s.lifecycle != "active"
+        or s.next_nominal is not None
+        or s.open_executions
+        or s.pending_retries
+        or s.queued
+    ):
+        return
+    trigger = d.definition.trigger
+    reason: CompletionReason
+    if isinstance(trigger, DateTrigger):
+        reason = "one_shot"
+    elif trigger.max_runs is not None and s.fires >= trigger.max_runs:
+        reason = "max_runs"
+    else:
+        reason = "end_date"
+    d.emit(TaskCompleted(task_id=s.task_id, reason=reason))
+
+
+def _skipped(d: _Decision, nominal: datetime, reason: SkipReason, policy: str) -> ExecutionSkipped:
+    return ExecutionSkipped(
+        task_id=d.state.task_id, nominal_time=nominal, reason=reason, policy=policy
+    )
+
+
+def _final(state: TaskState, verb: str) -> InvalidStateError:
+    return InvalidStateError(
+        f"cannot {verb} task {state.task_id!r}: it is {state.status}",
+        details={"task_id": state.task_id, "status": state.status},
+    )

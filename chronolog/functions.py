@@ -1,0 +1,90 @@
+"""The function registry: tasks name functions; only registered names can ever run."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from chronolog.errors import UnknownFunctionError, ValidationError
+
+
+class RegisteredFunction(msgspec.Struct, frozen=True):
+    """A function tasks may name, with the module that registered it."""
+
+    name: str
+    function: Callable[..., Any]
+    module_id: str | None
+    is_async: bool
+    accepts_context: bool
+    description: str = ""
+
+
+class FunctionRegistry:
+    """Maps names to callables. Thread-safe; re-registering a name replaces it."""
+
+    def __init__(self) -> None:
+        self._functions: dict[str, RegisteredFunction] = {}
+        self._lock = threading.Lock()
+
+    def register(
+        self,
+        name: str,
+        function: Callable[..., Any],
+        *,
+        module_id: str | None = None,
+        description: str = "",
+    ) -> RegisteredFunction:
+        """Register ``function`` under ``name``.
+
+        A function that declares a parameter named ``context`` receives the
+        :class:`~chronolog.actors.executor.ExecutionContext` of each run in it.
+        """
+        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+            raise ValidationError(f"function name must be a non-empty string, got {name!r}")
+        if not callable(function):
+            raise ValidationError(f"{name!r}: {function!r} is not callable")
+        try:
+            parameters = inspect.signature(function).parameters
+        except (TypeError, ValueError):
+            parameters = {}  # type: ignore[assignment]
+        entry = RegisteredFunction(
+            name=name,
+            function=function,
+            module_id=module_id,
+            is_async=inspect.iscoroutinefunction(function),
+            accepts_context="context" in parameters,
+            description=description or (inspect.getdoc(function) or "").split("\n", 1)[0],
+        )
+        with self._lock:
+            self._functions[name] = entry
+        return entry
+
+    def get(self, name: str) -> RegisteredFunction:
+        """The function registered as ``name``; :class:`UnknownFunctionError` otherwise."""
+        with self._lock:
+            entry = self._functions.get(name)
+        if entry is None:
+            known = ", ".join(sorted(self._functions)) or "none"
+            raise UnknownFunctionError(
+                f"no function registered as {name!r} (registered: {known})",
+                details={"function_name": name},
+            )
+        return entry
+
+    def __contains__(self, name: object) -> bool:
+        with self._lock:
+            return name in self._functions
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        with self._lock:
+            return sorted(self._functions)
+
+    def all(self) -> list[RegisteredFunction]:
+        """Every registered function, sorted by name."""
+        with self._lock:
+            return [self._functions[n] for n in sorted(self._functions)]

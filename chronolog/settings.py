@@ -1,0 +1,170 @@
+"""Settings: one msgspec Struct, loadable from TOML, ``CHRONOLOG_*`` variables and overrides.
+
+Precedence, lowest first: defaults, the TOML file, environment variables, explicit
+overrides (command-line flags). Every value is validated; an error names the key, where it
+came from, and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from chronolog.errors import ValidationError
+
+LogFormat = Literal["auto", "json", "console"]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+
+ENV_PREFIX = "CHRONOLOG_"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How a chronolog instance runs. Every field has a working default."""
+
+    #: Where the event log, the DuckDB projections and snapshots live.
+    data_dir: str = "./chronolog-data"
+    #: Threads that run synchronous task functions.
+    executor_threads: PositiveInt = 8
+    #: Retries after a failed execution, for tasks that do not say.
+    default_max_retries: NonNegativeInt = 0
+    #: First retry delay in seconds (doubles per attempt).
+    default_retry_backoff: NonNegativeFloat = 1.0
+    #: Execution timeout in seconds for tasks that do not say (None: no timeout).
+    default_timeout: PositiveFloat | None = None
+    #: Most job actors alive at once; idle ones are passivated to stay under it.
+    max_live_actors: PositiveInt = 1000
+    #: Seconds a job actor may idle before it is passivated.
+    actor_idle_seconds: PositiveFloat = 30.0
+    #: Seconds a fire may be late and still count as on time (None: always on time).
+    default_misfire_grace: NonNegativeFloat | None = 60.0
+    #: IANA zone for tasks that do not name one (None: the machine's zone, else UTC).
+    default_timezone: str | None = None
+    #: ``json`` lines, ``console`` for people, ``auto`` picks by whether stderr is a tty.
+    log_format: LogFormat = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: SQLite durability of the event log.
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
+    #: The HTTP API (``chronolog run`` / ``serve``).
+    http_host: str = "127.0.0.1"
+    http_port: Port = 8765
+    http_token: str | None = None
+    #: Directories inside which the Housekeeper may delete.
+    cleanup_allowed_roots: tuple[str, ...] = ()
+    #: Allow a registered cleanup directory to be a mount point.
+    cleanup_allow_mount_roots: bool = False
+    #: Largest stored result of an execution, in bytes (bigger ones are truncated).
+    max_result_bytes: PositiveInt = 65536
+
+    @property
+    def data_path(self) -> Path:
+        """``data_dir`` as a path."""
+        return Path(self.data_dir)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied and validated."""
+        return load_settings(overrides=changes, base=self, environ={})
+
+
+_FIELDS = {f.name: f for f in msgspec.structs.fields(Settings)}
+
+
+def _convert(values: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        raise ValidationError(
+            f"{origin}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(_FIELDS))})",
+            details={"key": unknown[0], "origin": origin},
+        )
+    return dict(values)
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Read ``CHRONOLOG_<FIELD>`` variables; values are parsed as TOML scalars or arrays."""
+    found: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key not in _FIELDS:
+            continue  # other CHRONOLOG_* variables (e.g. for tests) are not settings
+        found[key] = _parse_env_value(name, raw)
+    return found
+
+
+def _parse_env_value(name: str, raw: str) -> Any:
+    if raw.lower() in ("", "none", "null"):
+        return None
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        if "," in raw and not raw.startswith("["):
+            return [part.strip() for part in raw.split(",") if part.strip()]
+        return raw  # a bare string such as a path or a zone name
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    base: Settings | None = None,
+) -> Settings:
+    """Build settings from defaults (or ``base``), a TOML file, the environment and overrides.
+
+    The TOML file may keep its keys at the top level or under a ``[chronolog]`` table.
+    """
+    merged: dict[str, Any] = msgspec.structs.asdict(base) if base is not None else {}
+    origins: dict[str, str] = {}
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                document = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ValidationError(f"settings file {os.fspath(path)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ValidationError(
+                f"settings file {os.fspath(path)!r} is not valid TOML: {exc}"
+            ) from exc
+        table = document.get("chronolog", document)
+        layers.append(
+            (
+                f"settings file {os.fspath(path)}",
+                _convert(table, f"settings file {os.fspath(path)}"),
+            )
+        )
+    layers.append(("environment", _from_env(os.environ if environ is None else environ)))
+    if overrides:
+        layers.append(("overrides", _convert(overrides, "overrides")))
+    for origin, layer in layers:
+        for key, value in layer.items():
+            merged[key] = value
+            origins[key] = origin
+    try:
+        return msgspec.convert(merged, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        bad_key = _key_of(text)
+        where = origins.get(bad_key or "", "defaults")
+        raise ValidationError(
+            f"invalid setting {bad_key or '?'} (from {where}): {text}",
+            details={"key": bad_key, "origin": where},
+        ) from exc
+
+
+def _key_of(message: str) -> str | None:
+    # msgspec names the offending path as "at `$.key`" or "at `$.key[0]`".
+    marker = "`$."
+    if marker not in message:
+        return None
+    rest = message.split(marker, 1)[1]
+    return rest.split("`", 1)[0].split("[", 1)[0]
