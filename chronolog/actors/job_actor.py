@@ -136,7 +136,7 @@ class JobActor(pykka.ThreadingActor):
             if isinstance(event, ExecutionStarted) and definition is not None:
                 if self.state.open_execution(event.execution_id) is None:
                     continue  # started and already ended within this same decision
-                log.info(
+                log.debug(
                     "execution started",
                     task_id=self.task_id,
                     execution_id=event.execution_id,

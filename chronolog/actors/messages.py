@@ -27,7 +27,7 @@ class CommandOutcome(msgspec.Struct, frozen=True, kw_only=True):
         return self.envelopes[-1].position if self.envelopes else 0
 
 
-Reply = Callable[[CommandOutcome], None]
+Reply = Callable[[CommandOutcome], object]
 
 
 class TaskCommand(msgspec.Struct, frozen=True, kw_only=True):

@@ -141,7 +141,7 @@ class Timer:
         return True
 
     def next_due(self) -> datetime | None:
-        """The instant of the earliest live entry (for status and tests)."""
+        """The instant of the earliest live task entry (fire, retry or timeout)."""
         with self._cond:
             for at, _, due in sorted(self._heap)[:64]:
                 if self._peek_current(due):
@@ -149,6 +149,8 @@ class Timer:
             return None
 
     def _peek_current(self, due: Due) -> bool:
+        if isinstance(due, WakeDue):
+            return False
         if isinstance(due, FireDue):
             current = self._fires.get(due.task_id)
             return current is not None and current[0] == due.nominal_time

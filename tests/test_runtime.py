@@ -1,0 +1,278 @@
+"""The actor runtime on a fake clock: timer, job actors, executor, supervisor, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from chronolog.actors.messages import CommandOutcome
+from chronolog.actors.runtime import Runtime
+from chronolog.domain import commands as cmd
+from chronolog.events import (
+    ExecutionFailed,
+    ExecutionInterrupted,
+    ExecutionStarted,
+    ExecutionSucceeded,
+    ExecutionTimedOut,
+    LateResultRecorded,
+    RetryScheduled,
+    TaskDefinition,
+    TaskPolicies,
+)
+from chronolog.functions import FunctionRegistry
+from chronolog.settings import Settings
+from chronolog.store import InMemoryEventStore, SQLiteEventStore
+from chronolog.testing import FakeClock
+from chronolog.triggers import CronTrigger, DateTrigger, IntervalTrigger
+
+
+class Harness:
+    """A runtime on a fake clock with helpers to command tasks and read their history."""
+
+    def __init__(self, clock: FakeClock, store: Any = None, **settings: Any) -> None:
+        self.clock = clock
+        self.store = store or InMemoryEventStore(clock=clock)
+        self.registry = FunctionRegistry()
+        self.calls: list[tuple[str, Any]] = []
+        self.release = threading.Event()
+        self.registry.register("record", self._record)
+        self.registry.register("fail", self._fail)
+        self.registry.register("block", self._block)
+        self.registry.register("arecord", self._arecord)
+        self.runtime = Runtime(Settings(**settings), self.store, self.registry, clock=clock)
+
+    def _record(self, tag: str = "", context: Any = None) -> str:
+        self.calls.append((tag, context.idempotency_key if context else None))
+        return tag
+
+    def _fail(self) -> None:
+        raise RuntimeError("boom")
+
+    def _block(self) -> str:
+        self.release.wait(10)
+        return "late"
+
+    async def _arecord(self, tag: str = "") -> str:
+        await asyncio.sleep(0)
+        self.calls.append((tag, "async"))
+        return tag
+
+    def command(self, task_id: str, command: cmd.Command) -> CommandOutcome:
+        future: concurrent.futures.Future[CommandOutcome] = concurrent.futures.Future()
+        self.runtime.send(task_id, command, reply=future.set_result)
+        return future.result(10)
+
+    def schedule(
+        self, task_id: str, function: str, trigger: Any, *, settle: bool = True, **policies: Any
+    ) -> CommandOutcome:
+        definition = TaskDefinition(
+            name=task_id, function_name=function, trigger=trigger, policies=TaskPolicies(**policies)
+        )
+        outcome = self.command(task_id, cmd.Schedule(definition=definition, recurring=True))
+        assert outcome.error is None, outcome.error
+        assert self.runtime.settle(10, executions=settle)
+        return outcome
+
+    def advance(self, seconds: float, *, executions: bool = True) -> None:
+        self.clock.advance(seconds)
+        assert self.runtime.settle(10, executions=executions), "runtime did not settle"
+
+    def events(self, task_id: str, kind: type | None = None) -> list[Any]:
+        events = [e.event for e in self.store.read_stream(f"task-{task_id}")]
+        return [e for e in events if kind is None or isinstance(e, kind)]
+
+
+@pytest.fixture
+def harness(clock: FakeClock) -> Iterator[Harness]:
+    h = Harness(clock)
+    h.runtime.start()
+    yield h
+    h.release.set()
+    h.runtime.stop(wait_for_executions=2)
+
+
+class TestTimer:
+    def test_fires_exactly_when_due_and_not_before(self, harness: Harness) -> None:
+        """Nothing runs a second before the fire time; advancing to it runs it once."""
+        start = harness.clock.now() + timedelta(minutes=5)
+        harness.schedule("t", "record", IntervalTrigger(every=5, unit="minutes", start=start))
+        harness.advance(299)
+        assert harness.calls == []
+        harness.advance(1)
+        assert len(harness.calls) == 1
+
+    def test_interval_runs_every_period_without_drift(self, harness: Harness) -> None:
+        """Ten periods give ten runs with nominal times exactly one period apart."""
+        start = harness.clock.now() + timedelta(minutes=1)
+        harness.schedule("t", "record", IntervalTrigger(every=1, unit="minutes", start=start))
+        for _ in range(10):
+            harness.advance(60)
+        started = harness.events("t", ExecutionStarted)
+        nominals = [e.nominal_time for e in started]
+        assert nominals == [start + timedelta(minutes=i) for i in range(10)]
+
+    def test_wall_clock_jump_forward_fires_what_became_due(self, harness: Harness) -> None:
+        """A wall-clock step (suspend/resume, NTP) is noticed and due fires run."""
+        start = harness.clock.now() + timedelta(minutes=1)
+        harness.schedule("t", "record", DateTrigger(run_at=start))
+        harness.clock.jump(120)
+        assert harness.runtime.settle(10)
+        assert len(harness.calls) == 1
+
+    def test_cron_task_runs_on_cron_instants(self, harness: Harness) -> None:
+        """A cron task fires at each matching minute, including the one it was scheduled at."""
+        harness.schedule("c", "record", CronTrigger(expression="*/15 * * * *", timezone="UTC"))
+        for _ in range(4):
+            harness.advance(15 * 60)
+        minutes = [e.nominal_time.minute for e in harness.events("c", ExecutionStarted)]
+        assert minutes == [0, 15, 30, 45, 0]
+
+
+class TestExecutions:
+    def test_function_gets_context_with_idempotency_key(self, harness: Harness) -> None:
+        """The context carries ``task_id:nominal_time``."""
+        run_at = harness.clock.now() + timedelta(seconds=10)
+        harness.schedule("t", "record", DateTrigger(run_at=run_at))
+        harness.advance(10)
+        assert harness.calls == [("", f"t:{run_at.isoformat()}")]
+        assert len(harness.events("t", ExecutionSucceeded)) == 1
+
+    def test_async_functions_run_on_the_loop(self, harness: Harness) -> None:
+        """Coroutine functions are awaited and their result stored."""
+        harness.schedule("a", "arecord", DateTrigger(run_at=harness.clock.now()))
+        harness.advance(1)
+        assert harness.calls == [("", "async")]
+        assert harness.events("a", ExecutionSucceeded)[0].result == ""
+
+    def test_failure_is_retried_with_backoff_then_gives_up(self, harness: Harness) -> None:
+        """Two retries after the first failure, at growing delays, then the task fails."""
+        harness.schedule(
+            "f",
+            "fail",
+            DateTrigger(run_at=harness.clock.now()),
+            max_retries=2,
+            retry_backoff_seconds=10,
+            retry_jitter=0,
+        )
+        harness.advance(1)
+        for _ in range(4):
+            harness.advance(30)
+        failed = harness.events("f", ExecutionFailed)
+        retries = harness.events("f", RetryScheduled)
+        assert len(failed) == 3
+        assert [r.attempt for r in retries] == [2, 3]
+        started = harness.events("f", ExecutionStarted)
+        assert [s.attempt for s in started] == [1, 2, 3]
+        assert len({s.idempotency_key for s in started}) == 1
+        assert failed[0].error_type == "RuntimeError"
+
+    def test_thread_timeout_marks_timed_out_and_keeps_late_result(self, harness: Harness) -> None:
+        """A thread past its timeout is timed out; its late result is recorded apart."""
+        harness.schedule(
+            "b", "block", DateTrigger(run_at=harness.clock.now()), settle=False, timeout_seconds=5
+        )
+        harness.advance(5, executions=False)
+        assert harness.events("b", ExecutionTimedOut)
+        assert not harness.events("b", LateResultRecorded)
+        harness.release.set()
+        assert harness.runtime.settle(10)
+        late = harness.events("b", LateResultRecorded)
+        assert len(late) == 1 and late[0].succeeded
+        assert not harness.events("b", ExecutionSucceeded)
+
+
+class TestRecovery:
+    def test_restart_marks_running_executions_interrupted_and_retries(
+        self, tmp_path: Any, clock: FakeClock
+    ) -> None:
+        """A run cut off by a stop is interrupted on restart and retried per policy."""
+        store = SQLiteEventStore(tmp_path, clock=clock)
+        first = Harness(clock, store)
+        first.runtime.start()
+        first.schedule(
+            "b",
+            "block",
+            DateTrigger(run_at=clock.now()),
+            settle=False,
+            max_retries=1,
+            retry_backoff_seconds=1,
+        )
+        first.advance(1, executions=False)
+        assert first.events("b", ExecutionStarted)
+        # Simulate a crash: stop the actors without letting the execution finish.
+        first.runtime.timer.stop()
+        store.close()
+        first.release.set()
+
+        store = SQLiteEventStore(tmp_path, clock=clock)
+        second = Harness(clock, store)
+        second.release.set()
+        second.runtime.start()
+        try:
+            assert second.runtime.settle(10)
+            second.advance(5)
+            assert len(second.events("b", ExecutionInterrupted)) == 1
+            retry = second.events("b", RetryScheduled)
+            assert retry and retry[0].attempt == 2
+            assert [s.attempt for s in second.events("b", ExecutionStarted)] == [1, 2]
+        finally:
+            second.runtime.stop()
+            store.close()
+
+    def test_timer_is_rebuilt_from_the_log(self, tmp_path: Any, clock: FakeClock) -> None:
+        """Tasks scheduled before a restart fire after it, at their instants."""
+        store = SQLiteEventStore(tmp_path, clock=clock)
+        first = Harness(clock, store)
+        first.runtime.start()
+        run_at = clock.now() + timedelta(minutes=10)
+        first.schedule("d", "record", DateTrigger(run_at=run_at))
+        first.runtime.stop()
+        store.close()
+
+        store = SQLiteEventStore(tmp_path, clock=clock)
+        second = Harness(clock, store)
+        second.runtime.start()
+        try:
+            assert second.runtime.timer.next_due() == run_at
+            second.advance(600)
+            assert len(second.calls) == 1
+        finally:
+            second.runtime.stop()
+            store.close()
+
+
+class TestSupervisor:
+    def test_live_actors_stay_under_the_cap(self, clock: FakeClock) -> None:
+        """With a cap of 5, commanding 30 tasks never keeps more than 5 actors alive."""
+        h = Harness(clock, max_live_actors=5)
+        h.runtime.start()
+        try:
+            for i in range(30):
+                h.schedule(f"t{i}", "record", DateTrigger(run_at=clock.now() + timedelta(hours=1)))
+            stats = h.runtime.supervisor_stats()
+            assert stats["live"] <= 5
+            assert stats["spawned"] >= 30
+            h.advance(3600)
+            assert len(h.calls) == 30
+        finally:
+            h.runtime.stop()
+
+    def test_idle_actors_are_passivated(self, clock: FakeClock) -> None:
+        """An actor idle longer than the idle time is stopped; its task still fires later."""
+        h = Harness(clock, actor_idle_seconds=10)
+        h.runtime.start()
+        try:
+            h.schedule("t", "record", DateTrigger(run_at=clock.now() + timedelta(minutes=5)))
+            assert h.runtime.supervisor_stats()["live"] == 1
+            h.advance(30)
+            assert h.runtime.supervisor_stats()["live"] == 0
+            h.advance(300)
+            assert len(h.calls) == 1
+        finally:
+            h.runtime.stop()
