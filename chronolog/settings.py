@@ -61,6 +61,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     cleanup_allowed_roots: tuple[str, ...] = ()
     #: Allow a registered cleanup directory to be a mount point.
     cleanup_allow_mount_roots: bool = False
+    #: Budgets of one cleanup run (None: unlimited); a stopped run resumes next time.
+    cleanup_max_files_per_run: PositiveInt | None = None
+    cleanup_max_seconds_per_run: PositiveFloat | None = None
+    #: Files listed per run in its report and its event (all are always counted).
+    cleanup_max_records: PositiveInt = 1000
     #: Largest stored result of an execution, in bytes (bigger ones are truncated).
     max_result_bytes: PositiveInt = 65536
 

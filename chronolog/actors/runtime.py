@@ -16,10 +16,12 @@ import structlog
 
 from chronolog.actors.activity import ActivityCounter
 from chronolog.actors.executor import ExecutionRequest, Executor
+from chronolog.actors.housekeeper import CLEANUP_STREAM_PREFIX, Housekeeper
 from chronolog.actors.messages import ExecutionFinished, Reply, TaskCommand, TimerFired
 from chronolog.actors.supervisor import PASSIVATE_WAKE, Supervisor
 from chronolog.actors.timer import Due, Timer, WakeDue
 from chronolog.clock import Clock, SystemClock
+from chronolog.domain.cleanup_state import CleanupState, evolve_cleanup
 from chronolog.domain.commands import Command, Finish, Recover
 from chronolog.domain.task_state import TaskState, evolve_task
 from chronolog.errors import ServiceUnavailableError
@@ -58,6 +60,7 @@ class Runtime:
             max_result_bytes=settings.max_result_bytes,
         )
         self._supervisor: pykka.ActorRef[Supervisor] | None = None
+        self.housekeeper: Housekeeper | None = None
         self._started = False
         self._stopping = False
         self._lock = threading.Lock()
@@ -69,7 +72,8 @@ class Runtime:
         """Recover every task from the log, then start the supervisor and the timer."""
         self._supervisor = Supervisor.start(self)
         started = time.perf_counter()
-        open_tasks = self._recover()
+        open_tasks, cleanups = self._recover()
+        self.housekeeper = Housekeeper(self, cleanups)
         self.timer.add(
             self.clock.now() + timedelta(seconds=self.settings.actor_idle_seconds / 2),
             WakeDue(PASSIVATE_WAKE),
@@ -85,9 +89,13 @@ class Runtime:
             seconds=round(time.perf_counter() - started, 3),
         )
 
-    def _recover(self) -> list[str]:
-        """Fold every task stream and arm the timer; return tasks with executions cut off."""
+    def _recover(self) -> tuple[list[str], dict[str, CleanupState]]:
+        """Fold every stream and arm the timer.
+
+        Returns the tasks whose executions were cut off, and the cleanup registrations.
+        """
         states: dict[str, TaskState] = {}
+        cleanups: dict[str, CleanupState] = {}
         position = 1
         while True:
             page = self.store.read_all(position, limit=_RECOVERY_PAGE)
@@ -99,6 +107,12 @@ class Runtime:
                     task_id = stream[len(TASK_STREAM_PREFIX) :]
                     state = states.get(task_id) or TaskState(task_id=task_id)
                     states[task_id] = evolve_task(state, envelope)
+                elif stream.startswith(CLEANUP_STREAM_PREFIX):
+                    registration_id = stream[len(CLEANUP_STREAM_PREFIX) :]
+                    cleanup = cleanups.get(registration_id) or CleanupState(
+                        registration_id=registration_id
+                    )
+                    cleanups[registration_id] = evolve_cleanup(cleanup, envelope)
             position = page[-1].position + 1
         open_tasks: list[str] = []
         for state in states.values():
@@ -106,7 +120,7 @@ class Runtime:
             if (state.open_executions and not state.is_final) or state.open_executions:
                 open_tasks.append(state.task_id)
         self.recovered_tasks = len(states)
-        return open_tasks
+        return open_tasks, cleanups
 
     def stop(self, *, wait_for_executions: float = 10.0) -> None:
         """Stop the timer, let running executions finish (up to the wait), stop the actors."""
@@ -116,6 +130,8 @@ class Runtime:
             self._stopping = True
         self.timer.stop()
         self.executor.shutdown(wait=True, timeout=wait_for_executions)
+        if self.housekeeper is not None:
+            self.housekeeper.stop()
         self.activity.wait_idle(timeout=wait_for_executions)
         if self._supervisor is not None:
             self._supervisor.stop(block=True, timeout=30)

@@ -48,6 +48,8 @@ class CleanupRunCompleted(DomainEvent, frozen=True, kw_only=True):
     files: tuple[CleanupFileRecord, ...] = ()
     files_truncated: bool = False
     resume_after: str | None = None
+    errors: tuple[str, ...] = ()
+    writers_unchecked: int = 0
 
 
 class CleanupRunFailed(DomainEvent, frozen=True, kw_only=True):

@@ -67,6 +67,8 @@ class CleanupSummary(msgspec.Struct, frozen=True, kw_only=True):
     skipped: int = 0
     duration_seconds: float = 0.0
     budget_exhausted: bool = False
+    #: Total size of the selected files (what a dry run would free, before hard links).
+    bytes_selected: int = 0
 
 
 __all__ = [
