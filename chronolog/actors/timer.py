@@ -16,7 +16,7 @@ import heapq
 import itertools
 import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import msgspec
 
@@ -24,7 +24,6 @@ from chronolog.clock import Clock
 
 #: Longest the timer sleeps before re-reading the wall clock (seconds).
 MAX_SLEEP = 5.0
-_ONE_US = timedelta(microseconds=1)
 
 
 class FireDue(msgspec.Struct, frozen=True):
@@ -71,7 +70,7 @@ class Timer:
         self._retries: dict[str, set[tuple[datetime, int]]] = {}
         self._cond = threading.Condition()
         self._stopped = False
-        self._processed_until: datetime | None = None
+        self._dispatching = False
         self._thread: threading.Thread | None = None
 
     # --- entries --------------------------------------------------------------------------
@@ -117,10 +116,6 @@ class Timer:
 
     def _push(self, at: datetime, due: Due) -> None:
         heapq.heappush(self._heap, (at, next(self._seq), due))
-        if self._processed_until is not None and at <= self._processed_until:
-            # Already due: until the thread has dispatched it, "processed until" must not
-            # claim otherwise (settling tests rely on it).
-            self._processed_until = at - _ONE_US
 
     def _is_current(self, due: Due) -> bool:
         if isinstance(due, FireDue):
@@ -175,10 +170,12 @@ class Timer:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    def processed_until(self) -> datetime | None:
-        """Everything due at or before this instant has been dispatched."""
+    def is_caught_up(self, now: datetime) -> bool:
+        """Whether everything due at or before ``now`` has been handed to the dispatcher."""
         with self._cond:
-            return self._processed_until
+            if self._dispatching:
+                return False
+            return not self._heap or self._heap[0][0] > now
 
     def _run(self) -> None:
         while True:
@@ -192,13 +189,15 @@ class Timer:
                     if self._is_current(due):
                         batch.append(due)
                 if not batch:
-                    self._processed_until = now
                     timeout = MAX_SLEEP
                     if self._heap:
                         timeout = min(timeout, max((self._heap[0][0] - now).total_seconds(), 0.0))
                     self._clock.wait(self._cond, timeout)
                     continue
+                self._dispatching = True
             # Dispatch outside the lock: the receivers may add entries.
-            self._dispatch(batch)
-            with self._cond:
-                self._processed_until = now
+            try:
+                self._dispatch(batch)
+            finally:
+                with self._cond:
+                    self._dispatching = False

@@ -1,0 +1,221 @@
+"""The host-facing module: a minimal service registry and the two-phase start.
+
+Phase 1, :meth:`SchedulerModule.register`, puts the facade into the host's registry as
+``scheduler_service`` so other modules can register their functions. Phase 2,
+:meth:`SchedulerModule.start`, opens the log and the projections, recovers every task and
+starts the actors. A host framework with its own registry passes any object that has
+``register_service`` and ``get_service``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import structlog
+
+from chronolog.actors.housekeeper import CLEANUP_FUNCTION, Housekeeper, make_cleanup_function
+from chronolog.actors.runtime import Runtime
+from chronolog.clock import Clock, SystemClock
+from chronolog.errors import NotFoundError, ServiceUnavailableError, ValidationError
+from chronolog.functions import FunctionRegistry
+from chronolog.logs import configure_logging
+from chronolog.projections import Projector
+from chronolog.service import SchedulerService
+from chronolog.settings import Settings
+from chronolog.store import EventStore, SQLiteEventStore
+
+log = structlog.get_logger("chronolog.module")
+
+SERVICE_NAME = "scheduler_service"
+PROJECTIONS_FILENAME = "projections.duckdb"
+
+
+@runtime_checkable
+class ServiceRegistry(Protocol):
+    """What chronolog needs from a host's service registry."""
+
+    def register_service(self, name: str, service: Any) -> None: ...
+
+    def get_service(self, name: str) -> Any: ...
+
+
+class AppContext:
+    """The smallest service registry: names to objects."""
+
+    def __init__(self) -> None:
+        self._services: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def register_service(self, name: str, service: Any) -> None:
+        """Make ``service`` available as ``name`` (a second registration replaces it)."""
+        if not isinstance(name, str) or not name:
+            raise ValidationError(f"service name must be a non-empty string, got {name!r}")
+        with self._lock:
+            self._services[name] = service
+
+    def get_service(self, name: str) -> Any:
+        """The service registered as ``name``; :class:`NotFoundError` when there is none."""
+        with self._lock:
+            try:
+                return self._services[name]
+            except KeyError:
+                known = ", ".join(sorted(self._services)) or "none"
+                raise NotFoundError(f"no service {name!r} (registered: {known})") from None
+
+    def has_service(self, name: str) -> bool:
+        """Whether ``name`` is registered."""
+        with self._lock:
+            return name in self._services
+
+
+class SchedulerModule:
+    """chronolog as a module of a host application."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        clock: Clock | None = None,
+        store: EventStore | None = None,
+        projections_path: str | Path | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.clock: Clock = clock or SystemClock()
+        self.registry = FunctionRegistry()
+        self.registry.register(
+            CLEANUP_FUNCTION,
+            make_cleanup_function(self._require_housekeeper),
+            module_id="chronolog.housekeeper",
+        )
+        self.service = SchedulerService(self)
+        self._store = store
+        self._owns_store = store is None
+        self._projections_path = projections_path
+        self._runtime: Runtime | None = None
+        self._projector: Projector | None = None
+        self._projector_stop = threading.Event()
+        self._projector_thread: threading.Thread | None = None
+        self._registered = False
+
+    # --- phase 1 --------------------------------------------------------------------------
+
+    def register(self, app: ServiceRegistry) -> SchedulerService:
+        """Phase 1: register the facade as ``scheduler_service`` in ``app``."""
+        if not isinstance(app, ServiceRegistry):
+            raise ValidationError(
+                "app must have register_service(name, service) and get_service(name)"
+            )
+        app.register_service(SERVICE_NAME, self.service)
+        self._registered = True
+        return self.service
+
+    # --- phase 2 --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Phase 2: open storage and projections, recover, start the actors.
+
+        The blocking work runs in a worker thread so the host's event loop stays free.
+        """
+        await asyncio.to_thread(self.start_blocking)
+
+    def start_blocking(self) -> None:
+        """Phase 2 for hosts without an event loop."""
+        if self._runtime is not None:
+            return
+        configure_logging(self.settings.log_format, self.settings.log_level)
+        data_dir = self.settings.data_path
+        if self._store is None:
+            self._store = SQLiteEventStore(
+                data_dir, synchronous=self.settings.sqlite_synchronous, clock=self.clock
+            )
+        path = self._projections_path
+        if path is None and self._owns_store:
+            path = data_dir / PROJECTIONS_FILENAME
+        try:
+            self._projector = Projector(self._store, path)
+            self._projector.catch_up()
+            runtime = Runtime(self.settings, self._store, self.registry, clock=self.clock)
+            runtime.start()
+        except BaseException:
+            self._close_storage()
+            raise
+        self._runtime = runtime
+        self._projector_stop.clear()
+        self._projector_thread = threading.Thread(
+            target=self._projector.run_until_stopped,
+            args=(self._projector_stop,),
+            name="chronolog-projector",
+            daemon=True,
+        )
+        self._projector_thread.start()
+
+    async def stop(self) -> None:
+        """Stop the actors (waiting briefly for running executions) and close storage."""
+        await asyncio.to_thread(self.stop_blocking)
+
+    def stop_blocking(self) -> None:
+        """:meth:`stop` for hosts without an event loop."""
+        if self._runtime is not None:
+            self._runtime.stop()
+            self._runtime = None
+        self.service.close()
+        self._projector_stop.set()
+        if self._projector_thread is not None:
+            self._projector_thread.join(timeout=30)
+            self._projector_thread = None
+        self._close_storage()
+
+    def _close_storage(self) -> None:
+        if self._projector is not None:
+            self._projector.close()
+            self._projector = None
+        if self._store is not None and self._owns_store:
+            self._store.close()
+            self._store = None
+
+    # --- access ---------------------------------------------------------------------------
+
+    @property
+    def runtime(self) -> Runtime | None:
+        """The running runtime (None before start and after stop)."""
+        return self._runtime
+
+    def require_runtime(self) -> Runtime:
+        """The runtime, or :class:`ServiceUnavailableError` when not started."""
+        if self._runtime is None or not self._runtime.running:
+            raise ServiceUnavailableError(
+                "the scheduler is not started: await module.start() first"
+            )
+        return self._runtime
+
+    def _require_housekeeper(self) -> Housekeeper:
+        housekeeper = self.require_runtime().housekeeper
+        if housekeeper is None:
+            raise ServiceUnavailableError("the Housekeeper is not running")
+        return housekeeper
+
+    def require_projector(self) -> Projector:
+        """The projector, or :class:`ServiceUnavailableError` when not started."""
+        if self._projector is None:
+            raise ServiceUnavailableError(
+                "the scheduler is not started: await module.start() first"
+            )
+        return self._projector
+
+    def settle(self, timeout: float = 10.0) -> bool:
+        """Tests: wait until the runtime is quiet and the projections have caught up."""
+        runtime = self.require_runtime()
+        if not runtime.settle(timeout):
+            return False
+        projector = self.require_projector()
+        return projector.wait_for_position(runtime.store.last_position(), timeout)
+
+    async def __aenter__(self) -> SchedulerModule:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()

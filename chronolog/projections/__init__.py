@@ -1,0 +1,43 @@
+"""DuckDB read models derived only from the event log: schema, projector, queries, exports.
+
+The projector folds the log into tables (``tasks``, ``executions``, ``skips``, ``events``,
+``cleanup_registrations``, ``cleanup_runs``, ``cleanup_files``, ``projection_meta``) in
+batches, exactly once; ``queries`` answers the facade's questions from them; ``analyst``
+gives people read-only SQL, snapshot exports and private rebuilds.
+"""
+
+from chronolog.projections import queries
+from chronolog.projections.analyst import SqlResult, export, read_only_sql, rebuild_private
+from chronolog.projections.projector import Projector
+from chronolog.projections.rows import (
+    CleanupFileRow,
+    CleanupRow,
+    CleanupRunRow,
+    Decision,
+    ExecutionRow,
+    Page,
+    SkipRow,
+    TaskRow,
+    TaskStats,
+)
+from chronolog.projections.schema import PROJECTION_VERSION, SCHEMA_VERSION
+
+__all__ = [
+    "PROJECTION_VERSION",
+    "SCHEMA_VERSION",
+    "CleanupFileRow",
+    "CleanupRow",
+    "CleanupRunRow",
+    "Decision",
+    "ExecutionRow",
+    "Page",
+    "Projector",
+    "SkipRow",
+    "SqlResult",
+    "TaskRow",
+    "TaskStats",
+    "export",
+    "queries",
+    "read_only_sql",
+    "rebuild_private",
+]

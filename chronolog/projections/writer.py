@@ -1,0 +1,182 @@
+"""Bulk I/O between a batch fold and DuckDB: load the touched rows, write the final ones.
+
+A batch goes through two steps. :func:`prepare` (Python: load misses, fold, encode) turns
+envelopes into a :class:`PreparedBatch`; :func:`commit` (DuckDB) writes it as one
+transaction together with the checkpoint. The projector may prepare batch N+1 on one
+thread while another commits batch N.
+
+Every statement handles a whole batch, never one event. Rows go in through DuckDB's JSON
+reader: msgspec encodes a batch of row Structs to JSON lines in one C call, and
+``INSERT … SELECT * FROM read_json(…)`` parses them inside DuckDB. Measured on these rows,
+that costs the Python thread about a fifth of what the appender does (which converts each
+value while holding the GIL), and DuckDB's part runs without the GIL.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import msgspec
+
+from chronolog.events import Envelope
+from chronolog.projections.apply import (
+    BatchFold,
+    ExecutionState,
+    RegistrationState,
+    RunState,
+    TaskState,
+    touched_keys,
+)
+from chronolog.projections.cache import StateCache, TableCache
+from chronolog.projections.schema import TABLES, column_names
+
+_State = TypeVar("_State", TaskState, ExecutionState, RegistrationState, RunState)
+
+#: One JSON line may hold a whole event (results, tracebacks): well above DuckDB's 16 MB.
+_MAX_OBJECT_BYTES = 1 << 30
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def _columns_literal(table: str) -> str:
+    """The ``columns`` argument of ``read_json`` for ``table``: name → type, in order."""
+    parts = [f"'{name}': '{kind.removesuffix(' NOT NULL')}'" for name, kind in TABLES[table]]
+    return "{" + ", ".join(parts) + "}"
+
+
+_INSERT = {
+    table: (
+        f"INSERT INTO {table} BY NAME SELECT * FROM read_json($path, "
+        f"format = 'newline_delimited', records = true, "
+        f"maximum_object_size = {_MAX_OBJECT_BYTES}, columns = {_columns_literal(table)})"
+    )
+    for table in TABLES
+    if table != "projection_meta"
+}
+
+
+@dataclass
+class PreparedBatch:
+    """A folded batch, ready to commit: rows to delete by key, JSON lines to insert."""
+
+    first_position: int
+    last_position: int
+    #: (table, key column, keys that already have a row)
+    deletes: list[tuple[str, str, list[str]]] = field(default_factory=list)
+    #: (table, JSON lines of the new rows)
+    inserts: list[tuple[str, bytes]] = field(default_factory=list)
+    fold: BatchFold | None = None
+
+    @property
+    def span(self) -> str:
+        return f"{self.first_position}..{self.last_position}"
+
+
+def _load_table(
+    conn: duckdb.DuckDBPyConnection,
+    cache: TableCache[_State],
+    table: str,
+    keys: set[str],
+    state_type: type[_State],
+) -> dict[str, _State]:
+    """Cached states for ``keys``, plus the misses read from DuckDB in one query."""
+    states, misses = cache.lookup(keys)
+    if misses and not cache.complete:
+        names = column_names(table)
+        columns = ", ".join(f'"{name}"' for name in names)
+        rows = conn.execute(
+            f"SELECT {columns} FROM {table} WHERE {names[0]} IN (SELECT unnest($keys))",
+            {"keys": list(misses)},
+        ).fetchall()
+        for row in rows:
+            states[row[0]] = state_type(*row)
+    return states
+
+
+def prepare(
+    conn: duckdb.DuckDBPyConnection, envelopes: Sequence[Envelope], cache: StateCache
+) -> PreparedBatch:
+    """Fold ``envelopes`` over the current rows they touch and encode the result.
+
+    Current rows come from ``cache``, else from ``conn`` in one query per table; the final
+    states are remembered in ``cache`` straight away, so the next batch can be prepared
+    before this one commits (the caller resets the cache if the commit fails).
+    """
+    keys = touched_keys(envelopes)
+    tasks = _load_table(conn, cache.tasks, "tasks", keys.tasks, TaskState)
+    executions = _load_table(conn, cache.executions, "executions", keys.executions, ExecutionState)
+    registrations = _load_table(
+        conn, cache.registrations, "cleanup_registrations", keys.registrations, RegistrationState
+    )
+    runs = _load_table(conn, cache.runs, "cleanup_runs", keys.runs, RunState)
+    # Only keys that already have a row are deleted: during a rebuild most keys are new,
+    # and each delete costs a scan of the table.
+    existing_runs = list(runs)
+    deletes = [
+        ("tasks", "task_id", list(tasks)),
+        ("executions", "execution_id", list(executions)),
+        ("cleanup_registrations", "registration_id", list(registrations)),
+        ("cleanup_runs", "run_id", existing_runs),
+    ]
+
+    fold = BatchFold(tasks.values(), executions.values(), registrations.values(), runs.values())
+    fold.apply_all(envelopes)
+    cache.remember(fold)
+
+    replaced_files = [run_id for run_id in existing_runs if run_id in fold.files]
+    deletes.append(("cleanup_files", "run_id", replaced_files))
+    rows: list[tuple[str, Sequence[Any]]] = [
+        ("tasks", list(fold.tasks.values())),
+        ("executions", list(fold.executions.values())),
+        ("cleanup_registrations", list(fold.registrations.values())),
+        ("cleanup_runs", list(fold.runs.values())),
+        ("cleanup_files", [row for file_rows in fold.files.values() for row in file_rows]),
+        ("skips", fold.skips),
+        ("events", fold.events),
+    ]
+    return PreparedBatch(
+        first_position=envelopes[0].position,
+        last_position=envelopes[-1].position,
+        deletes=[entry for entry in deletes if entry[2]],
+        inserts=[(table, _ENCODER.encode_lines(items)) for table, items in rows if items],
+        fold=fold,
+    )
+
+
+class Ingestor:
+    """Commits prepared batches, staging their JSON lines in a private temp directory."""
+
+    def __init__(self) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="chronolog-projection-"))
+
+    def commit(self, conn: duckdb.DuckDBPyConnection, batch: PreparedBatch) -> None:
+        """Write ``batch`` and move the checkpoint to its last position, atomically."""
+        # Recreated if a temp cleaner removed it while the projector was idle.
+        self._dir.mkdir(parents=True, exist_ok=True)
+        conn.begin()
+        try:
+            for table, key, keys in batch.deletes:
+                conn.execute(
+                    f"DELETE FROM {table} WHERE {key} IN (SELECT unnest($keys))", {"keys": keys}
+                )
+            for table, lines in batch.inserts:
+                path = self._dir / f"{table}.jsonl"
+                path.write_bytes(lines)
+                conn.execute(_INSERT[table], {"path": str(path)})
+            conn.execute(
+                "UPDATE projection_meta SET position = $position WHERE id = 1",
+                {"position": batch.last_position},
+            )
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+
+    def close(self) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)

@@ -1,0 +1,605 @@
+"""``SchedulerService``: the one facade host code talks to.
+
+Every method is async, validates its input, and returns a :class:`~chronolog.result.Result`
+instead of raising. Commands travel to the task's job actor as messages; the reply comes
+back through ``loop.call_soon_threadsafe`` (awaiting a pykka future would block the loop).
+Queries read the DuckDB projections on a small thread pool, after the projector has applied
+everything this service wrote (read-your-writes). ``svc.sync`` offers the same methods,
+blocking, for hosts without an event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import structlog
+
+from chronolog.actors.housekeeper import Housekeeper, Registration, RunOutcome
+from chronolog.actors.messages import CommandOutcome
+from chronolog.domain import commands as cmd
+from chronolog.domain.task_state import TaskState, replay_task
+from chronolog.errors import (
+    ChronologError,
+    NotFoundError,
+    RequestTimeoutError,
+    ServiceUnavailableError,
+    ValidationError,
+)
+from chronolog.events import Cause, EventMetadata
+from chronolog.projections import queries
+from chronolog.result import ErrorInfo, Result
+from chronolog.task_spec import (
+    ScheduleRequest,
+    apply_changes,
+    build_cleanup_rules,
+    build_definition,
+    check_id,
+    request_from_definition,
+    resolve_zone,
+)
+from chronolog.triggers import Fire, preview
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from chronolog.module import SchedulerModule
+
+log = structlog.get_logger("chronolog.service")
+
+T = TypeVar("T")
+
+#: How long a facade call waits for the scheduler to answer (seconds).
+REPLY_TIMEOUT = 30.0
+
+
+def _as_result(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[Result[T]]]:
+    """Turn a coroutine that raises into one that returns a ``Result``."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: Any, **kwargs: Any) -> Result[T]:
+        try:
+            return Result.success(await method(*args, **kwargs))
+        except ChronologError as exc:
+            return Result.failure(exc)
+        except TypeError as exc:  # wrong keyword arguments from the caller
+            return Result.failure(ValidationError(str(exc)))
+        except Exception as exc:  # never leak a lower layer's exception
+            log.exception("facade call failed", method=method.__name__)
+            return Result.failure(
+                ErrorInfo(code="internal", message=f"{type(exc).__name__}: {exc}")
+            )
+
+    return wrapper
+
+
+def _resolve(future: asyncio.Future[CommandOutcome], outcome: CommandOutcome) -> None:
+    if not future.done():
+        future.set_result(outcome)
+
+
+class SchedulerService:
+    """The facade, registered in the host's registry as ``scheduler_service``."""
+
+    def __init__(self, module: SchedulerModule) -> None:
+        self._module = module
+        self._written = 0
+        self._written_lock = threading.Lock()
+        self._queries: concurrent.futures.ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._sync: SyncSchedulerService | None = None
+
+    # --- functions ------------------------------------------------------------------------
+
+    def register_function(
+        self,
+        name: str,
+        function: Callable[..., Any],
+        *,
+        module_id: str | None = None,
+        description: str = "",
+    ) -> None:
+        """Let tasks call ``function`` by ``name`` (re-registering replaces it).
+
+        Raises :class:`~chronolog.errors.ValidationError` for a bad name or a non-callable:
+        registration is part of the host's start-up code, where failing loudly is right.
+        """
+        self._module.registry.register(name, function, module_id=module_id, description=description)
+
+    def registered_functions(self) -> list[str]:
+        """Names tasks may use."""
+        return self._module.registry.names()
+
+    # --- commands -------------------------------------------------------------------------
+
+    @_as_result
+    async def schedule_event(
+        self,
+        name: str,
+        function_name: str,
+        next_execution: datetime | None = None,
+        recurring: bool = False,
+        interval_type: str | None = None,
+        interval_value: int | None = None,
+        *,
+        cron_expression: str | None = None,
+        timezone: str | None = None,
+        end_date: datetime | None = None,
+        max_runs: int | None = None,
+        max_retries: int | None = None,
+        retry_backoff: float | None = None,
+        timeout: float | None = None,
+        overlap: str | None = None,
+        max_concurrent: int | None = None,
+        catchup: str | None = None,
+        catchup_limit: int | None = None,
+        misfire_grace: float | None = None,
+        jitter: float | None = None,
+        nonexistent: str | None = None,
+        ambiguous: str | None = None,
+        month_end: str | None = None,
+        module_id: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        event_id: str | None = None,
+        caused_by: Cause | None = None,
+    ) -> str:
+        """Schedule a task and return its id (the *scheduled event* id).
+
+        Runs once at ``next_execution`` (default: now), every ``interval_value``
+        ``interval_type`` from it when ``recurring``, or by ``cron_expression`` in
+        ``timezone``. A naive ``next_execution`` is read in the task's zone. Passing an
+        existing ``event_id`` is an idempotent upsert: the same spec again changes nothing,
+        another spec updates the task.
+        """
+        request = ScheduleRequest(
+            name=name,
+            function_name=function_name,
+            next_execution=next_execution,
+            recurring=recurring,
+            interval_type=interval_type,
+            interval_value=interval_value,
+            cron_expression=cron_expression,
+            timezone=timezone,
+            end_date=end_date,
+            max_runs=max_runs,
+            max_retries=max_retries,
+            retry_backoff=retry_backoff,
+            timeout=timeout,
+            overlap=overlap,
+            max_concurrent=max_concurrent,
+            catchup=catchup,
+            catchup_limit=catchup_limit,
+            misfire_grace=misfire_grace,
+            jitter=jitter,
+            nonexistent=nonexistent,
+            ambiguous=ambiguous,
+            month_end=month_end,
+            module_id=module_id,
+            parameters=dict(parameters) if parameters is not None else None,
+        )
+        task_id = uuid.uuid4().hex if event_id is None else check_id(event_id)
+        definition, is_recurring = build_definition(
+            request, self._module.settings, self._module.registry, self._now()
+        )
+        await self._send(
+            task_id,
+            cmd.Schedule(definition=definition, recurring=is_recurring, cause=_cause(caused_by)),
+            caused_by,
+        )
+        return task_id
+
+    @_as_result
+    async def update_event(
+        self, event_id: str, *, caused_by: Cause | None = None, **changes: Any
+    ) -> str:
+        """Change some of a task's fields (the names ``schedule_event`` takes)."""
+        state = self._load(event_id)
+        assert state.definition is not None
+        request = apply_changes(request_from_definition(state.definition), changes)
+        definition, is_recurring = build_definition(
+            request, self._module.settings, self._module.registry, self._now()
+        )
+        await self._send(
+            event_id,
+            cmd.Update(definition=definition, recurring=is_recurring, cause=_cause(caused_by)),
+            caused_by,
+        )
+        return event_id
+
+    @_as_result
+    async def cancel_event(
+        self, event_id: str, note: str | None = None, *, caused_by: Cause | None = None
+    ) -> str:
+        """Cancel a task: it never fires again; running executions are signalled to stop."""
+        await self._send(
+            check_id(event_id), cmd.Cancel(note=_note(note), cause=_cause(caused_by)), caused_by
+        )
+        return event_id
+
+    @_as_result
+    async def pause_event(
+        self, event_id: str, note: str | None = None, *, caused_by: Cause | None = None
+    ) -> str:
+        """Pause a task, with an optional note saying why (kept in the log)."""
+        await self._send(
+            check_id(event_id), cmd.Pause(note=_note(note), cause=_cause(caused_by)), caused_by
+        )
+        return event_id
+
+    @_as_result
+    async def resume_event(self, event_id: str, *, caused_by: Cause | None = None) -> str:
+        """Resume a paused task from its next fire after now."""
+        await self._send(check_id(event_id), cmd.Resume(cause=_cause(caused_by)), caused_by)
+        return event_id
+
+    @_as_result
+    async def execute_now(self, event_id: str, *, caused_by: Cause | None = None) -> str:
+        """Run the task once now, leaving its schedule alone; returns the execution id."""
+        outcome = await self._send(
+            check_id(event_id), cmd.RunNow(cause=_cause(caused_by)), caused_by
+        )
+        for envelope in outcome.envelopes:
+            execution_id = getattr(envelope.event, "execution_id", None)
+            if execution_id is not None:
+                return str(execution_id)
+        raise ServiceUnavailableError("the run was not started")
+
+    # --- queries --------------------------------------------------------------------------
+
+    @_as_result
+    async def get_event(self, event_id: str) -> queries.TaskRow:
+        """One task as the projections show it."""
+        check_id(event_id)
+        row = await self._query(lambda conn: queries.get_task(conn, event_id))
+        if row is None:
+            raise NotFoundError(f"no scheduled event {event_id!r}", details={"event_id": event_id})
+        return row
+
+    @_as_result
+    async def list_events(
+        self,
+        status: str | None = None,
+        module_id: str | None = None,
+        function_name: str | None = None,
+        recurring: bool | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        sort: str = "created_at",
+        descending: bool = False,
+    ) -> queries.Page[queries.TaskRow]:
+        """Tasks with filters and pagination; ``total`` counts every match."""
+        return await self._query(
+            lambda conn: queries.list_tasks(
+                conn,
+                status=status,
+                module_id=module_id,
+                function_name=function_name,
+                recurring=recurring,
+                sort=sort,
+                descending=descending,
+                limit=limit,
+                offset=offset,
+            )
+        )
+
+    @_as_result
+    async def get_executions(
+        self,
+        event_id: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> queries.Page[queries.ExecutionRow]:
+        """Execution history, newest first, optionally for one task or status."""
+        if event_id is not None:
+            check_id(event_id)
+        return await self._query(
+            lambda conn: queries.list_executions(
+                conn,
+                task_id=event_id,
+                status=status,
+                since=since,
+                until=until,
+                limit=limit,
+                offset=offset,
+            )
+        )
+
+    @_as_result
+    async def get_stats(self, event_id: str) -> queries.TaskStats:
+        """Runs, success rate and p50/p95 durations of one task."""
+        check_id(event_id)
+        return await self._query(lambda conn: queries.task_stats(conn, event_id))
+
+    @_as_result
+    async def explain_event(self, event_id: str) -> list[queries.Decision]:
+        """Every decision about the task, in order, each with a sentence saying why."""
+        check_id(event_id)
+        decisions = await self._query(lambda conn: queries.explain(conn, event_id))
+        if not decisions:
+            raise NotFoundError(f"no scheduled event {event_id!r}", details={"event_id": event_id})
+        return decisions
+
+    @_as_result
+    async def preview_event(self, event_id: str, count: int = 10) -> list[Fire]:
+        """The task's next fire instants from now, each with its wall time and DST notes."""
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 1000:
+            raise ValidationError(f"count must be an integer from 1 to 1000, got {count!r}")
+        state = self._load(event_id)
+        if state.lifecycle != "active" or state.definition is None:
+            return []
+        now = self._now()
+        after = now if state.last_nominal is None else max(now, state.last_nominal)
+        return preview(
+            state.definition.trigger, after, count, seed=event_id, runs_so_far=state.fires
+        )
+
+    # --- housekeeping ---------------------------------------------------------------------
+
+    @_as_result
+    async def register_cleanup(
+        self,
+        directory: str,
+        pattern: str = "*",
+        retention_days: float | None = None,
+        max_files: int | None = None,
+        max_total_bytes: int | None = None,
+        exclude: Sequence[str] = (),
+        recursive: bool = False,
+        remove_empty_dirs: bool = False,
+        priority: int = 100,
+        schedule: str | None = None,
+        description: str = "",
+        module_id: str | None = None,
+        *,
+        age_basis: str = "mtime",
+        caused_by: Cause | None = None,
+    ) -> str:
+        """Register a directory with the Housekeeper and return the registration id.
+
+        Files matching ``pattern`` (a glob relative to ``directory``; ``**`` crosses
+        directories when ``recursive``) are removed when older than ``retention_days``,
+        beyond the newest ``max_files``, or (oldest first) while their total exceeds
+        ``max_total_bytes``. ``schedule`` is a cron expression (default: daily at 03:00);
+        the registration becomes an ordinary task. Registering the same directory and
+        pattern again updates the registration.
+        """
+        rules = build_cleanup_rules(
+            pattern=pattern,
+            retention_days=retention_days,
+            max_files=max_files,
+            max_total_bytes=max_total_bytes,
+            exclude=exclude,
+            recursive=recursive,
+            remove_empty_dirs=remove_empty_dirs,
+            age_basis=age_basis,
+        )
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise ValidationError(
+                f"priority must be an integer, got {priority!r}", details={"field": "priority"}
+            )
+        if module_id is not None:
+            check_id(module_id, "module_id")
+        if not isinstance(directory, str) or not directory:
+            raise ValidationError(
+                "directory must be a non-empty path string", details={"field": "directory"}
+            )
+        registration = Registration(
+            directory=directory,
+            rules=rules,
+            priority=priority,
+            schedule=schedule,
+            description=_note(description) or "",
+            module_id=module_id,
+            timezone=resolve_zone(None, self._module.settings),
+            cause=_cause(caused_by),
+        )
+        answer = await self._ask_housekeeper(
+            lambda reply: self._housekeeper().register(registration, reply)
+        )
+        return str(answer)
+
+    @_as_result
+    async def unregister_cleanup(
+        self, registration_id: str, *, caused_by: Cause | None = None
+    ) -> str:
+        """Remove a registration (its task is cancelled; no file is touched)."""
+        check_id(registration_id, "registration_id")
+        answer = await self._ask_housekeeper(
+            lambda reply: self._housekeeper().unregister(registration_id, _cause(caused_by), reply)
+        )
+        return str(answer)
+
+    @_as_result
+    async def list_cleanups(self, include_inactive: bool = False) -> list[queries.CleanupRow]:
+        """Cleanup registrations with their rules and last run."""
+        return await self._query(
+            lambda conn: queries.list_cleanups(conn, include_inactive=include_inactive)
+        )
+
+    @_as_result
+    async def run_cleanup(
+        self, registration_id: str | None = None, dry_run: bool = False
+    ) -> list[RunOutcome]:
+        """Run one registration (or all, in priority order) now and return the reports.
+
+        With ``dry_run`` nothing is removed: the reports list what would be.
+        """
+        ids = None if registration_id is None else [check_id(registration_id, "registration_id")]
+        if not isinstance(dry_run, bool):
+            raise ValidationError("dry_run must be true or false", details={"field": "dry_run"})
+        outcomes: list[RunOutcome] = await self._ask_housekeeper(
+            lambda reply: self._housekeeper().run(ids, dry_run, reply)
+        )
+        if (
+            registration_id is not None
+            and outcomes
+            and outcomes[0].error_code == NotFoundError.code
+        ):
+            raise NotFoundError(outcomes[0].error or "no such registration")
+        last = self._module.require_runtime().store.last_position()
+        with self._written_lock:
+            self._written = max(self._written, last)
+        return outcomes
+
+    def _housekeeper(self) -> Housekeeper:
+        housekeeper = self._module.require_runtime().housekeeper
+        if housekeeper is None:
+            raise ServiceUnavailableError("the Housekeeper is not running")
+        return housekeeper
+
+    async def _ask_housekeeper(self, send: Callable[[Callable[[Any], object]], None]) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def resolve(answer: Any) -> None:
+            if not future.done():
+                future.set_result(answer)
+
+        send(lambda answer: loop.call_soon_threadsafe(resolve, answer))
+        try:
+            answer = await asyncio.wait_for(future, REPLY_TIMEOUT * 10)
+        except TimeoutError:
+            raise RequestTimeoutError("the Housekeeper did not answer in time") from None
+        if isinstance(answer, ChronologError):
+            raise answer
+        last = self._module.require_runtime().store.last_position()
+        with self._written_lock:
+            self._written = max(self._written, last)
+        return answer
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    @property
+    def sync(self) -> SyncSchedulerService:
+        """The same methods, blocking, for code without an event loop."""
+        if self._sync is None:
+            self._sync = SyncSchedulerService(self)
+        return self._sync
+
+    def _now(self) -> datetime:
+        return self._module.clock.now()
+
+    def _load(self, event_id: str) -> TaskState:
+        """The task's state, replayed from its stream (the log is the truth)."""
+        check_id(event_id)
+        runtime = self._module.require_runtime()
+        state = replay_task(event_id, runtime.store.read_stream(f"task-{event_id}"))
+        if not state.exists:
+            raise NotFoundError(f"no scheduled event {event_id!r}", details={"event_id": event_id})
+        return state
+
+    async def _send(
+        self, task_id: str, command: cmd.Command, caused_by: Cause | None
+    ) -> CommandOutcome:
+        runtime = self._module.require_runtime()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[CommandOutcome] = loop.create_future()
+        metadata = EventMetadata(correlation_id=uuid.uuid4().hex, caused_by=_cause(caused_by))
+        runtime.send(
+            task_id,
+            command,
+            metadata=metadata,
+            reply=lambda outcome: loop.call_soon_threadsafe(_resolve, future, outcome),
+        )
+        try:
+            outcome = await asyncio.wait_for(future, REPLY_TIMEOUT)
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"the scheduler did not answer within {REPLY_TIMEOUT:.0f} s"
+            ) from None
+        if outcome.error is not None:
+            raise outcome.error
+        if outcome.last_position:
+            with self._written_lock:
+                self._written = max(self._written, outcome.last_position)
+        return outcome
+
+    async def _query(self, run: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        projector = self._module.require_projector()
+        written = self._written
+        pool = self._query_pool()
+
+        def job() -> T:
+            if projector.position < written and not projector.wait_for_position(
+                written, REPLY_TIMEOUT
+            ):
+                raise RequestTimeoutError("the projections did not catch up in time")
+            cursor = getattr(self._local, "cursor", None)
+            if cursor is None or getattr(self._local, "projector", None) is not projector:
+                cursor = projector.reader()
+                self._local.cursor = cursor
+                self._local.projector = projector
+            return run(cursor)
+
+        return await asyncio.get_running_loop().run_in_executor(pool, job)
+
+    def _query_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._queries is None:
+            self._queries = concurrent.futures.ThreadPoolExecutor(
+                max_workers=4, thread_name_prefix="chronolog-query"
+            )
+        return self._queries
+
+    def close(self) -> None:
+        """Release the query threads (called by the module on stop)."""
+        if self._queries is not None:
+            self._queries.shutdown(wait=True)
+            self._queries = None
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
+
+
+def _cause(caused_by: Cause | None) -> Cause:
+    if caused_by is None:
+        return Cause(kind="host")
+    if not isinstance(caused_by, Cause):
+        raise ValidationError("caused_by must be a chronolog.events.Cause")
+    return caused_by
+
+
+def _note(note: str | None) -> str | None:
+    if note is not None and (not isinstance(note, str) or len(note) > 2000):
+        raise ValidationError(
+            "note must be a string of at most 2000 characters", details={"field": "note"}
+        )
+    return note
+
+
+class SyncSchedulerService:
+    """Blocking twins of the facade's methods, run on a private event-loop thread."""
+
+    def __init__(self, service: SchedulerService) -> None:
+        self._service = service
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="chronolog-sync", daemon=True
+        )
+        self._thread.start()
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._service, name)
+        if not asyncio.iscoroutinefunction(method):
+            return method  # type: ignore[no-any-return]
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            future = asyncio.run_coroutine_threadsafe(method(*args, **kwargs), self._loop)
+            return future.result(REPLY_TIMEOUT + 5)
+
+        call.__name__ = name
+        call.__doc__ = method.__doc__
+        return call
+
+    def close(self) -> None:
+        """Stop the private loop."""
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)

@@ -1,0 +1,364 @@
+"""Turns the facade's keyword arguments into a validated :class:`TaskDefinition`.
+
+All input checking for scheduling lives here, before anything reaches a job actor, so a
+bad request is answered with a typed error and nothing is appended.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, get_args
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from chronolog.errors import InvalidTriggerError, ValidationError
+from chronolog.events import CatchupPolicy, OverlapPolicy, TaskDefinition, TaskPolicies
+from chronolog.functions import FunctionRegistry
+from chronolog.housekeeping.model import AgeBasis, CleanupRules
+from chronolog.settings import Settings
+from chronolog.triggers import (
+    CronTrigger,
+    DateTrigger,
+    IntervalTrigger,
+    TriggerSpec,
+    local_zone_name,
+    validate,
+)
+from chronolog.triggers.spec import AmbiguousPolicy, IntervalUnit, MonthEndPolicy, NonexistentPolicy
+
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+
+
+class ScheduleRequest(msgspec.Struct, kw_only=True):
+    """Everything ``schedule_event`` accepts, with ``None`` meaning "the default"."""
+
+    name: str
+    function_name: str
+    next_execution: datetime | None = None
+    recurring: bool = False
+    interval_type: str | None = None
+    interval_value: int | None = None
+    cron_expression: str | None = None
+    timezone: str | None = None
+    end_date: datetime | None = None
+    max_runs: int | None = None
+    max_retries: int | None = None
+    retry_backoff: float | None = None
+    timeout: float | None = None
+    overlap: str | None = None
+    max_concurrent: int | None = None
+    catchup: str | None = None
+    catchup_limit: int | None = None
+    misfire_grace: float | None = None
+    jitter: float | None = None
+    nonexistent: str | None = None
+    ambiguous: str | None = None
+    month_end: str | None = None
+    module_id: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+def check_id(value: object, what: str = "event_id") -> str:
+    """Accept ids made of letters, digits and ``._:@-`` (at most 128), else raise."""
+    if not isinstance(value, str) or not _ID_PATTERN.match(value):
+        raise ValidationError(
+            f"{what} must be 1-128 characters of letters, digits and ._:@- "
+            f"starting with a letter or digit, got {value!r}",
+            details={"field": what},
+        )
+    return value
+
+
+def _choice(field: str, value: str | None, allowed: Any) -> Any:
+    if value is None:
+        return None
+    options = get_args(allowed)
+    if value not in options:
+        raise ValidationError(
+            f"{field} must be one of {', '.join(options)}, got {value!r}", details={"field": field}
+        )
+    return value
+
+
+def resolve_zone(name: str | None, settings: Settings) -> str:
+    """The zone a task uses: its own, else the settings' default, else the machine's."""
+    zone = name or settings.default_timezone or local_zone_name()
+    try:
+        ZoneInfo(zone)
+    except Exception:
+        raise InvalidTriggerError(
+            f"unknown time zone {zone!r}: use an IANA name such as 'Europe/Berlin' or 'UTC'",
+            details={"field": "timezone"},
+        ) from None
+    return zone
+
+
+def _aware(value: datetime | None, zone: str, field: str) -> datetime | None:
+    """Read a naive datetime as wall time in the task's zone."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise ValidationError(
+            f"{field} must be a datetime, got {type(value).__name__}", details={"field": field}
+        )
+    if value.tzinfo is None or value.utcoffset() is None:
+        value = value.replace(tzinfo=ZoneInfo(zone))
+    return value
+
+
+def build_trigger(request: ScheduleRequest, settings: Settings, now: datetime) -> TriggerSpec:
+    """The trigger spec the request describes, validated."""
+    zone = resolve_zone(request.timezone, settings)
+    start = _aware(request.next_execution, zone, "next_execution")
+    end = _aware(request.end_date, zone, "end_date")
+    common: dict[str, Any] = {
+        "timezone": zone,
+        "end": end,
+        "max_runs": request.max_runs,
+        "jitter_seconds": 0.0 if request.jitter is None else request.jitter,
+    }
+    for field, value, allowed in (
+        ("nonexistent", request.nonexistent, NonexistentPolicy),
+        ("ambiguous", request.ambiguous, AmbiguousPolicy),
+    ):
+        chosen = _choice(field, value, allowed)
+        if chosen is not None:
+            common[field] = chosen
+    spec: TriggerSpec
+    if request.cron_expression is not None:
+        if request.interval_type is not None:
+            raise ValidationError("give either cron_expression or interval_type, not both")
+        spec = CronTrigger(expression=request.cron_expression, start=start, **common)
+    elif request.recurring or request.interval_type is not None:
+        if request.interval_type is None or request.interval_value is None:
+            raise ValidationError(
+                "a recurring task needs interval_type and interval_value (or a cron_expression)",
+                details={"field": "interval_type"},
+            )
+        unit = _choice("interval_type", request.interval_type, IntervalUnit)
+        month_end: MonthEndPolicy = (
+            _choice("month_end", request.month_end, MonthEndPolicy) or "clamp"
+        )
+        spec = IntervalTrigger(
+            every=request.interval_value,
+            unit=unit,
+            start=start or now,
+            month_end=month_end,
+            **common,
+        )
+    else:
+        spec = DateTrigger(run_at=start or now, **common)
+    return validate(spec)
+
+
+def build_policies(request: ScheduleRequest, settings: Settings) -> TaskPolicies:
+    """Execution policies: the request's values over the settings' defaults."""
+    values: dict[str, Any] = {
+        "max_retries": settings.default_max_retries
+        if request.max_retries is None
+        else request.max_retries,
+        "retry_backoff_seconds": settings.default_retry_backoff
+        if request.retry_backoff is None
+        else request.retry_backoff,
+        "timeout_seconds": settings.default_timeout if request.timeout is None else request.timeout,
+        "misfire_grace_seconds": settings.default_misfire_grace
+        if request.misfire_grace is None
+        else request.misfire_grace,
+    }
+    overlap: OverlapPolicy | None = _choice("overlap", request.overlap, OverlapPolicy)
+    catchup: CatchupPolicy | None = _choice("catchup", request.catchup, CatchupPolicy)
+    if overlap is not None:
+        values["overlap"] = overlap
+    if catchup is not None:
+        values["catchup"] = catchup
+    if request.max_concurrent is not None:
+        values["max_concurrent"] = request.max_concurrent
+    if request.catchup_limit is not None:
+        values["catchup_limit"] = request.catchup_limit
+    for field, value, minimum in (
+        ("max_retries", values["max_retries"], 0),
+        ("max_concurrent", values.get("max_concurrent", 1), 1),
+        ("catchup_limit", values.get("catchup_limit", 1), 1),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ValidationError(
+                f"{field} must be an integer >= {minimum}, got {value!r}", details={"field": field}
+            )
+    for field in ("retry_backoff_seconds", "timeout_seconds", "misfire_grace_seconds"):
+        value = values[field]
+        if value is not None and (
+            not isinstance(value, int | float) or isinstance(value, bool) or value < 0
+        ):
+            raise ValidationError(
+                f"{field} must be a number >= 0, got {value!r}", details={"field": field}
+            )
+    if values["timeout_seconds"] == 0:
+        raise ValidationError(
+            "timeout must be > 0 seconds (or None for no timeout)", details={"field": "timeout"}
+        )
+    return TaskPolicies(**values)
+
+
+_PARAMS_ENCODER = msgspec.json.Encoder()
+
+
+def check_parameters(parameters: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Parameters must be a JSON object (they are stored in the log and passed as kwargs)."""
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, Mapping) or not all(isinstance(k, str) for k in parameters):
+        raise ValidationError(
+            "parameters must be a mapping with string keys", details={"field": "parameters"}
+        )
+    try:
+        round_trip = msgspec.json.decode(_PARAMS_ENCODER.encode(dict(parameters)))
+    except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+        raise ValidationError(
+            f"parameters must be JSON-encodable: {exc}", details={"field": "parameters"}
+        ) from exc
+    if round_trip != dict(parameters):
+        raise ValidationError(
+            "parameters must survive a JSON round trip unchanged (no tuples, sets or datetimes; "
+            "pass ISO strings instead)",
+            details={"field": "parameters"},
+        )
+    return dict(parameters)
+
+
+def build_definition(
+    request: ScheduleRequest, settings: Settings, registry: FunctionRegistry, now: datetime
+) -> tuple[TaskDefinition, bool]:
+    """The validated definition and whether the task is recurring."""
+    if not isinstance(request.name, str) or not request.name.strip() or len(request.name) > 500:
+        raise ValidationError(
+            "name must be a non-empty string of at most 500 characters", details={"field": "name"}
+        )
+    registry.get(request.function_name)
+    if request.module_id is not None:
+        check_id(request.module_id, "module_id")
+    trigger = build_trigger(request, settings, now)
+    definition = TaskDefinition(
+        name=request.name,
+        function_name=request.function_name,
+        module_id=request.module_id,
+        parameters=check_parameters(request.parameters),
+        trigger=trigger,
+        policies=build_policies(request, settings),
+    )
+    return definition, not isinstance(trigger, DateTrigger)
+
+
+def build_cleanup_rules(
+    *,
+    pattern: str,
+    retention_days: float | None,
+    max_files: int | None,
+    max_total_bytes: int | None,
+    exclude: Sequence[str],
+    recursive: bool,
+    remove_empty_dirs: bool,
+    age_basis: str,
+) -> CleanupRules:
+    """Housekeeper rules from ``register_cleanup`` arguments (paths are checked later,
+    against the allowed roots, by the Housekeeper itself)."""
+    if not isinstance(pattern, str) or not pattern:
+        raise ValidationError("pattern must be a non-empty glob", details={"field": "pattern"})
+    if isinstance(exclude, str) or not all(isinstance(e, str) and e for e in exclude):
+        raise ValidationError("exclude must be a list of globs", details={"field": "exclude"})
+    for field, value in (("retention_days", retention_days), ("max_total_bytes", max_total_bytes)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+        ):
+            raise ValidationError(
+                f"{field} must be a number >= 0, got {value!r}", details={"field": field}
+            )
+    if max_files is not None and (
+        isinstance(max_files, bool) or not isinstance(max_files, int) or max_files < 0
+    ):
+        raise ValidationError(
+            f"max_files must be an integer >= 0, got {max_files!r}", details={"field": "max_files"}
+        )
+    if retention_days is None and max_files is None and max_total_bytes is None:
+        raise ValidationError(
+            "give at least one of retention_days, max_files or max_total_bytes "
+            "(a registration with no limit would never remove anything)",
+            details={"field": "retention_days"},
+        )
+    for field, flag in (("recursive", recursive), ("remove_empty_dirs", remove_empty_dirs)):
+        if not isinstance(flag, bool):
+            raise ValidationError(f"{field} must be true or false", details={"field": field})
+    basis = _choice("age_basis", age_basis, AgeBasis)
+    return CleanupRules(
+        pattern=pattern,
+        retention_days=None if retention_days is None else float(retention_days),
+        max_files=max_files,
+        max_total_bytes=None if max_total_bytes is None else int(max_total_bytes),
+        exclude=tuple(exclude),
+        recursive=recursive,
+        remove_empty_dirs=remove_empty_dirs,
+        age_basis=basis,
+    )
+
+
+def apply_changes(request: ScheduleRequest, changes: Mapping[str, Any]) -> ScheduleRequest:
+    """A copy of ``request`` with ``changes`` (unknown names are an error)."""
+    allowed = set(ScheduleRequest.__struct_fields__)
+    unknown = sorted(set(changes) - allowed)
+    if unknown:
+        raise ValidationError(
+            f"unknown field {unknown[0]!r} for update_event", details={"field": unknown[0]}
+        )
+    return msgspec.structs.replace(request, **changes)
+
+
+def request_from_definition(definition: TaskDefinition) -> ScheduleRequest:
+    """The request that would produce ``definition`` (the base that updates modify)."""
+    trigger = definition.trigger
+    policies = definition.policies
+    request = ScheduleRequest(
+        name=definition.name,
+        function_name=definition.function_name,
+        module_id=definition.module_id,
+        parameters=dict(definition.parameters),
+        timezone=trigger.timezone,
+        end_date=trigger.end,
+        max_runs=trigger.max_runs,
+        jitter=trigger.jitter_seconds,
+        nonexistent=trigger.nonexistent,
+        ambiguous=trigger.ambiguous,
+        max_retries=policies.max_retries,
+        retry_backoff=policies.retry_backoff_seconds,
+        timeout=policies.timeout_seconds,
+        overlap=policies.overlap,
+        max_concurrent=policies.max_concurrent,
+        catchup=policies.catchup,
+        catchup_limit=policies.catchup_limit,
+        misfire_grace=policies.misfire_grace_seconds,
+    )
+    if isinstance(trigger, DateTrigger):
+        request.next_execution = trigger.run_at
+    elif isinstance(trigger, IntervalTrigger):
+        request.recurring = True
+        request.interval_type = trigger.unit
+        request.interval_value = trigger.every
+        request.next_execution = trigger.start
+        request.month_end = trigger.month_end
+    else:
+        request.recurring = True
+        request.cron_expression = trigger.expression
+        request.next_execution = trigger.start
+    return request
+
+
+__all__ = [
+    "ScheduleRequest",
+    "apply_changes",
+    "build_definition",
+    "check_id",
+    "check_parameters",
+    "request_from_definition",
+    "resolve_zone",
+]

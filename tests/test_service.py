@@ -1,0 +1,338 @@
+"""The facade as host code uses it: real SQLite log and DuckDB projections on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chronolog import AppContext, Cause, SchedulerModule, SchedulerService, Settings
+from chronolog.testing import FakeClock
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def backup_database(compress: bool = False) -> str:
+    return f"backup compress={compress}"
+
+
+def failing_job() -> None:
+    raise OSError("disk full")
+
+
+class Host:
+    """A host application with chronolog as one of its modules, on a fake clock."""
+
+    def __init__(self, data_dir: Path, clock: FakeClock) -> None:
+        self.clock = clock
+        self.app = AppContext()
+        self.module = SchedulerModule(
+            Settings(data_dir=str(data_dir), default_timezone="UTC"), clock=clock
+        )
+        self.module.register(self.app)
+
+    @property
+    def svc(self) -> SchedulerService:
+        service: SchedulerService = self.app.get_service("scheduler_service")
+        return service
+
+    def register(self) -> None:
+        self.svc.register_function("backup_database", backup_database, module_id="core.database")
+        self.svc.register_function("failing_job", failing_job, module_id="core.jobs")
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        assert self.module.settle(10)
+
+    def log_size(self) -> int:
+        runtime = self.module.require_runtime()
+        return runtime.store.last_position()
+
+
+@pytest.fixture
+def host(tmp_path: Path, clock: FakeClock) -> Iterator[Host]:
+    h = Host(tmp_path / "data", clock)
+    h.register()
+    h.module.start_blocking()
+    yield h
+    h.module.stop_blocking()
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+class TestPublicApi:
+    def test_the_documented_example_works(self, tmp_path: Path) -> None:
+        """The README's host example runs as written, on the real clock."""
+
+        async def main() -> str:
+            app = AppContext()
+            module = SchedulerModule(Settings(data_dir=str(tmp_path / "data")))
+            module.register(app)
+            await module.start()
+            svc = app.get_service("scheduler_service")
+            svc.register_function("backup_database", backup_database, module_id="core.database")
+            r = await svc.schedule_event(
+                name="Daily backup",
+                function_name="backup_database",
+                next_execution=datetime.now(UTC) + timedelta(days=1),
+                recurring=True,
+                interval_type="days",
+                interval_value=1,
+                module_id="core.database",
+                parameters={"compress": True},
+            )
+            assert r.ok, r.error
+            listed = await svc.list_events(module_id="core.database")
+            await module.stop()
+            assert listed.unwrap().total == 1
+            return str(r.value)
+
+        assert len(_run(main())) == 32
+
+    def test_a_task_is_listed_as_soon_as_schedule_returns(self, host: Host) -> None:
+        """Read-your-writes: the projection has the task when schedule_event has returned."""
+        svc = host.svc.sync
+        for i in range(20):
+            r = svc.schedule_event(
+                name=f"t{i}",
+                function_name="backup_database",
+                next_execution=host.clock.now() + timedelta(hours=1),
+            )
+            assert r.ok
+            page = svc.list_events(limit=1000).unwrap()
+            assert page.total == i + 1
+
+    def test_runs_and_history(self, host: Host) -> None:
+        """A one-shot runs at its time; history and stats read from DuckDB."""
+        svc = host.svc.sync
+        run_at = host.clock.now() + timedelta(minutes=1)
+        event_id = svc.schedule_event(
+            name="once",
+            function_name="backup_database",
+            next_execution=run_at,
+            parameters={"compress": True},
+        ).unwrap()
+        host.advance(60)
+        task = svc.get_event(event_id).unwrap()
+        assert task.status == "completed"
+        assert task.runs == 1
+        history = svc.get_executions(event_id=event_id).unwrap()
+        assert [row.status for row in history.items] == ["succeeded"]
+        assert history.items[0].result == "backup compress=True"
+
+    def test_failures_retry_and_end_failed(self, host: Host) -> None:
+        """Retries follow the policy and a one-shot that never succeeds ends failed."""
+        svc = host.svc.sync
+        event_id = svc.schedule_event(
+            name="bad",
+            function_name="failing_job",
+            next_execution=host.clock.now(),
+            max_retries=2,
+            retry_backoff=1,
+        ).unwrap()
+        for _ in range(5):
+            host.advance(10)
+        task = svc.get_event(event_id).unwrap()
+        assert task.status == "failed"
+        failed = svc.get_executions(event_id=event_id, status="failed").unwrap()
+        assert failed.total == 3
+        assert failed.items[0].error_type == "OSError"
+
+    def test_pause_resume_cancel_and_explain(self, host: Host) -> None:
+        """Pausing keeps a note and who paused; explain tells the story in order."""
+        svc = host.svc.sync
+        event_id = svc.schedule_event(
+            name="every 5",
+            function_name="backup_database",
+            next_execution=host.clock.now() + timedelta(minutes=5),
+            recurring=True,
+            interval_type="minutes",
+            interval_value=5,
+        ).unwrap()
+        host.advance(300)
+        assert svc.pause_event(
+            event_id, note="maintenance window", caused_by=Cause(kind="agent", id="ops-bot")
+        ).ok
+        host.advance(900)
+        paused = svc.get_event(event_id).unwrap()
+        assert paused.status == "paused" and paused.pause_note == "maintenance window"
+        assert paused.runs == 1
+        assert svc.resume_event(event_id).ok
+        host.advance(300)
+        assert svc.get_event(event_id).unwrap().runs == 2
+        assert svc.cancel_event(event_id).ok
+        host.advance(3600)
+        assert svc.get_event(event_id).unwrap().status == "cancelled"
+        story = svc.explain_event(event_id).unwrap()
+        text = " | ".join(f"{d.sentence} ({d.caused_by})" for d in story)
+        assert "maintenance window" in text and "ops-bot" in text
+
+    def test_execute_now_leaves_the_schedule_alone(self, host: Host) -> None:
+        """A manual run happens now and the next fire does not move."""
+        svc = host.svc.sync
+        first = host.clock.now() + timedelta(hours=1)
+        event_id = svc.schedule_event(
+            name="hourly",
+            function_name="backup_database",
+            next_execution=first,
+            recurring=True,
+            interval_type="hours",
+            interval_value=1,
+        ).unwrap()
+        execution_id = svc.execute_now(event_id).unwrap()
+        assert host.module.settle(10)
+        task = svc.get_event(event_id).unwrap()
+        assert task.runs == 1 and task.next_fire == first
+        history = svc.get_executions(event_id=event_id).unwrap()
+        assert history.items[0].execution_id == execution_id
+        assert history.items[0].reason == "manual"
+
+    def test_idempotent_upsert_by_event_id(self, host: Host) -> None:
+        """The same id and spec twice is a no-op; another spec updates the task."""
+        svc = host.svc.sync
+        spec = dict(
+            name="nightly",
+            function_name="backup_database",
+            cron_expression="0 2 * * *",
+            timezone="Europe/Berlin",
+            event_id="nightly-backup",
+        )
+        assert svc.schedule_event(**spec).unwrap() == "nightly-backup"
+        size = host.log_size()
+        assert svc.schedule_event(**spec).ok
+        assert host.log_size() == size
+        assert svc.schedule_event(**{**spec, "cron_expression": "0 3 * * *"}).ok
+        assert host.log_size() > size
+        assert svc.get_event("nightly-backup").unwrap().next_fire.astimezone(UTC).hour in (1, 2)
+
+    def test_naive_next_execution_is_read_in_the_task_zone(self, host: Host) -> None:
+        """09:00 naive in America/New_York is 14:00 UTC in winter."""
+        svc = host.svc.sync
+        event_id = svc.schedule_event(
+            name="ny",
+            function_name="backup_database",
+            next_execution=datetime(2026, 12, 1, 9, 0),
+            timezone="America/New_York",
+        ).unwrap()
+        fires = svc.preview_event(event_id, 1).unwrap()
+        assert fires[0].nominal == datetime(2026, 12, 1, 14, 0, tzinfo=UTC)
+
+    def test_preview_notes_dst_rules(self, host: Host) -> None:
+        """A daily 02:30 in Berlin notes the spring-forward day."""
+        svc = host.svc.sync
+        event_id = svc.schedule_event(
+            name="0230",
+            function_name="backup_database",
+            cron_expression="30 2 * * *",
+            timezone="Europe/Berlin",
+        ).unwrap()
+        fires = svc.preview_event(event_id, 40).unwrap()
+        noted = [f for f in fires if f.notes]
+        assert noted and "does not exist" in noted[0].notes[0]
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(
+        ("kwargs", "code"),
+        [
+            ({"function_name": "nope"}, "unknown_function"),
+            ({"timezone": "Mars/Olympus"}, "invalid_trigger"),
+            ({"cron_expression": "0 0 30 2 *"}, "invalid_trigger"),
+            (
+                {"recurring": True, "interval_type": "fortnights", "interval_value": 1},
+                "invalid_argument",
+            ),
+            (
+                {"recurring": True, "interval_type": "minutes", "interval_value": 0},
+                "invalid_trigger",
+            ),
+            ({"parameters": {"when": datetime(2026, 1, 1)}}, "invalid_argument"),
+            ({"event_id": "../etc"}, "invalid_argument"),
+            ({"overlap": "sometimes"}, "invalid_argument"),
+            ({"max_retries": -1}, "invalid_argument"),
+            ({"name": ""}, "invalid_argument"),
+        ],
+    )
+    def test_bad_schedule_requests_change_nothing(
+        self, host: Host, kwargs: dict[str, Any], code: str
+    ) -> None:
+        """Each bad request returns a typed error and appends nothing."""
+        svc = host.svc.sync
+        before = host.log_size()
+        request = {"name": "x", "function_name": "backup_database", **kwargs}
+        r = svc.schedule_event(**request)
+        assert not r.ok and r.error is not None
+        assert r.error.code == code, r.error
+        assert r.error.message
+        assert host.log_size() == before
+
+    def test_unknown_ids_and_forbidden_transitions(self, host: Host) -> None:
+        """Unknown ids are not_found; commanding a cancelled task is invalid_state."""
+        svc = host.svc.sync
+        assert svc.get_event("missing").error.code == "not_found"
+        assert svc.pause_event("missing").error.code == "not_found"
+        event_id = svc.schedule_event(
+            name="x",
+            function_name="backup_database",
+            next_execution=host.clock.now() + timedelta(days=1),
+        ).unwrap()
+        assert svc.cancel_event(event_id).ok
+        before = host.log_size()
+        for call in (svc.pause_event, svc.resume_event, svc.execute_now):
+            r = call(event_id)
+            assert r.error is not None and r.error.code == "invalid_state"
+        assert host.log_size() == before
+
+    def test_calls_before_start_are_unavailable(self, tmp_path: Path) -> None:
+        """A facade whose module has not started answers with 'unavailable'."""
+        h = Host(tmp_path, FakeClock())
+        h.register()
+        r = h.svc.sync.schedule_event(name="x", function_name="backup_database")
+        assert r.error is not None and r.error.code == "unavailable"
+
+
+class TestEventLoop:
+    def test_loop_stays_responsive_under_many_calls(self, tmp_path: Path, clock: FakeClock) -> None:
+        """2,000 concurrent facade calls never stall the event loop for long."""
+
+        async def main() -> list[float]:
+            h = Host(tmp_path / "data", clock)
+            h.register()
+            await h.module.start()
+            stalls: list[float] = []
+            stop = asyncio.Event()
+
+            async def probe() -> None:
+                while not stop.is_set():
+                    before = time.perf_counter()
+                    await asyncio.sleep(0.001)
+                    stalls.append(time.perf_counter() - before - 0.001)
+
+            prober = asyncio.create_task(probe())
+            results = await asyncio.gather(
+                *(
+                    h.svc.schedule_event(
+                        name=f"t{i}",
+                        function_name="backup_database",
+                        next_execution=clock.now() + timedelta(days=1),
+                    )
+                    for i in range(2000)
+                )
+            )
+            stop.set()
+            await prober
+            await h.module.stop()
+            assert all(r.ok for r in results)
+            return stalls
+
+        stalls = _run(main())
+        # A blocking facade would stall the loop for the whole batch (seconds).
+        assert len(stalls) > 10
+        assert max(stalls) < 0.5
