@@ -81,7 +81,11 @@ class SchedulerModule:
         clock: Clock | None = None,
         store: EventStore | None = None,
         projections_path: str | Path | None = None,
+        fire_timers: bool = True,
     ) -> None:
+        """``fire_timers=False`` starts a maintenance instance: commands and queries work,
+        but nothing fires on its own (the command line uses it on a stopped scheduler's
+        data directory)."""
         self.settings = settings or Settings()
         self.clock: Clock = clock or SystemClock()
         self.registry = FunctionRegistry()
@@ -99,6 +103,7 @@ class SchedulerModule:
         self._projector_stop = threading.Event()
         self._projector_thread: threading.Thread | None = None
         self._registered = False
+        self._fire_timers = fire_timers
 
     # --- phase 1 --------------------------------------------------------------------------
 
@@ -137,7 +142,13 @@ class SchedulerModule:
         try:
             self._projector = Projector(self._store, path)
             self._projector.catch_up()
-            runtime = Runtime(self.settings, self._store, self.registry, clock=self.clock)
+            runtime = Runtime(
+                self.settings,
+                self._store,
+                self.registry,
+                clock=self.clock,
+                fire_timers=self._fire_timers,
+            )
             runtime.start()
         except BaseException:
             self._close_storage()

@@ -68,6 +68,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     cleanup_max_records: PositiveInt = 1000
     #: Largest stored result of an execution, in bytes (bigger ones are truncated).
     max_result_bytes: PositiveInt = 65536
+    #: Functions ``chronolog run`` registers: task function name -> ``"module:callable"``.
+    functions: dict[str, str] = {}
 
     @property
     def data_path(self) -> Path:

@@ -29,6 +29,8 @@ from chronolog.triggers import (
 )
 from chronolog.triggers.spec import AmbiguousPolicy, IntervalUnit, MonthEndPolicy, NonexistentPolicy
 
+#: Upper bound for retries, concurrency and catch-up limits: larger values are mistakes.
+_MAX_COUNT = 10_000
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 
 

@@ -46,8 +46,10 @@ class Runtime:
         registry: FunctionRegistry,
         *,
         clock: Clock | None = None,
+        fire_timers: bool = True,
     ) -> None:
         self.settings = settings
+        self.fire_timers = fire_timers
         self.store = store
         self.registry = registry
         self.clock: Clock = clock or SystemClock()
@@ -81,8 +83,9 @@ class Runtime:
         self._started = True
         for task_id in open_tasks:
             self.send(task_id, Recover())
-        self.timer.start()
-        log.info(
+        if self.fire_timers:
+            self.timer.start()
+        (log.info if self.fire_timers else log.debug)(
             "scheduler started",
             tasks=self.recovered_tasks,
             interrupted_tasks=len(open_tasks),
@@ -179,7 +182,7 @@ class Runtime:
             fire = None
             if state.next_nominal is not None:
                 fire = (state.next_nominal, state.next_fire_at or state.next_nominal)
-            retries = [(r.nominal_time, r.attempt, r.retry_at) for r in state.pending_retries]
+            retries = [(r.execution_id, r.retry_at) for r in state.pending_retries]
             self.timer.sync_task(state.task_id, fire, retries)
         else:
             self.timer.sync_task(state.task_id, None, ())

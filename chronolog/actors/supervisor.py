@@ -119,9 +119,7 @@ class Supervisor(pykka.ThreadingActor):
             if isinstance(due, FireDue):
                 self._forward(due.task_id, cmd.Fire(nominal_time=due.nominal_time))
             elif isinstance(due, RetryDue):
-                self._forward(
-                    due.task_id, cmd.RetryDue(nominal_time=due.nominal_time, attempt=due.attempt)
-                )
+                self._forward(due.task_id, cmd.RetryDue(execution_id=due.execution_id))
             elif isinstance(due, TimeoutDue):
                 self._forward(due.task_id, cmd.TimeoutDue(execution_id=due.execution_id))
             elif due.name == PASSIVATE_WAKE:

@@ -34,11 +34,10 @@ class FireDue(msgspec.Struct, frozen=True):
 
 
 class RetryDue(msgspec.Struct, frozen=True):
-    """A pending retry is due."""
+    """The retry of a failed execution is due."""
 
     task_id: str
-    nominal_time: datetime
-    attempt: int
+    execution_id: str
 
 
 class TimeoutDue(msgspec.Struct, frozen=True):
@@ -67,7 +66,7 @@ class Timer:
         self._heap: list[tuple[datetime, int, Due]] = []
         self._seq = itertools.count()
         self._fires: dict[str, tuple[datetime, datetime]] = {}
-        self._retries: dict[str, set[tuple[datetime, int]]] = {}
+        self._retries: dict[str, set[str]] = {}
         self._cond = threading.Condition()
         self._stopped = False
         self._dispatching = False
@@ -79,10 +78,10 @@ class Timer:
         self,
         task_id: str,
         fire: tuple[datetime, datetime] | None,
-        retries: Sequence[tuple[datetime, int, datetime]] = (),
+        retries: Sequence[tuple[str, datetime]] = (),
     ) -> None:
         """Make the task's entries equal these: ``fire`` is ``(nominal, at)``, each retry
-        ``(nominal, attempt, at)``. ``None`` and ``()`` remove them."""
+        ``(failed execution id, at)``. ``None`` and ``()`` remove them."""
         with self._cond:
             earliest_changed = False
             if fire is None:
@@ -91,11 +90,11 @@ class Timer:
                 self._fires[task_id] = fire
                 self._push(fire[1], FireDue(task_id, fire[0]))
                 earliest_changed = True
-            wanted = {(nominal, attempt) for nominal, attempt, _ in retries}
+            wanted = {execution_id for execution_id, _ in retries}
             known = self._retries.get(task_id, set())
-            for nominal, attempt, at in retries:
-                if (nominal, attempt) not in known:
-                    self._push(at, RetryDue(task_id, nominal, attempt))
+            for execution_id, at in retries:
+                if execution_id not in known:
+                    self._push(at, RetryDue(task_id, execution_id))
                     earliest_changed = True
             if wanted:
                 self._retries[task_id] = wanted
@@ -126,7 +125,7 @@ class Timer:
             return True
         if isinstance(due, RetryDue):
             pending = self._retries.get(due.task_id)
-            key = (due.nominal_time, due.attempt)
+            key = due.execution_id
             if pending is None or key not in pending:
                 return False
             pending.discard(key)

@@ -61,10 +61,9 @@ class Fire(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RetryDue(msgspec.Struct, frozen=True, kw_only=True):
-    """The timer says a pending retry is due."""
+    """The timer says the retry of the failed execution ``execution_id`` is due."""
 
-    nominal_time: datetime
-    attempt: int
+    execution_id: str
 
 
 class Finish(msgspec.Struct, frozen=True, kw_only=True):

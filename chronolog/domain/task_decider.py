@@ -42,9 +42,16 @@ from chronolog.events import (
 from chronolog.triggers import Fire, next_fire
 from chronolog.triggers.spec import DateTrigger
 
-#: Upper bound on missed fire times examined after downtime, whatever the policy says, so
-#: a minutely task that slept for a year costs a bounded decision.
-MAX_MISSED_SCAN = 10_000
+#: Upper bound on missed fire times examined after downtime or a pause, so a task that
+#: fires every second and slept for a month still costs a bounded decision. Past it, the
+#: schedule resumes after now and only the examined misses are counted.
+MAX_MISSED_SCAN = 1_000_000
+
+#: Misses recorded one event each; the rest of a long gap becomes one summary event.
+MAX_LISTED_MISSES = 1_000
+
+#: Retry backoff stops doubling here (2**62 seconds is far past any cap anyway).
+_MAX_BACKOFF_EXPONENT = 62
 
 _ONE_US = timedelta(microseconds=1)
 
@@ -72,16 +79,29 @@ class _Decision:
         assert self.state.definition is not None
         return self.state.definition
 
-    def start(self, nominal: datetime, reason: ExecutionReason, attempt: int = 1) -> None:
+    def start(
+        self,
+        nominal: datetime,
+        reason: ExecutionReason,
+        attempt: int = 1,
+        retry_of: str | None = None,
+    ) -> None:
         task_id = self.state.task_id
+        execution_id = self.new_id()
+        if reason == "manual":
+            # Not a schedule instant: its own key, so it never dedupes against a real fire.
+            key = f"{task_id}:manual:{execution_id}"
+        else:
+            key = idempotency_key(task_id, nominal)
         self.emit(
             ExecutionStarted(
                 task_id=task_id,
-                execution_id=self.new_id(),
+                execution_id=execution_id,
                 nominal_time=nominal,
                 attempt=attempt,
                 reason=reason,
-                idempotency_key=idempotency_key(task_id, nominal),
+                idempotency_key=key,
+                retry_of=retry_of,
             )
         )
 
@@ -176,20 +196,20 @@ def _resume(d: _Decision, c: cmd.Resume) -> None:
         raise _final(d.state, "resume")
     if d.state.lifecycle != "paused":
         return
+    trigger = d.definition.trigger
+    seed = d.state.task_id
     pending = d.state.next_nominal
-    if pending is not None and pending > d.now:
-        following = next_fire(
-            d.definition.trigger,
-            pending - _ONE_US,
-            seed=d.state.task_id,
-            runs_so_far=d.state.fires,
-        )
+    if pending is not None and (d.state.next_fire_at or pending) > d.now:
+        following = next_fire(trigger, pending - _ONE_US, seed=seed, runs_so_far=d.state.fires)
     else:
-        # Fires that fell inside the pause are not missed: the user asked for silence.
-        after = d.now if d.state.last_nominal is None else max(d.now, d.state.last_nominal)
-        following = next_fire(
-            d.definition.trigger, after, seed=d.state.task_id, runs_so_far=d.state.fires
-        )
+        after = d.now
+        if pending is not None:
+            # Fires that fell inside the pause do not run (the user asked for silence), but
+            # each is recorded, so "why didn't it run?" has an answer.
+            fell_inside, scan_exhausted = _due_since(d, pending)
+            _skip_all(d, fell_inside, "paused", "fires while paused do not run")
+            after = d.now if scan_exhausted else fell_inside[-1]
+        following = next_fire(trigger, after, seed=seed, runs_so_far=d.state.fires)
     d.emit(
         TaskResumed(
             task_id=d.state.task_id,
@@ -198,7 +218,7 @@ def _resume(d: _Decision, c: cmd.Resume) -> None:
         )
     )
     _announce_jitter(d, following)
-    _complete_if_done(d)
+    _after_execution(d)
 
 
 def _cancel(d: _Decision, c: cmd.Cancel) -> None:
@@ -243,27 +263,16 @@ def _fire(d: _Decision, c: cmd.Fire) -> None:
 def _catch_up(d: _Decision, first_missed: datetime) -> None:
     """Fires later than the misfire grace: apply the task's catch-up policy to them all."""
     policies = d.definition.policies
-    trigger = d.definition.trigger
-    missed = [first_missed]
-    fires = d.state.fires
-    upcoming = next_fire(trigger, first_missed, seed=d.state.task_id, runs_so_far=fires + 1)
-    while upcoming is not None and upcoming.at <= d.now and len(missed) < MAX_MISSED_SCAN:
-        missed.append(upcoming.nominal)
-        upcoming = next_fire(
-            trigger, upcoming.nominal, seed=d.state.task_id, runs_so_far=fires + len(missed)
-        )
+    missed, scan_exhausted = _due_since(d, first_missed)
     if policies.catchup == "skip":
-        for nominal in missed:
-            d.emit(_skipped(d, nominal, "misfire", "catchup=skip"))
+        _skip_all(d, missed, "misfire", "catchup=skip")
     elif policies.catchup == "run_once":
-        for nominal in missed[:-1]:
-            d.emit(_skipped(d, nominal, "misfire", "catchup=run_once"))
+        _skip_all(d, missed[:-1], "misfire", "catchup=run_once")
         _run_or_overlap(d, missed[-1], "catch_up")
     else:  # run_all: run them one after another through the queue, up to the limit
         limit = max(policies.catchup_limit, 1)
         runnable, dropped = missed[-limit:], missed[:-limit]
-        for nominal in dropped:
-            d.emit(_skipped(d, nominal, "catch_up_limit", f"catchup=run_all limit={limit}"))
+        _skip_all(d, dropped, "catch_up_limit", f"catchup=run_all limit={limit}")
         if d.state.open_executions:
             head, rest = None, runnable
         else:
@@ -272,7 +281,42 @@ def _catch_up(d: _Decision, first_missed: datetime) -> None:
             d.start(head, "catch_up")
         for nominal in rest:
             d.emit(ExecutionQueued(task_id=d.state.task_id, nominal_time=nominal))
-    _decide_next(d, missed[-1])
+    _decide_next(d, d.now if scan_exhausted else missed[-1])
+
+
+def _due_since(d: _Decision, first: datetime) -> tuple[list[datetime], bool]:
+    """Nominal times from ``first`` whose fire instant is at or before now, in order, and
+    whether the scan stopped at :data:`MAX_MISSED_SCAN` before reaching now."""
+    trigger = d.definition.trigger
+    fires = d.state.fires
+    due = [first]
+    upcoming = next_fire(trigger, first, seed=d.state.task_id, runs_so_far=fires + 1)
+    while upcoming is not None and upcoming.at <= d.now:
+        if len(due) >= MAX_MISSED_SCAN:
+            return due, True
+        due.append(upcoming.nominal)
+        upcoming = next_fire(
+            trigger, upcoming.nominal, seed=d.state.task_id, runs_so_far=fires + len(due)
+        )
+    return due, False
+
+
+def _skip_all(d: _Decision, nominals: list[datetime], reason: SkipReason, policy: str) -> None:
+    """Record skipped nominal times: one event each for the first ones, then a summary."""
+    listed, rest = nominals[:MAX_LISTED_MISSES], nominals[MAX_LISTED_MISSES:]
+    for nominal in listed:
+        d.emit(_skipped(d, nominal, reason, policy))
+    if rest:
+        d.emit(
+            ExecutionSkipped(
+                task_id=d.state.task_id,
+                nominal_time=rest[0],
+                until=rest[-1],
+                count=len(rest),
+                reason=reason,
+                policy=policy,
+            )
+        )
 
 
 def _run_or_overlap(d: _Decision, nominal: datetime, reason: ExecutionReason) -> None:
@@ -331,8 +375,8 @@ def _retry_due(d: _Decision, c: cmd.RetryDue) -> None:
     if d.state.lifecycle != "active":
         return  # paused: the retry waits for resume; final: it was dropped
     for retry in d.state.pending_retries:
-        if (retry.nominal_time, retry.attempt) == (c.nominal_time, c.attempt):
-            d.start(retry.nominal_time, "retry", retry.attempt)
+        if retry.execution_id == c.execution_id:
+            d.start(retry.nominal_time, "retry", retry.attempt, retry_of=retry.execution_id)
             return
 
 
@@ -352,6 +396,22 @@ def _finish(d: _Decision, c: cmd.Finish) -> None:
                 duration_seconds=c.duration_seconds,
             )
         )
+        return
+    timeout = d.definition.policies.timeout_seconds
+    if timeout is not None and c.duration_seconds > timeout:
+        # The timer did not get to it (a stop, a busy machine): the outcome is still judged
+        # by the deadline, and what the function returned is kept as a late result.
+        d.emit(
+            ExecutionTimedOut(
+                task_id=task_id,
+                execution_id=c.execution_id,
+                timeout_seconds=timeout,
+                duration_seconds=c.duration_seconds,
+            )
+        )
+        _maybe_retry(d, c.execution_id, execution.nominal_time, execution.attempt)
+        _finish(d, c)  # now not open any more: recorded as a late result
+        _after_execution(d)
         return
     if c.outcome == "succeeded":
         d.emit(
@@ -425,7 +485,7 @@ def retry_delay(execution_id: str, attempt: int, definition: TaskDefinition) -> 
     failed execution's id (so replaying the decision gives the same instant).
     """
     policies = definition.policies
-    base = policies.retry_backoff_seconds * (2 ** (attempt - 1))
+    base = policies.retry_backoff_seconds * 2.0 ** min(attempt - 1, _MAX_BACKOFF_EXPONENT)
     delay = min(base, policies.retry_backoff_max_seconds)
     if policies.retry_jitter > 0:
         digest = hashlib.blake2b(execution_id.encode(), digest_size=8).digest()
@@ -445,12 +505,14 @@ def _after_execution(d: _Decision) -> None:
 
 
 def _first_fire(definition: TaskDefinition, state: TaskState, now: datetime) -> Fire | None:
+    """The first fire of a new or updated definition, never at or before one already used."""
     trigger = definition.trigger
-    if isinstance(trigger, DateTrigger):
-        # A one-shot in the past still runs once (as a late or caught-up fire).
-        return next_fire(trigger, trigger.run_at - _ONE_US, seed=state.task_id, runs_so_far=0)
-    after = now if state.last_nominal is None else max(now, state.last_nominal)
-    return next_fire(trigger, after - _ONE_US, seed=state.task_id, runs_so_far=state.fires)
+    # A one-shot in the past still runs once (as a late or caught-up fire), unless this task
+    # already used a fire: then an update does not run it again.
+    after = trigger.run_at - _ONE_US if isinstance(trigger, DateTrigger) else now - _ONE_US
+    if state.last_nominal is not None:
+        after = max(after, state.last_nominal)
+    return next_fire(trigger, after, seed=state.task_id, runs_so_far=state.fires)
 
 
 def _announce_jitter(d: _Decision, fire: Fire | None) -> None:

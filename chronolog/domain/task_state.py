@@ -60,7 +60,7 @@ class OpenExecution(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class PendingRetry(msgspec.Struct, frozen=True, kw_only=True):
-    """A failed execution waiting to be tried again."""
+    """A failed execution (``execution_id``) waiting to be tried again as ``attempt``."""
 
     execution_id: str
     nominal_time: datetime
@@ -215,9 +215,7 @@ def _(event: ExecutionStarted, state: TaskState) -> TaskState:
         return replace(
             state,
             pending_retries=tuple(
-                r
-                for r in state.pending_retries
-                if (r.nominal_time, r.attempt) != (event.nominal_time, event.attempt)
+                r for r in state.pending_retries if r.execution_id != event.retry_of
             ),
         )
     if event.reason == "manual":
@@ -235,16 +233,18 @@ def _(event: ExecutionQueued, state: TaskState) -> TaskState:
 
 @_apply.register
 def _(event: ExecutionSkipped, state: TaskState) -> TaskState:
-    return replace(_consume(state, event.nominal_time), last_outcome="skipped")
+    last = event.until or event.nominal_time
+    return replace(_consume(state, last, event.count), last_outcome="skipped")
 
 
-def _consume(state: TaskState, nominal: datetime) -> TaskState:
-    """Count a nominal time the schedule used up; it stops being the pending next fire."""
+def _consume(state: TaskState, nominal: datetime, count: int = 1) -> TaskState:
+    """Count nominal times the schedule used up; the pending next fire, if among them,
+    stops being pending."""
     pending = state.next_nominal
     cleared = pending is not None and nominal >= pending
     return replace(
         state,
-        fires=state.fires + 1,
+        fires=state.fires + count,
         last_nominal=_later(state.last_nominal, nominal),
         next_nominal=None if cleared else pending,
         next_fire_at=None if cleared else state.next_fire_at,

@@ -15,7 +15,9 @@ class ExecutionStarted(DomainEvent, frozen=True, kw_only=True):
     """An execution began. Durable before the function is called.
 
     ``idempotency_key`` is ``task_id:nominal_time`` and is shared by retries of the same
-    nominal time, so a function can de-duplicate at-least-once deliveries.
+    nominal time, so a function can de-duplicate at-least-once deliveries (a manual run
+    gets ``task_id:manual:execution_id``). ``retry_of`` names the failed execution a retry
+    repeats.
     """
 
     task_id: str
@@ -24,6 +26,7 @@ class ExecutionStarted(DomainEvent, frozen=True, kw_only=True):
     attempt: int
     reason: ExecutionReason
     idempotency_key: str
+    retry_of: str | None = None
 
 
 class ExecutionSucceeded(DomainEvent, frozen=True, kw_only=True):
@@ -85,12 +88,19 @@ class LateResultRecorded(DomainEvent, frozen=True, kw_only=True):
 
 
 class ExecutionSkipped(DomainEvent, frozen=True, kw_only=True):
-    """A nominal time was not run, and why: missed beyond grace, overlap, or catch-up rules."""
+    """A nominal time was not run, and why: missed beyond grace, overlap, a pause, or
+    catch-up rules.
+
+    After a long gap, misses beyond the first thousand are summarised by one event:
+    ``count`` nominal times from ``nominal_time`` to ``until``.
+    """
 
     task_id: str
     nominal_time: AwareDatetime
     reason: SkipReason
     policy: str
+    count: int = 1
+    until: AwareDatetime | None = None
 
 
 class ExecutionQueued(DomainEvent, frozen=True, kw_only=True):
