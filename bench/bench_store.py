@@ -65,15 +65,20 @@ except ImportError:  # pragma: no cover
 
 
 def emit(bench: str, value: float, unit: str, **extra: Any) -> None:
-    print(json.dumps({"bench": bench, "value": round(value, 3), "unit": unit, **extra}))
+    print(json.dumps({"bench": bench, "value": _rounded(value, unit), "unit": unit, **extra}))
     sys.stdout.flush()
+
+
+def _rounded(value: float, unit: str) -> float:
+    return round(value, 6 if unit == "s" else 1)
 
 
 def best_of(
     repeat: int, run: Callable[[], float], higher_is_better: bool = True
 ) -> tuple[float, list[float]]:
     runs = [run() for _ in range(repeat)]
-    return (max(runs) if higher_is_better else min(runs)), [round(r, 3) for r in runs]
+    unit = "events/s" if higher_is_better else "s"
+    return (max(runs) if higher_is_better else min(runs)), [_rounded(r, unit) for r in runs]
 
 
 def make_events(n: int, task: str) -> list[DomainEvent]:
@@ -326,20 +331,23 @@ def main() -> None:
     peer = SQLiteDatastore is not None and not args.no_peer
     work = Workdir(args.dir)
     common = {"sqlite": sqlite3.sqlite_version, "python": platform.python_version()}
-    emit("machine", os.cpu_count() or 0, "cpus", platform=platform.platform(), **common)
+    load = [round(x, 2) for x in os.getloadavg()]
+    emit("machine", os.cpu_count() or 0, "cpus", platform=platform.platform(), load=load, **common)
     try:
         # 16 threads, one event per append, FULL.
         value, runs = best_of(args.repeat, lambda: chronolog_threads(work, per_thread))
         extra: dict[str, Any] = {}
         if peer:
-            es_runs = [es_threads(work, max(per_thread // 4, 50)) for _ in range(args.repeat)]
-            es_value = max(r[0] for r in es_runs)
+            es_thread_runs = [
+                es_threads(work, max(per_thread // 4, 50)) for _ in range(args.repeat)
+            ]
+            es_value = max(r[0] for r in es_thread_runs)
             emit(
                 "eventsourcing_append_16_threads",
                 es_value,
                 "events/s",
-                runs=[round(r[0], 3) for r in es_runs],
-                synchronous=es_runs[0][1],
+                runs=[round(r[0], 1) for r in es_thread_runs],
+                synchronous=es_thread_runs[0][1],
             )
             extra = {"ratio": round(value / es_value, 2)}
         emit(
@@ -348,7 +356,7 @@ def main() -> None:
             "events/s",
             target=20_000,
             runs=runs,
-            median=round(statistics.median(runs), 3),
+            median=round(statistics.median(runs), 1),
             events=THREADS * per_thread,
             **extra,
         )
@@ -367,7 +375,7 @@ def main() -> None:
                 "eventsourcing_append_batches_1000",
                 es_value,
                 "events/s",
-                runs=[round(r[0], 3) for r in es_results],
+                runs=[round(r[0], 1) for r in es_results],
             )
             extra = {"ratio": round(value / es_value, 2)}
         emit(
@@ -375,7 +383,7 @@ def main() -> None:
             value,
             "events/s",
             target=200_000,
-            runs=[round(r[0], 3) for r in results],
+            runs=[round(r[0], 1) for r in results],
             events=batch_total,
             **extra,
         )

@@ -90,16 +90,10 @@ class TestEnvelopeRoundTrip:
     @given(cst.envelopes())
     def test_any_envelope_survives_encode_decode(self, envelope: Envelope) -> None:
         """Position, stream, versions, type, payload and metadata survive an envelope round
-        trip (``recorded_at`` is pinned by the regression test below)."""
+        trip."""
         decoded = DEFAULT_CODEC.decode_envelope(DEFAULT_CODEC.encode_envelope(envelope))
-        # Drop this replace() once the recorded_at bug below is fixed.
-        assert msgspec.structs.replace(decoded, recorded_at=envelope.recorded_at) == envelope
+        assert decoded == envelope
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: _WireEnvelope.recorded_at is typed Any, so decode_envelope returns the "
-        "ISO string instead of a datetime (events/codec.py); type it AwareDatetime",
-    )
     def test_recorded_at_decodes_as_an_aware_datetime(self) -> None:
         """An envelope's ``recorded_at`` comes back as the same aware datetime."""
         at = datetime(2026, 1, 1, 12, 0, 0, 123_456, tzinfo=UTC)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,14 @@ from chronolog.errors import (
     StoreLockedError,
     ValidationError,
 )
-from chronolog.events import Cause, EventMetadata, TaskCompleted
+from chronolog.events import (
+    Cause,
+    DomainEvent,
+    EncodedEvent,
+    EventCodec,
+    EventMetadata,
+    TaskCompleted,
+)
 from chronolog.store import SQLiteEventStore
 from chronolog.store.sqlite import DB_FILENAME
 from chronolog.testing.store_contract import numbered
@@ -239,3 +247,49 @@ class TestOptions:
         with pytest.raises(ValidationError, match="synchronous"):
             SQLiteEventStore(data_dir, synchronous=mode)  # type: ignore[arg-type]
         assert not data_dir.exists()
+
+
+class _GatedCodec(EventCodec):
+    """A codec whose encoding blocks until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def encode_event(self, event: DomainEvent) -> EncodedEvent:
+        self.entered.set()
+        assert self.gate.wait(10)
+        return super().encode_event(event)
+
+
+class TestClosing:
+    def test_close_finishes_queued_appends(self, data_dir: Path) -> None:
+        """Appends acknowledged before ``close`` are in the log after it."""
+        store = SQLiteEventStore(data_dir)
+        results = [store.append(f"s{i}", numbered(3, f"t{i}")) for i in range(5)]
+        store.close()
+        with SQLiteEventStore(data_dir, read_only=True) as reader:
+            assert reader.read_all() == [e for r in results for e in r]
+
+    def test_append_racing_close_does_not_hang(self, data_dir: Path) -> None:
+        """An append still encoding when ``close`` runs ends with ``StoreClosedError``
+        (or is written) instead of waiting forever."""
+        codec = _GatedCodec()
+        store = SQLiteEventStore(data_dir, codec=codec)
+        outcome: list[object] = []
+
+        def append() -> None:
+            try:
+                outcome.append(store.append("s", _one()))
+            except StoreClosedError as exc:
+                outcome.append(exc)
+
+        appender = threading.Thread(target=append, daemon=True)
+        appender.start()
+        assert codec.entered.wait(10)
+        store.close()
+        codec.gate.set()
+        appender.join(2)
+        assert not appender.is_alive(), "append() never returned after close()"
+        assert len(outcome) == 1

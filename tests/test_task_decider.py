@@ -10,10 +10,17 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 
 from chronolog.domain import commands as cmd
-from chronolog.domain.task_decider import decide, idempotency_key, retry_delay
+from chronolog.domain import task_decider
+from chronolog.domain.task_decider import (
+    MAX_LISTED_MISSES,
+    decide,
+    idempotency_key,
+    retry_delay,
+)
 from chronolog.domain.task_state import TaskState, evolve_task, replay_task
 from chronolog.errors import (
     ChronologError,
@@ -132,15 +139,22 @@ def only_started(events: list[DomainEvent]) -> ExecutionStarted:
 
 
 def started(
-    execution_id: str, nominal: datetime, reason: ExecutionReason, attempt: int = 1
+    execution_id: str,
+    nominal: datetime,
+    reason: ExecutionReason,
+    attempt: int = 1,
+    retry_of: str | None = None,
 ) -> ExecutionStarted:
+    manual = reason == "manual"
+    key = f"{TASK}:manual:{execution_id}" if manual else f"{TASK}:{nominal.isoformat()}"
     return ExecutionStarted(
         task_id=TASK,
         execution_id=execution_id,
         nominal_time=nominal,
         attempt=attempt,
         reason=reason,
-        idempotency_key=f"{TASK}:{nominal.isoformat()}",
+        idempotency_key=key,
+        retry_of=retry_of,
     )
 
 
@@ -150,6 +164,14 @@ def next_decided(nominal: datetime) -> NextFireDecided:
 
 def skipped(nominal: datetime, reason: SkipReason, policy: str) -> ExecutionSkipped:
     return ExecutionSkipped(task_id=TASK, nominal_time=nominal, reason=reason, policy=policy)
+
+
+PAUSED_POLICY = "fires while paused do not run"
+
+
+def paused_skips(*nominals: datetime) -> list[ExecutionSkipped]:
+    """The skips a resume records for fires that fell inside the pause."""
+    return [skipped(n, "paused", PAUSED_POLICY) for n in nominals]
 
 
 def one_shot(run_at: datetime = T0, **policies: Any) -> TaskDefinition:
@@ -288,17 +310,32 @@ class TestSchedule:
         task.do(cmd.Update(definition=definition(hourly(every=3)), recurring=True))
         assert task.state.next_nominal == T0 + 3 * HOUR
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: an update at the instant of a fire re-arms the nominal time just used",
-    )
     def test_update_at_the_instant_of_a_fire_does_not_rearm_it(self) -> None:
-        """An update in the same instant as the 09:00 fire must not make 09:00 pending again."""
+        """An update in the same instant as the 09:00 fire keeps 10:00 next, not 09:00 again."""
         task = Task()
         task.schedule(definition(hourly()))
         task.finish(only_started(task.fire(at=T0)).execution_id)
-        task.do(cmd.Update(definition=definition(hourly(), "renamed"), recurring=True))
+        events = task.do(cmd.Update(definition=definition(hourly(), "renamed"), recurring=True))
+        assert events == [
+            TaskUpdated(
+                task_id=TASK,
+                definition=definition(hourly(), "renamed"),
+                recurring=True,
+                next_fire=T0 + HOUR,
+            )
+        ]
         assert task.state.next_nominal == T0 + HOUR
+        assert task.do(cmd.Fire(nominal_time=T0)) == []
+
+    def test_update_counts_earlier_fires_towards_max_runs(self) -> None:
+        """max_runs of a new definition counts the fires the task already used."""
+        task = Task()
+        task.schedule(definition(hourly()))
+        task.finish(only_started(task.fire()).execution_id)
+        task.finish(only_started(task.fire()).execution_id)
+        events = task.do(cmd.Update(definition=definition(hourly(max_runs=2)), recurring=True))
+        assert [type(e) for e in events] == [TaskUpdated, TaskCompleted]
+        assert events[-1] == TaskCompleted(task_id=TASK, reason="max_runs")
 
     def test_update_keeps_a_paused_task_paused(self) -> None:
         """Updating a paused task replaces its definition but does not resume it."""
@@ -320,7 +357,7 @@ class TestUnknownTask:
             cmd.Cancel(),
             cmd.RunNow(),
             cmd.Fire(nominal_time=T0),
-            cmd.RetryDue(nominal_time=T0, attempt=2),
+            cmd.RetryDue(execution_id="x1"),
             cmd.Finish(execution_id="x1", outcome="succeeded", duration_seconds=0.0),
             cmd.TimeoutDue(execution_id="x1"),
             cmd.Recover(),
@@ -640,12 +677,8 @@ class TestMisfire:
         events = task.fire(at=T0 + 30 * 24 * HOUR)
         assert events == [started("x1", T0, "schedule"), next_decided(T0 + HOUR)]
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: MAX_MISSED_SCAN splits a long downtime into batches, each with its own run",
-    )
     def test_run_once_runs_once_however_long_the_downtime(self) -> None:
-        """A minutely task down for 15 days (21,600 misses) catches up with a single run."""
+        """A minutely task down for 15 days (21,601 fires due) catches up with a single run."""
         task = Task(now=T0)
         task.schedule(definition(IntervalTrigger(every=1, unit="minutes", start=T0)))
         back = T0 + timedelta(days=15)
@@ -656,6 +689,99 @@ class TestMisfire:
                     runs += 1
                     task.finish(event.execution_id)
         assert runs == 1
+        total = 15 * 24 * 60 + 1  # T0 up to and including the minute it came back
+        assert task.state.fires == total
+        assert task.state.next_nominal == back + MIN
+
+    def test_a_long_gap_lists_a_thousand_misses_then_one_summary(self) -> None:
+        """Misses past MAX_LISTED_MISSES become one ExecutionSkipped with count and until."""
+        task = Task(now=T0)
+        task.schedule(definition(IntervalTrigger(every=1, unit="minutes", start=T0)))
+        back = T0 + timedelta(days=15)
+        events = task.fire(at=back)
+        policy = "catchup=run_once"
+        last = 15 * 24 * 60
+        listed = [skipped(T0 + k * MIN, "misfire", policy) for k in range(MAX_LISTED_MISSES)]
+        assert events == [
+            *listed,
+            ExecutionSkipped(
+                task_id=TASK,
+                nominal_time=T0 + MAX_LISTED_MISSES * MIN,
+                until=T0 + (last - 1) * MIN,
+                count=last - MAX_LISTED_MISSES,
+                reason="misfire",
+                policy=policy,
+            ),
+            started("x1", back, "catch_up"),
+            next_decided(back + MIN),
+        ]
+        assert task.state.last_nominal == back
+
+    def test_exactly_max_listed_misses_need_no_summary(self) -> None:
+        """A gap of exactly MAX_LISTED_MISSES skips lists them all and adds no summary."""
+        task = Task(now=T0)
+        task.schedule(
+            definition(IntervalTrigger(every=1, unit="minutes", start=T0), catchup="skip")
+        )
+        events = task.fire(at=T0 + (MAX_LISTED_MISSES - 1) * MIN)
+        skips = [e for e in events if isinstance(e, ExecutionSkipped)]
+        assert len(skips) == MAX_LISTED_MISSES
+        assert all(e.count == 1 and e.until is None for e in skips)
+
+    def test_summary_under_catchup_skip_counts_every_miss(self) -> None:
+        """catchup=skip over a long gap: listed skips plus the summary's count equal the misses."""
+        task = Task(now=T0)
+        task.schedule(
+            definition(IntervalTrigger(every=1, unit="minutes", start=T0), catchup="skip")
+        )
+        events = task.fire(at=T0 + 2_500 * MIN)
+        skips = [e for e in events if isinstance(e, ExecutionSkipped)]
+        assert len(skips) == MAX_LISTED_MISSES + 1
+        assert sum(e.count for e in skips) == 2_501 == task.state.fires
+        assert (skips[-1].nominal_time, skips[-1].until) == (
+            T0 + MAX_LISTED_MISSES * MIN,
+            T0 + 2_500 * MIN,
+        )
+        assert task.running == []
+        assert task.state.next_nominal == T0 + 2_501 * MIN
+
+    def test_run_all_limit_drops_into_a_summary(self) -> None:
+        """run_all: the oldest misses beyond catchup_limit are listed, then summarised."""
+        task = Task(now=T0)
+        trigger = IntervalTrigger(every=1, unit="minutes", start=T0)
+        task.schedule(definition(trigger, catchup="run_all", catchup_limit=3))
+        events = task.fire(at=T0 + 1_999 * MIN)
+        skips = [e for e in events if isinstance(e, ExecutionSkipped)]
+        assert sum(e.count for e in skips) == 2_000 - 3
+        assert skips[-1].count == 2_000 - 3 - MAX_LISTED_MISSES
+        assert skips[-1].until == T0 + 1_996 * MIN
+        assert {e.reason for e in skips} == {"catch_up_limit"}
+        assert task.state.queued == (T0 + 1_998 * MIN, T0 + 1_999 * MIN)
+        assert task.state.fires == 2_000
+
+    def test_when_the_scan_cap_is_hit_the_schedule_resumes_after_now(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Past MAX_MISSED_SCAN only the examined misses count and the next fire is after now."""
+        monkeypatch.setattr(task_decider, "MAX_MISSED_SCAN", 50)
+        monkeypatch.setattr(task_decider, "MAX_LISTED_MISSES", 10)
+        task = Task(now=T0)
+        task.schedule(definition(IntervalTrigger(every=1, unit="minutes", start=T0)))
+        back = T0 + 500 * MIN + 30 * SEC
+        events = task.fire(at=back)
+        skips = [e for e in events if isinstance(e, ExecutionSkipped)]
+        assert len(skips) == 11
+        assert skips[-1] == ExecutionSkipped(
+            task_id=TASK,
+            nominal_time=T0 + 10 * MIN,
+            until=T0 + 48 * MIN,
+            count=39,
+            reason="misfire",
+            policy="catchup=run_once",
+        )
+        assert only_started(events) == started("x1", T0 + 49 * MIN, "catch_up")
+        assert events[-1] == next_decided(T0 + 501 * MIN)
+        assert task.state.fires == 50
 
     def test_misfire_of_a_one_shot_with_skip_completes_it(self) -> None:
         """A one-shot missed beyond grace under catchup=skip is skipped and completed."""
@@ -714,11 +840,16 @@ class TestRetryDelay:
         d = policies_def(retry_backoff_seconds=0.0)
         assert retry_delay("x", 4, d) == timedelta(0)
 
-    @pytest.mark.xfail(strict=True, reason="BUG: 2**(attempt-1) overflows float for attempt > 1024")
     def test_a_very_high_attempt_is_capped_not_an_overflow(self) -> None:
-        """max_retries has no upper bound, so attempt 1100 must still give the capped delay."""
+        """max_retries has no upper bound, so attempt 1100 still gives the capped delay."""
         d = policies_def(retry_backoff_seconds=1.0, retry_backoff_max_seconds=60.0, retry_jitter=0)
         assert retry_delay("x", 1100, d) == timedelta(seconds=60)
+        assert retry_delay("x", 10**9, d) == timedelta(seconds=60)
+
+    def test_a_very_high_attempt_with_jitter_stays_near_the_cap(self) -> None:
+        """With jitter, a huge attempt is still within ±retry_jitter of the cap."""
+        d = policies_def(retry_backoff_seconds=1.0, retry_backoff_max_seconds=60.0)
+        assert 54.0 <= retry_delay("x", 5_000, d).total_seconds() <= 66.0
 
 
 def failing_task(max_retries: int, **kw: Any) -> Task:
@@ -751,6 +882,7 @@ class TestRetries:
                 nominal_time=T0,
                 attempt=2,
                 retry_at=T0 + 7 * SEC + delay,
+                idempotency_key=f"{TASK}:{T0.isoformat()}",
             ),
         ]
         assert 9.0 <= delay.total_seconds() <= 11.0
@@ -762,8 +894,10 @@ class TestRetries:
         task = failing_task(2)
         task.finish("x1", "failed")
         retry = task.state.pending_retries[0]
-        events = task.do(cmd.RetryDue(nominal_time=T0, attempt=2), at=retry.retry_at)
-        assert events == [started("x2", T0, "retry", attempt=2)]
+        assert retry.execution_id == "x1"
+        events = task.do(cmd.RetryDue(execution_id="x1"), at=retry.retry_at)
+        assert events == [started("x2", T0, "retry", attempt=2, retry_of="x1")]
+        assert only_started(events).idempotency_key == idempotency_key(TASK, T0)
         assert task.state.pending_retries == ()
         assert task.state.fires == 1  # a retry does not consume a fire
 
@@ -773,7 +907,7 @@ class TestRetries:
         task.now = T0
         task.finish("x1", "failed")
         assert task.state.pending_retries[0].retry_at == T0 + 10 * SEC
-        task.do(cmd.RetryDue(nominal_time=T0, attempt=2))
+        task.do(cmd.RetryDue(execution_id="x1"))
         task.finish("x2", "failed")
         assert task.state.pending_retries[0].retry_at == T0 + 20 * SEC
         assert task.state.pending_retries[0].attempt == 3
@@ -782,9 +916,14 @@ class TestRetries:
         """max_retries=2 allows three attempts; the third failure schedules no retry."""
         task = failing_task(2)
         for attempt, execution_id in ((2, "x2"), (3, "x3")):
-            task.finish(task.running[0], "failed")
-            task.do(cmd.RetryDue(nominal_time=T0, attempt=attempt))
-            assert task.running == [execution_id]
+            failed = task.running[0]
+            task.finish(failed, "failed")
+            start = only_started(task.do(cmd.RetryDue(execution_id=failed)))
+            assert (start.execution_id, start.attempt, start.retry_of) == (
+                execution_id,
+                attempt,
+                failed,
+            )
         events = task.finish("x3", "failed")
         assert [type(e) for e in events] == [ExecutionFailed]
         assert task.state.pending_retries == ()
@@ -794,29 +933,41 @@ class TestRetries:
         task = failing_task(0)
         assert [type(e) for e in task.finish("x1", "failed")] == [ExecutionFailed]
 
-    def test_a_retry_due_for_an_unknown_attempt_does_nothing(self) -> None:
-        """RetryDue not matching a pending retry (nominal and attempt) returns no events."""
+    @pytest.mark.parametrize("execution_id", ["x2", "nope", ""])
+    def test_a_retry_due_for_an_unknown_execution_does_nothing(self, execution_id: str) -> None:
+        """RetryDue naming no failed execution with a pending retry returns no events."""
         task = failing_task(2)
         task.finish("x1", "failed")
-        assert task.do(cmd.RetryDue(nominal_time=T0, attempt=3)) == []
-        assert task.do(cmd.RetryDue(nominal_time=T0 + HOUR, attempt=2)) == []
+        before = task.state
+        assert task.do(cmd.RetryDue(execution_id=execution_id)) == []
+        assert task.state == before
+
+    def test_a_retry_due_for_a_running_or_succeeded_execution_does_nothing(self) -> None:
+        """Only a failed execution's id with its retry still pending starts anything."""
+        task = failing_task(2, overlap="allow", max_concurrent=2)
+        task.fire()  # x2 runs beside x1
+        assert task.do(cmd.RetryDue(execution_id="x2")) == []
+        task.finish("x2")
+        assert task.do(cmd.RetryDue(execution_id="x2")) == []
+        assert task.running == ["x1"]
 
     def test_retry_due_twice_starts_once(self) -> None:
         """A duplicated RetryDue does not start the attempt twice."""
         task = failing_task(2)
         task.finish("x1", "failed")
-        task.do(cmd.RetryDue(nominal_time=T0, attempt=2))
-        assert task.do(cmd.RetryDue(nominal_time=T0, attempt=2)) == []
+        assert only_started(task.do(cmd.RetryDue(execution_id="x1"))).execution_id == "x2"
+        assert task.do(cmd.RetryDue(execution_id="x1")) == []
+        assert task.running == ["x2"]
 
     def test_a_paused_task_holds_its_retry(self) -> None:
         """RetryDue on a paused task does nothing and keeps the retry pending."""
         task = failing_task(2)
         task.finish("x1", "failed")
         task.do(cmd.Pause())
-        assert task.do(cmd.RetryDue(nominal_time=T0, attempt=2)) == []
+        assert task.do(cmd.RetryDue(execution_id="x1")) == []
         assert len(task.state.pending_retries) == 1
         task.do(cmd.Resume())
-        assert only_started(task.do(cmd.RetryDue(nominal_time=T0, attempt=2))).attempt == 2
+        assert only_started(task.do(cmd.RetryDue(execution_id="x1"))).attempt == 2
 
     def test_a_failure_on_a_paused_task_is_still_retried(self) -> None:
         """Pausing does not drop the retry policy of a running execution."""
@@ -830,9 +981,9 @@ class TestRetries:
         task.finish("x1", "failed")
         task.do(cmd.Cancel())
         assert task.state.pending_retries == ()
-        assert task.do(cmd.RetryDue(nominal_time=T0, attempt=2)) == []
+        assert task.do(cmd.RetryDue(execution_id="x1")) == []
 
-    def test_manual_runs_are_retried_under_their_own_key(self) -> None:
+    def test_manual_runs_are_retried_at_their_own_nominal_time(self) -> None:
         """A failed manual run is retried with the manual run's nominal time (its start)."""
         task = Task()
         task.schedule(definition(hourly(), max_retries=1))
@@ -840,26 +991,60 @@ class TestRetries:
         task.do(cmd.RunNow(), at=at)
         task.finish("x1", "failed")
         retry = task.state.pending_retries[0]
-        assert (retry.nominal_time, retry.attempt) == (at, 2)
-        assert task.do(cmd.RetryDue(nominal_time=at, attempt=2)) == [
-            started("x2", at, "retry", attempt=2)
-        ]
+        assert (retry.execution_id, retry.nominal_time, retry.attempt) == ("x1", at, 2)
+        start = only_started(task.do(cmd.RetryDue(execution_id="x1")))
+        assert (start.execution_id, start.nominal_time, start.attempt) == ("x2", at, 2)
+        assert (start.reason, start.retry_of) == ("retry", "x1")
+        assert task.state.next_nominal == T0  # the schedule is untouched
+        assert task.state.fires == 0
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: retries are matched by (nominal, attempt); starting one drops its twin",
-    )
+    def test_a_retry_of_a_manual_run_keeps_the_manual_key(self) -> None:
+        """Every attempt of a manual run shares the manual run's idempotency key."""
+        task = Task()
+        task.schedule(definition(hourly(), max_retries=1))
+        first = only_started(task.do(cmd.RunNow(), at=T0))
+        task.finish("x1", "failed")
+        retry = only_started(task.do(cmd.RetryDue(execution_id="x1")))
+        assert retry.idempotency_key == first.idempotency_key == "t1:manual:x1"
+
     def test_two_failed_runs_of_one_instant_both_get_their_retry(self) -> None:
-        """Two manual runs in the same instant share a nominal time; each retry must survive."""
+        """Two manual runs in the same instant both failing leave two pending retries."""
         task = Task()
         task.schedule(definition(hourly(), max_retries=1))
         task.do(cmd.RunNow())
         task.do(cmd.RunNow())
         task.finish("x1", "failed")
         task.finish("x2", "failed")
-        assert len(task.state.pending_retries) == 2
-        task.do(cmd.RetryDue(nominal_time=task.now, attempt=2))
-        assert len(task.state.pending_retries) == 1
+        retries = task.state.pending_retries
+        assert [(r.execution_id, r.nominal_time, r.attempt) for r in retries] == [
+            ("x1", task.now, 2),
+            ("x2", task.now, 2),
+        ]
+
+    def test_each_retry_due_starts_exactly_its_own_retry(self) -> None:
+        """Twin retries (same nominal time and attempt) start one each, by execution id."""
+        task = Task()
+        task.schedule(definition(hourly(), max_retries=1))
+        task.do(cmd.RunNow())
+        task.do(cmd.RunNow())
+        task.finish("x1", "failed")
+        task.finish("x2", "failed")
+        assert task.do(cmd.RetryDue(execution_id="x2")) == [
+            msgspec.structs.replace(
+                started("x3", task.now, "retry", attempt=2, retry_of="x2"),
+                idempotency_key=f"{TASK}:manual:x2",
+            )
+        ]
+        assert [r.execution_id for r in task.state.pending_retries] == ["x1"]
+        assert task.do(cmd.RetryDue(execution_id="x2")) == []
+        assert task.do(cmd.RetryDue(execution_id="x1")) == [
+            msgspec.structs.replace(
+                started("x4", task.now, "retry", attempt=2, retry_of="x1"),
+                idempotency_key=f"{TASK}:manual:x1",
+            )
+        ]
+        assert task.state.pending_retries == ()
+        assert task.running == ["x3", "x4"]
 
 
 class TestOneShotOutcome:
@@ -888,7 +1073,7 @@ class TestOneShotOutcome:
         task.fire()
         task.finish("x1", "failed")
         assert task.state.lifecycle == "active"
-        task.do(cmd.RetryDue(nominal_time=T0, attempt=2))
+        task.do(cmd.RetryDue(execution_id="x1"))
         events = task.finish("x2", "failed")
         assert [type(e) for e in events] == [ExecutionFailed, TaskCompleted]
         assert task.state.status == "failed"
@@ -899,7 +1084,7 @@ class TestOneShotOutcome:
         task.schedule(one_shot(max_retries=1), recurring=False)
         task.fire()
         task.finish("x1", "failed")
-        task.do(cmd.RetryDue(nominal_time=T0, attempt=2))
+        task.do(cmd.RetryDue(execution_id="x1"))
         task.finish("x2")
         assert task.state.status == "completed"
 
@@ -911,24 +1096,43 @@ class TestOneShotOutcome:
         task.do(cmd.TimeoutDue(execution_id="x1"))
         assert task.state.status == "failed"
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: updating a one-shot after it fired re-arms run_at, so it runs again",
-    )
     def test_updating_a_one_shot_after_it_fired_does_not_run_it_again(self) -> None:
-        """Renaming a one-shot while its retry is pending must not fire run_at a second time."""
+        """Renaming a one-shot while its retry is pending does not fire run_at a second time."""
         task = Task()
         task.schedule(one_shot(max_retries=1), recurring=False)
         task.fire()
         task.finish("x1", "failed")
-        task.do(
-            cmd.Update(
-                definition=definition(DateTrigger(run_at=T0), "renamed", max_retries=1),
-                recurring=False,
-            )
-        )
+        renamed = definition(DateTrigger(run_at=T0), "renamed", max_retries=1)
+        events = task.do(cmd.Update(definition=renamed, recurring=False), at=T0 + HOUR)
+        assert events == [
+            TaskUpdated(task_id=TASK, definition=renamed, recurring=False, next_fire=None)
+        ]
         assert task.state.next_nominal is None
         assert task.do(cmd.Fire(nominal_time=T0)) == []
+        task.do(cmd.RetryDue(execution_id="x1"))
+        assert task.finish("x2")[-1] == TaskCompleted(task_id=TASK, reason="one_shot")
+        assert task.state.fires == 1
+
+    def test_updating_a_running_one_shot_completes_it_when_it_finishes(self) -> None:
+        """A one-shot updated while its only run is open completes once that run ends."""
+        task = Task()
+        task.schedule(one_shot(), recurring=False)
+        task.fire()
+        renamed = definition(DateTrigger(run_at=T0), "renamed")
+        assert [type(e) for e in task.do(cmd.Update(definition=renamed, recurring=False))] == [
+            TaskUpdated
+        ]
+        assert task.state.lifecycle == "active"
+        assert task.finish("x1")[-1] == TaskCompleted(task_id=TASK, reason="one_shot")
+
+    def test_updating_a_one_shot_before_it_fired_moves_it(self) -> None:
+        """A one-shot that has not fired yet can be moved to a later run_at."""
+        task = Task()
+        task.schedule(one_shot(), recurring=False)
+        later = definition(DateTrigger(run_at=T0 + HOUR))
+        task.do(cmd.Update(definition=later, recurring=False))
+        assert task.state.next_nominal == T0 + HOUR
+        assert task.fire() == [started("x1", T0 + HOUR, "schedule")]
 
 
 class TestTimeout:
@@ -1085,25 +1289,89 @@ class TestPauseResume:
         assert task.state.status == "paused"
 
     def test_resume_skips_fires_inside_the_pause(self) -> None:
-        """Resume chooses the first fire after now; fires during the pause never run."""
+        """Fires during the pause never run; resume records each as skipped, then resumes."""
         task = Task()
         task.schedule(definition(hourly()))
         task.do(cmd.Pause(), at=T0 - MIN)
         who = Cause(kind="http")
         events = task.do(cmd.Resume(cause=who), at=T0 + 3 * HOUR + 20 * MIN)
-        assert events == [TaskResumed(task_id=TASK, next_fire=T0 + 4 * HOUR, resumed_by=who)]
+        assert events == [
+            *paused_skips(T0, T0 + HOUR, T0 + 2 * HOUR, T0 + 3 * HOUR),
+            TaskResumed(task_id=TASK, next_fire=T0 + 4 * HOUR, resumed_by=who),
+        ]
         assert task.state.status == "scheduled"
         assert task.state.pause_note is None
-        assert task.state.fires == 0  # fires inside the pause are not counted
+        assert task.state.fires == 4  # fires inside the pause are consumed, as skips
+        assert task.state.last_nominal == T0 + 3 * HOUR
+        assert task.state.last_outcome == "skipped"
         assert task.do(cmd.Fire(nominal_time=T0)) == []
+        assert task.fire() == [
+            started("x1", T0 + 4 * HOUR, "schedule"),
+            next_decided(T0 + 5 * HOUR),
+        ]
 
-    def test_fires_inside_a_pause_are_not_recorded_as_skipped(self) -> None:
-        """Design note: silenced fires leave no ExecutionSkipped (reason 'paused' is unused)."""
+    def test_a_fire_due_at_the_instant_of_resume_is_skipped(self) -> None:
+        """A fire whose instant equals the resume instant fell inside the pause."""
         task = Task()
         task.schedule(definition(hourly()))
         task.do(cmd.Pause(), at=T0 - MIN)
-        task.do(cmd.Resume(), at=T0 + 3 * HOUR + 20 * MIN)
-        assert not any(isinstance(e, ExecutionSkipped) for e in task.log)
+        events = task.do(cmd.Resume(), at=T0 + HOUR)
+        assert events == [
+            *paused_skips(T0, T0 + HOUR),
+            TaskResumed(task_id=TASK, next_fire=T0 + 2 * HOUR),
+        ]
+
+    def test_paused_skips_count_towards_max_runs(self) -> None:
+        """Fires skipped during a pause use up max_runs; past it the resume completes."""
+        task = Task()
+        task.schedule(definition(hourly(max_runs=3)))
+        task.do(cmd.Pause(), at=T0 - MIN)
+        events = task.do(cmd.Resume(), at=T0 + 10 * HOUR)
+        assert events == [
+            *paused_skips(T0, T0 + HOUR, T0 + 2 * HOUR),
+            TaskResumed(task_id=TASK, next_fire=None),
+            TaskCompleted(task_id=TASK, reason="max_runs"),
+        ]
+        assert task.state.status == "completed"
+
+    def test_a_long_pause_lists_a_thousand_skips_then_one_summary(self) -> None:
+        """A minutely task paused for two days records 1,000 skips and one summary."""
+        task = Task(now=T0 - MIN)
+        task.schedule(definition(IntervalTrigger(every=1, unit="minutes", start=T0)))
+        task.do(cmd.Pause())
+        back = T0 + timedelta(days=2) + 30 * SEC
+        events = task.do(cmd.Resume(), at=back)
+        skips = events[:-1]
+        assert len(skips) == MAX_LISTED_MISSES + 1
+        assert skips[:MAX_LISTED_MISSES] == paused_skips(
+            *(T0 + k * MIN for k in range(MAX_LISTED_MISSES))
+        )
+        total = 2 * 24 * 60 + 1
+        assert skips[-1] == ExecutionSkipped(
+            task_id=TASK,
+            nominal_time=T0 + MAX_LISTED_MISSES * MIN,
+            until=T0 + (total - 1) * MIN,
+            count=total - MAX_LISTED_MISSES,
+            reason="paused",
+            policy=PAUSED_POLICY,
+        )
+        assert events[-1] == TaskResumed(task_id=TASK, next_fire=T0 + total * MIN)
+        assert task.state.fires == total
+
+    def test_a_pause_past_the_scan_cap_resumes_after_now(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Past MAX_MISSED_SCAN the examined fires are skipped and the next fire is after now."""
+        monkeypatch.setattr(task_decider, "MAX_MISSED_SCAN", 5)
+        task = Task()
+        task.schedule(definition(hourly()))
+        task.do(cmd.Pause(), at=T0 - MIN)
+        events = task.do(cmd.Resume(), at=T0 + 20 * HOUR + MIN)
+        assert events == [
+            *paused_skips(*(T0 + k * HOUR for k in range(5))),
+            TaskResumed(task_id=TASK, next_fire=T0 + 21 * HOUR),
+        ]
+        assert task.state.fires == 5
 
     def test_resume_before_the_pending_fire_keeps_it(self) -> None:
         """Resumed before its next fire was due, the task keeps that fire."""
@@ -1112,6 +1380,21 @@ class TestPauseResume:
         task.do(cmd.Pause(), at=T0 - 30 * MIN)
         events = task.do(cmd.Resume(), at=T0 - 10 * MIN)
         assert events == [TaskResumed(task_id=TASK, next_fire=T0)]
+        assert task.state.fires == 0
+
+    def test_resume_before_a_jittered_fire_keeps_its_instant(self) -> None:
+        """A kept jittered fire is announced again with the same fire instant."""
+        task = Task(now=T0 - 30 * MIN)
+        task.schedule(definition(hourly(jitter_seconds=30)))
+        fire_at = task.state.next_fire_at
+        assert fire_at is not None and fire_at > T0
+        task.do(cmd.Pause())
+        events = task.do(cmd.Resume(), at=T0)  # nominal reached, jittered instant not yet
+        assert events == [
+            TaskResumed(task_id=TASK, next_fire=T0),
+            NextFireDecided(task_id=TASK, nominal_time=T0, fire_at=fire_at),
+        ]
+        assert (task.state.next_nominal, task.state.next_fire_at) == (T0, fire_at)
 
     def test_resume_on_an_active_task_is_a_no_op(self) -> None:
         """Resuming a task that is not paused returns no events."""
@@ -1126,39 +1409,54 @@ class TestPauseResume:
         task.do(cmd.Pause())
         events = task.do(cmd.Resume(), at=T0 + 5 * HOUR)
         assert events == [
+            *paused_skips(T0, T0 + HOUR, T0 + 2 * HOUR),
             TaskResumed(task_id=TASK, next_fire=None),
             TaskCompleted(task_id=TASK, reason="end_date"),
         ]
 
     def test_a_one_shot_paused_over_its_run_at_completes_without_running(self) -> None:
-        """Design note: a one-shot resumed after its run_at completes, never having run."""
+        """A one-shot resumed after its run_at records the skip (paused) and completes."""
         task = Task()
         task.schedule(one_shot(), recurring=False)
         task.do(cmd.Pause(), at=T0 - MIN)
         events = task.do(cmd.Resume(), at=T0 + HOUR)
         assert events == [
+            *paused_skips(T0),
             TaskResumed(task_id=TASK, next_fire=None),
             TaskCompleted(task_id=TASK, reason="one_shot"),
         ]
         assert task.state.status == "completed"
-        assert task.state.runs == 0
+        assert (task.state.runs, task.state.fires) == (0, 1)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: a fire queued before a pause is stranded and later runs out of order",
-    )
-    def test_a_fire_queued_before_a_pause_does_not_run_after_a_later_fire(self) -> None:
-        """The queued 10:00 fire must not start after the 15:00 fire once resumed."""
+    def test_a_fire_queued_before_a_pause_starts_on_resume(self) -> None:
+        """The queued 10:00 fire waits out the pause and starts on resume, before later fires."""
         task = running_task(overlap="queue_one")
         task.fire()  # 10:00 queued behind x1
         task.do(cmd.Pause())
-        task.finish("x1")  # finished while paused: the queue is not released
-        task.do(cmd.Resume(), at=T0 + 5 * HOUR + MIN)
-        late = only_started(task.fire(at=T0 + 6 * HOUR))
-        events = task.finish(late.execution_id)
-        assert not any(
-            isinstance(e, ExecutionStarted) and e.nominal_time < late.nominal_time for e in events
-        )
+        assert task.finish("x1") == [  # finished while paused: the queue waits
+            ExecutionSucceeded(task_id=TASK, execution_id="x1", duration_seconds=1.5)
+        ]
+        assert list(task.state.queued) == [T0 + HOUR]
+        events = task.do(cmd.Resume(), at=T0 + 5 * HOUR + MIN)
+        assert events == [
+            *paused_skips(T0 + 2 * HOUR, T0 + 3 * HOUR, T0 + 4 * HOUR, T0 + 5 * HOUR),
+            TaskResumed(task_id=TASK, next_fire=T0 + 6 * HOUR),
+            started("x2", T0 + HOUR, "schedule"),
+        ]
+        assert not task.state.queued
+        assert task.finish("x2") == [
+            ExecutionSucceeded(task_id=TASK, execution_id="x2", duration_seconds=1.5)
+        ]
+        assert only_started(task.fire()).nominal_time == T0 + 6 * HOUR
+
+    def test_a_queued_fire_still_waits_on_resume_while_a_run_is_open(self) -> None:
+        """Resumed while the execution it queued behind still runs, the fire keeps waiting."""
+        task = running_task(overlap="queue_one")
+        task.fire()  # 10:00 queued behind x1
+        task.do(cmd.Pause())
+        events = task.do(cmd.Resume(), at=T0 + HOUR + MIN)
+        assert events == [TaskResumed(task_id=TASK, next_fire=T0 + 2 * HOUR)]
+        assert task.finish("x1")[-1] == started("x2", T0 + HOUR, "schedule")
 
     @pytest.mark.parametrize("kind", ["completed", "cancelled"])
     @pytest.mark.parametrize(
@@ -1273,7 +1571,7 @@ class TestCompletion:
         task.fire()
         task.finish("x1", "failed")
         assert task.state.lifecycle == "active"
-        task.do(cmd.RetryDue(nominal_time=T0, attempt=2))
+        task.do(cmd.RetryDue(execution_id="x1"))
         assert task.finish("x2")[-1] == TaskCompleted(task_id=TASK, reason="max_runs")
 
     def test_end_date_completes(self) -> None:
@@ -1295,11 +1593,28 @@ class TestCompletion:
 
 class TestRunNow:
     def test_run_now_is_a_manual_execution_at_now(self) -> None:
-        """RunNow starts a manual attempt 1 whose nominal time (and key) is now."""
+        """RunNow starts a manual attempt 1 whose nominal time is now."""
         task = Task()
         task.schedule(definition(hourly()))
         at = T0 - 17 * MIN
         assert task.do(cmd.RunNow(), at=at) == [started("x1", at, "manual")]
+
+    def test_a_manual_run_has_its_own_idempotency_key(self) -> None:
+        """A manual run's key is ``task_id:manual:execution_id``, never a schedule instant's."""
+        task = Task()
+        task.schedule(definition(hourly(), overlap="allow", max_concurrent=2))
+        manual = only_started(task.do(cmd.RunNow(), at=T0))
+        scheduled = only_started(task.fire())
+        assert manual.idempotency_key == "t1:manual:x1"
+        assert scheduled.idempotency_key == idempotency_key(TASK, T0)
+        assert manual.nominal_time == scheduled.nominal_time == T0
+
+    def test_manual_runs_in_one_instant_get_distinct_keys(self) -> None:
+        """Two manual runs at the same instant do not share a key."""
+        task = Task()
+        task.schedule(definition(hourly()))
+        keys = [only_started(task.do(cmd.RunNow())).idempotency_key for _ in range(2)]
+        assert keys == ["t1:manual:x1", "t1:manual:x2"]
 
     def test_run_now_does_not_consume_a_fire_or_move_the_schedule(self) -> None:
         """The pending fire, the fire count and last_nominal are untouched."""
@@ -1337,9 +1652,13 @@ class TestReplay:
         task.fire()
         task.finish("x1", "failed")
         task.do(cmd.Pause(note="n"))
-        task.do(cmd.RetryDue(nominal_time=T0, attempt=2))
+        task.do(cmd.RetryDue(execution_id="x1"))
         task.do(cmd.Resume(), at=T0 + 4 * HOUR + MIN)
-        task.do(cmd.RetryDue(nominal_time=T0, attempt=2))
+        task.do(cmd.RetryDue(execution_id="x1"))
+        task.do(cmd.RunNow())
+        task.do(cmd.Update(definition=definition(hourly(), "renamed"), recurring=True))
+        task.fire(at=T0 + 30 * HOUR)
         task.do(cmd.Cancel())
+        assert any(isinstance(e, ExecutionSkipped) and e.reason == "paused" for e in task.log)
         assert replay_task(TASK, task.log) == task.state
         assert task.state.version == len(task.log)

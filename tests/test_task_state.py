@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from chronolog.domain import TaskState, evolve_task, replay_task
 from chronolog.events import (
+    DEFAULT_CODEC,
     DomainEvent,
     ExecutionCancelled,
     ExecutionFailed,
@@ -123,9 +124,10 @@ def _count(stream: list[DomainEvent], *types: type[DomainEvent]) -> int:
 
 
 def _consumed_nominals(events: list[DomainEvent]) -> list[datetime]:
-    """Nominal times the schedule used up: skipped, queued, or started by a fire."""
+    """Nominal times the schedule used up: skipped (the last of a summary), queued, or
+    started by a fire."""
     return [
-        e.nominal_time
+        (e.until or e.nominal_time) if isinstance(e, ExecutionSkipped) else e.nominal_time
         for e in events
         if isinstance(e, ExecutionSkipped | ExecutionQueued)
         or (isinstance(e, ExecutionStarted) and e.reason in ("schedule", "catch_up"))
@@ -165,8 +167,10 @@ class TestInvariants:
         queued_times = {e.nominal_time for e in stream if isinstance(e, ExecutionQueued)}
         consumed = [s for s in starts if s.reason in ("schedule", "catch_up")]
         fresh = [s for s in consumed if s.nominal_time not in queued_times]
-        assert state.fires == (_count(stream, ExecutionSkipped) + len(queued_times) + len(fresh)), (
-            "every nominal time is counted once: skipped, queued, or started unqueued"
+        skipped = sum(e.count for e in stream if isinstance(e, ExecutionSkipped))
+        assert state.fires == skipped + len(queued_times) + len(fresh), (
+            "every nominal time is counted once: skipped (a summary by its count), queued, "
+            "or started unqueued"
         )
         nominals = _consumed_nominals(stream)
         assert state.last_nominal == (max(nominals) if nominals else None)
@@ -174,8 +178,13 @@ class TestInvariants:
         if state.lifecycle == "cancelled":
             assert state.pending_retries == ()
         else:
-            retry_starts = sum(s.reason == "retry" for s in starts)
-            assert len(state.pending_retries) == _count(stream, RetryScheduled) - retry_starts
+            retried = {s.retry_of for s in starts if s.reason == "retry"}
+            waiting = [
+                e.execution_id
+                for e in stream
+                if isinstance(e, RetryScheduled) and e.execution_id not in retried
+            ]
+            assert [r.execution_id for r in state.pending_retries] == waiting
         if state.is_final:
             assert state.queued == ()
         else:
@@ -289,16 +298,29 @@ def _scheduled(first_fire: datetime | None = T0) -> TaskScheduled:
 
 
 def _started(
-    execution_id: str = "x1", minutes: int = 0, reason: str = "schedule", attempt: int = 1
+    execution_id: str = "x1",
+    minutes: int = 0,
+    reason: str = "schedule",
+    attempt: int = 1,
+    retry_of: str | None = None,
 ) -> ExecutionStarted:
     nominal = T0 + timedelta(minutes=minutes)
+    key = f"t:manual:{execution_id}" if reason == "manual" else f"t:{nominal.isoformat()}"
     return ExecutionStarted(
         task_id="t",
         execution_id=execution_id,
         nominal_time=nominal,
         attempt=attempt,
         reason=reason,  # type: ignore[arg-type]
-        idempotency_key=f"t:{nominal.isoformat()}",
+        idempotency_key=key,
+        retry_of=retry_of,
+    )
+
+
+def _retry(execution_id: str = "x1", minutes: int = 0, attempt: int = 2) -> RetryScheduled:
+    nominal = T0 + timedelta(minutes=minutes)
+    return RetryScheduled(
+        task_id="t", execution_id=execution_id, nominal_time=nominal, attempt=attempt, retry_at=T0
     )
 
 
@@ -360,12 +382,13 @@ class TestStatusTable:
 
     def test_final_states_are_final(self) -> None:
         """Completed and cancelled tasks are final and have no next fire; others are not."""
-        for events, final in [
+        cases: list[tuple[list[DomainEvent], bool]] = [
             ([_scheduled()], False),
             ([_scheduled(), _PAUSED], False),
             ([_scheduled(), _CANCELLED], True),
             ([_scheduled(), _COMPLETED], True),
-        ]:
+        ]
+        for events, final in cases:
             state = replay_task("t", events)
             assert state.is_final is final
             if final:
@@ -392,20 +415,96 @@ class TestStatusTable:
         assert [e.execution_id for e in cancelled.open_executions] == ["x2"]
 
     def test_retry_start_consumes_its_pending_retry_but_not_a_fire(self) -> None:
-        """A retry starts as a new execution; it removes the pending retry with its nominal
-        time and attempt, and does not count as a fire."""
-        retry = RetryScheduled(
-            task_id="t", execution_id="x1", nominal_time=T0, attempt=2, retry_at=T0
-        )
-        before = replay_task("t", [_scheduled(), _started(), _failed(), retry])
-        assert [(r.nominal_time, r.attempt) for r in before.pending_retries] == [(T0, 2)]
-        wrong_attempt = evolve_task(before, _started("x2", 0, reason="retry", attempt=3))
-        assert len(wrong_attempt.pending_retries) == 1
-        after = evolve_task(before, _started("x2", 0, reason="retry", attempt=2))
+        """A retry starts as a new execution; it removes the pending retry of the failed
+        execution it names in ``retry_of``, and does not count as a fire."""
+        before = replay_task("t", [_scheduled(), _started(), _failed(), _retry("x1")])
+        assert [(r.execution_id, r.nominal_time, r.attempt) for r in before.pending_retries] == [
+            ("x1", T0, 2)
+        ]
+        for other in ("x9", None):
+            unrelated = evolve_task(before, _started("x2", reason="retry", retry_of=other))
+            assert unrelated.pending_retries == before.pending_retries
+        after = evolve_task(before, _started("x2", reason="retry", attempt=2, retry_of="x1"))
         assert after.pending_retries == ()
         assert (after.fires, after.runs) == (before.fires, before.runs + 1)
         assert after.last_nominal == before.last_nominal
         assert after.status == "running"
+
+    def test_twin_retries_are_consumed_one_by_one(self) -> None:
+        """Two pending retries of one nominal time and attempt: each start removes only the
+        retry of the execution it repeats."""
+        state = replay_task(
+            "t",
+            [
+                _scheduled(),
+                _started("x1", reason="manual"),
+                _started("x2", reason="manual"),
+                _failed("x1"),
+                _failed("x2"),
+                _retry("x1"),
+                _retry("x2"),
+            ],
+        )
+        assert [r.execution_id for r in state.pending_retries] == ["x1", "x2"]
+        state = evolve_task(state, _started("x3", reason="retry", attempt=2, retry_of="x2"))
+        assert [r.execution_id for r in state.pending_retries] == ["x1"]
+        state = evolve_task(state, _started("x4", reason="retry", attempt=2, retry_of="x2"))
+        assert [r.execution_id for r in state.pending_retries] == ["x1"]
+        state = evolve_task(state, _started("x5", reason="retry", attempt=2, retry_of="x1"))
+        assert state.pending_retries == ()
+
+    def test_retry_of_round_trips_through_the_codec(self) -> None:
+        """``retry_of`` is stored and read back, so a replay consumes the same retry."""
+        event = _started("x2", reason="retry", attempt=2, retry_of="x1")
+        encoded = DEFAULT_CODEC.encode_event(event)
+        decoded = DEFAULT_CODEC.decode_event(
+            encoded.event_type, encoded.schema_version, encoded.data
+        )
+        assert decoded == event
+
+    def test_a_summary_skip_round_trips_and_counts_its_whole_range(self) -> None:
+        """An ExecutionSkipped with ``count`` and ``until`` survives the codec; the fold adds
+        ``count`` to fires, moves last_nominal to ``until`` and clears a pending fire in it."""
+        summary = ExecutionSkipped(
+            task_id="t",
+            nominal_time=T0 + timedelta(minutes=10),
+            until=T0 + timedelta(minutes=59),
+            count=50,
+            reason="misfire",
+            policy="catchup=run_once",
+        )
+        encoded = DEFAULT_CODEC.encode_event(summary)
+        decoded = DEFAULT_CODEC.decode_event(
+            encoded.event_type, encoded.schema_version, encoded.data
+        )
+        assert decoded == summary
+        assert isinstance(decoded, ExecutionSkipped)
+        assert (decoded.count, decoded.until) == (50, T0 + timedelta(minutes=59))
+
+        pending = T0 + timedelta(minutes=30)
+        announced = NextFireDecided(task_id="t", nominal_time=pending, fire_at=pending)
+        listed = [
+            ExecutionSkipped(
+                task_id="t",
+                nominal_time=T0 + timedelta(minutes=k),
+                reason="misfire",
+                policy="catchup=run_once",
+            )
+            for k in range(10)
+        ]
+        before: list[DomainEvent] = [_scheduled(), announced, *listed]
+        state = replay_task("t", [*before, decoded])
+        assert state.fires == 60
+        assert state.last_nominal == T0 + timedelta(minutes=59)
+        assert (state.next_nominal, state.next_fire_at) == (None, None)
+        assert state.last_outcome == "skipped"
+        assert state == replay_task("t", [*before, summary])
+
+    def test_a_plain_skip_defaults_to_a_count_of_one(self) -> None:
+        """An ExecutionSkipped without ``count``/``until`` (as older logs hold) counts once."""
+        assert (_SKIPPED.count, _SKIPPED.until) == (1, None)
+        state = evolve_task(replay_task("t", [_scheduled()]), _SKIPPED)
+        assert (state.fires, state.last_nominal) == (1, T0)
 
     def test_a_fire_consumes_the_announced_next_time(self) -> None:
         """Starting, skipping or queueing the pending nominal time clears it until the next

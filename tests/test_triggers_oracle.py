@@ -145,7 +145,7 @@ def _compare(spec: CronTrigger, after: datetime, until: datetime, margin: timede
 
 
 class TestCronAgainstOracle:
-    @settings(max_examples=160, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(expression=five_field(), where=zone_and_instant(), policies=POLICIES)
     def test_five_field_matches_minute_walk(
         self, expression: str, where: tuple[str, datetime], policies: tuple[str, str]
@@ -162,7 +162,7 @@ class TestCronAgainstOracle:
         )
         _compare(spec, after, after + timedelta(days=3), timedelta(hours=3))
 
-    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(
         expression=six_field(),
         where=zone_and_instant(near=timedelta(hours=1)),
@@ -183,7 +183,7 @@ class TestCronAgainstOracle:
         )
         _compare(spec, after, after + timedelta(minutes=40), timedelta(hours=1, minutes=30))
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(expression=five_field(), where=zone_and_instant(near=timedelta(days=400)))
     def test_first_fire_far_away_matches(
         self, expression: str, where: tuple[str, datetime]
@@ -233,7 +233,7 @@ def calendar_interval(draw: st.DrawFn) -> tuple[IntervalTrigger, int]:
 
 
 class TestIntervalsAgainstOracle:
-    @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(case=calendar_interval())
     def test_calendar_interval_matches_oracle(self, case: tuple[IntervalTrigger, int]) -> None:
         """days/weeks/months: the first fires equal the oracle's anchored wall-clock walk."""

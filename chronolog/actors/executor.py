@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+import structlog
 
 from chronolog.domain.commands import Finish
 from chronolog.functions import FunctionRegistry
@@ -198,14 +199,18 @@ class Executor:
     ) -> None:
         token = _current.set(context)
         started = time.perf_counter()
-        try:
-            value = function(**self._call_kwargs(request, context, accepts_context))
-        except BaseException as exc:
-            self._report(request, context, started, None, exc)
-        else:
-            self._report(request, context, started, value, None)
-        finally:
-            _current.reset(token)
+        # Bound for the function's own structlog calls too: its log lines carry the ids.
+        with structlog.contextvars.bound_contextvars(
+            task_id=request.task_id, execution_id=request.execution_id
+        ):
+            try:
+                value = function(**self._call_kwargs(request, context, accepts_context))
+            except BaseException as exc:
+                self._report(request, context, started, None, exc)
+            else:
+                self._report(request, context, started, value, None)
+            finally:
+                _current.reset(token)
 
     async def _run_async(
         self,
@@ -219,6 +224,9 @@ class Executor:
             self._running[request.execution_id] = (context, task)
         token = _current.set(context)
         started = time.perf_counter()
+        structlog.contextvars.bind_contextvars(
+            task_id=request.task_id, execution_id=request.execution_id
+        )
         try:
             value = await function(**self._call_kwargs(request, context, accepts_context))
         except asyncio.CancelledError:

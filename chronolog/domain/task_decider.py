@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from chronolog.domain import commands as cmd
-from chronolog.domain.task_state import TaskState, evolve_task
+from chronolog.domain.task_state import OpenExecution, TaskState, evolve_task
 from chronolog.errors import InvalidStateError, NotFoundError
 from chronolog.events import (
     CompletionReason,
@@ -85,13 +85,15 @@ class _Decision:
         reason: ExecutionReason,
         attempt: int = 1,
         retry_of: str | None = None,
+        key: str | None = None,
     ) -> None:
         task_id = self.state.task_id
         execution_id = self.new_id()
-        if reason == "manual":
-            # Not a schedule instant: its own key, so it never dedupes against a real fire.
+        # A retry passes the key of the run it repeats; a manual run is no schedule instant,
+        # so it gets its own key and never dedupes against a real fire.
+        if key is None and reason == "manual":
             key = f"{task_id}:manual:{execution_id}"
-        else:
+        elif key is None:
             key = idempotency_key(task_id, nominal)
         self.emit(
             ExecutionStarted(
@@ -376,7 +378,13 @@ def _retry_due(d: _Decision, c: cmd.RetryDue) -> None:
         return  # paused: the retry waits for resume; final: it was dropped
     for retry in d.state.pending_retries:
         if retry.execution_id == c.execution_id:
-            d.start(retry.nominal_time, "retry", retry.attempt, retry_of=retry.execution_id)
+            d.start(
+                retry.nominal_time,
+                "retry",
+                retry.attempt,
+                retry_of=retry.execution_id,
+                key=retry.idempotency_key,
+            )
             return
 
 
@@ -409,7 +417,7 @@ def _finish(d: _Decision, c: cmd.Finish) -> None:
                 duration_seconds=c.duration_seconds,
             )
         )
-        _maybe_retry(d, c.execution_id, execution.nominal_time, execution.attempt)
+        _maybe_retry(d, execution)
         _finish(d, c)  # now not open any more: recorded as a late result
         _after_execution(d)
         return
@@ -435,7 +443,7 @@ def _finish(d: _Decision, c: cmd.Finish) -> None:
                 duration_seconds=c.duration_seconds,
             )
         )
-        _maybe_retry(d, c.execution_id, execution.nominal_time, execution.attempt)
+        _maybe_retry(d, execution)
     _after_execution(d)
 
 
@@ -452,28 +460,29 @@ def _timeout(d: _Decision, c: cmd.TimeoutDue) -> None:
             duration_seconds=policies.timeout_seconds or 0.0,
         )
     )
-    _maybe_retry(d, c.execution_id, execution.nominal_time, execution.attempt)
+    _maybe_retry(d, execution)
     _after_execution(d)
 
 
 def _recover(d: _Decision, c: cmd.Recover) -> None:
     for execution in d.state.open_executions:
         d.emit(ExecutionInterrupted(task_id=d.state.task_id, execution_id=execution.execution_id))
-        _maybe_retry(d, execution.execution_id, execution.nominal_time, execution.attempt)
+        _maybe_retry(d, execution)
     _after_execution(d)
 
 
-def _maybe_retry(d: _Decision, execution_id: str, nominal: datetime, attempt: int) -> None:
+def _maybe_retry(d: _Decision, execution: OpenExecution) -> None:
     policies = d.definition.policies
-    if d.state.lifecycle == "cancelled" or attempt > policies.max_retries:
+    if d.state.lifecycle == "cancelled" or execution.attempt > policies.max_retries:
         return
     d.emit(
         RetryScheduled(
             task_id=d.state.task_id,
-            execution_id=execution_id,
-            nominal_time=nominal,
-            attempt=attempt + 1,
-            retry_at=d.now + retry_delay(execution_id, attempt, d.definition),
+            execution_id=execution.execution_id,
+            nominal_time=execution.nominal_time,
+            attempt=execution.attempt + 1,
+            retry_at=d.now + retry_delay(execution.execution_id, execution.attempt, d.definition),
+            idempotency_key=execution.idempotency_key,
         )
     )
 

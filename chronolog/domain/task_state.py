@@ -56,7 +56,7 @@ class OpenExecution(msgspec.Struct, frozen=True, kw_only=True):
     nominal_time: datetime
     attempt: int
     reason: ExecutionReason
-    started_at: datetime | None = None
+    idempotency_key: str | None = None
 
 
 class PendingRetry(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,6 +66,7 @@ class PendingRetry(msgspec.Struct, frozen=True, kw_only=True):
     nominal_time: datetime
     attempt: int
     retry_at: datetime
+    idempotency_key: str | None = None
 
 
 class TaskState(msgspec.Struct, frozen=True, kw_only=True):
@@ -209,6 +210,7 @@ def _(event: ExecutionStarted, state: TaskState) -> TaskState:
         nominal_time=event.nominal_time,
         attempt=event.attempt,
         reason=event.reason,
+        idempotency_key=event.idempotency_key,
     )
     state = replace(state, open_executions=(*state.open_executions, opened), runs=state.runs + 1)
     if event.reason == "retry":
@@ -289,6 +291,7 @@ def _(event: RetryScheduled, state: TaskState) -> TaskState:
         nominal_time=event.nominal_time,
         attempt=event.attempt,
         retry_at=event.retry_at,
+        idempotency_key=event.idempotency_key,
     )
     return replace(state, pending_retries=(*state.pending_retries, retry))
 

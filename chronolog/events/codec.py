@@ -7,10 +7,9 @@ written, so nothing in the log can fail to decode later.
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
+from chronolog.clock import AwareDatetime
 from chronolog.errors import EventCodecError, UnknownEventTypeError
 from chronolog.events.base import DomainEvent, EventMetadata
 from chronolog.events.cleanup import CLEANUP_EVENTS
@@ -69,6 +68,12 @@ class EventCodec:
         cls = self._types.get(event_type)
         if cls is None:
             raise UnknownEventTypeError(f"unknown event type {event_type!r} in the log")
+        if schema_version > cls.schema_version:
+            raise EventCodecError(
+                f"{event_type} v{schema_version} was written by a newer chronolog "
+                f"(this one knows v{cls.schema_version}); upgrade to read this log",
+                details={"event_type": event_type, "schema_version": schema_version},
+            )
         try:
             if schema_version == cls.schema_version:
                 return self._decoders[event_type].decode(data)
@@ -80,7 +85,14 @@ class EventCodec:
             )
             payload["type"] = event_type
             return msgspec.convert(payload, cls)
-        except (msgspec.DecodeError, msgspec.ValidationError, LookupError) as exc:
+        except (
+            msgspec.DecodeError,
+            msgspec.ValidationError,
+            LookupError,
+            ValueError,
+            TypeError,
+        ) as exc:
+            # An upcaster is code too: whatever it raises is a bad stored payload.
             raise EventCodecError(
                 f"bad {event_type} v{schema_version} payload: {exc}",
                 details={"event_type": event_type, "schema_version": schema_version},
@@ -145,7 +157,7 @@ class _WireEnvelope(msgspec.Struct, frozen=True, kw_only=True):
     stream_version: int
     event_type: str
     schema_version: int
-    recorded_at: Any
+    recorded_at: AwareDatetime
     data: msgspec.Raw
     metadata: EventMetadata = EventMetadata()
 

@@ -112,13 +112,15 @@ class ExecutionQueued(DomainEvent, frozen=True, kw_only=True):
 
 
 class RetryScheduled(DomainEvent, frozen=True, kw_only=True):
-    """A failed execution will be tried again at ``retry_at`` as attempt ``attempt``."""
+    """A failed execution will be tried again at ``retry_at`` as attempt ``attempt``,
+    under the same ``idempotency_key`` (None in logs written before the key was kept)."""
 
     task_id: str
     execution_id: str
     nominal_time: AwareDatetime
     attempt: int
     retry_at: AwareDatetime
+    idempotency_key: str | None = None
 
 
 EXECUTION_EVENTS: tuple[type[DomainEvent], ...] = (

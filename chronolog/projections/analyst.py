@@ -237,6 +237,7 @@ def read_only_sql(
         timer = threading.Timer(timeout, interrupt)
         timer.daemon = True
     try:
+        cursor.execute("SET TimeZone = 'UTC'")
         cursor.execute("BEGIN TRANSACTION")
         try:
             if timer is not None:

@@ -210,7 +210,7 @@ class RunState(msgspec.Struct, gc=False):
 
 
 class EventRecord(msgspec.Struct, gc=False):
-    """One row of ``events``. ``payload`` is the event itself, written as its JSON."""
+    """One row of ``events``; ``payload`` is the event's JSON text (current schema)."""
 
     position: int
     stream_id: str
@@ -218,7 +218,7 @@ class EventRecord(msgspec.Struct, gc=False):
     event_type: str
     schema_version: int
     recorded_at: datetime
-    payload: Any
+    payload: str
     correlation_id: str | None
     causation_id: str | None
     caused_by: str
@@ -325,9 +325,9 @@ class BatchFold:
     """Applies envelopes to row states; afterwards its dicts hold every touched row.
 
     ``tasks``, ``executions``, ``registrations`` and ``runs`` start with the rows loaded
-    for the touched keys and end with their final states; ``events``, ``skips`` and
-    ``files`` collect rows to append; ``replaced_files`` names the runs whose file lists
-    are replaced by this batch.
+    for the touched keys and end with their final states; ``events`` and ``skips`` collect
+    rows to append; ``files`` maps each run whose file list this batch reported to its
+    new rows (they replace any earlier list of that run).
     """
 
     def __init__(
@@ -369,7 +369,7 @@ class BatchFold:
                     envelope.event_type,
                     envelope.schema_version,
                     envelope.recorded_at,
-                    event,
+                    _encode(event).decode(),
                     metadata.correlation_id,
                     metadata.causation_id,
                     caused_by,

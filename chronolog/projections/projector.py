@@ -27,7 +27,13 @@ from chronolog.errors import StorageError, StoreClosedError, ValidationError
 from chronolog.events import Envelope
 from chronolog.projections import writer
 from chronolog.projections.cache import StateCache
-from chronolog.projections.schema import PROJECTION_VERSION, create_statements, drop_statements
+from chronolog.projections.schema import (
+    PROJECTION_VERSION,
+    create_statements,
+    drop_index_statements,
+    drop_statements,
+    index_statements,
+)
 from chronolog.store.base import EventStore
 
 log = structlog.get_logger("chronolog.projections")
@@ -73,9 +79,10 @@ def _collector_paused() -> Iterator[None]:
 class _Committer(threading.Thread):
     """Commits prepared batches in order on its own thread.
 
-    ``put`` blocks while one batch waits (so at most three batches are in memory: being
-    read, being folded, being committed) and raises the first error a commit hit;
-    ``finish`` waits for the rest. After an error, further batches are dropped.
+    ``put`` blocks while one batch already waits, which bounds memory to a few batches
+    (one read ahead, one being folded, one waiting, one being committed); it raises the
+    first error a commit hit. ``finish`` waits for the rest. After an error, further
+    batches are dropped.
     """
 
     def __init__(self, commit: Callable[[writer.PreparedBatch], None]) -> None:
@@ -141,6 +148,8 @@ class Projector:
         self._conn = connect(db_path)
         # Loads for the next batch run on their own cursor while the writer commits.
         self._load_cursor = self._conn.cursor()
+        with duckdb_errors("configuring the projection cursor"):
+            self._load_cursor.execute("SET TimeZone = 'UTC'")
         self._cursor_source = self._conn.cursor()
         self._cursor_lock = threading.Lock()
         # Serialises batches, rebuilds and close; waiters for a position use the condition.
@@ -148,6 +157,7 @@ class Projector:
         self._applied = threading.Condition()
         self._closed = False
         self._position = 0
+        self._batches_prepared = 0
         try:
             self._position = self._open()
         except BaseException:
@@ -232,7 +242,7 @@ class Projector:
                     f"envelopes start at position {fresh[0].position}, "
                     f"but the projection is at {self._position}"
                 )
-            self._commit(self._prepare(fresh))
+            self._apply_now(fresh)
 
     def rebuild(self) -> int:
         """Drop every projection and rebuild it from position 0; return events applied.
@@ -243,26 +253,31 @@ class Projector:
             self._check_open()
             self._reset()
             with self._bulk_load():
-                applied = self._catch_up(self._rebuild_batch_size, None)
-            with duckdb_errors("checkpointing the rebuilt projections"):
-                self._conn.execute("CHECKPOINT")
-            return applied
+                return self._catch_up(self._rebuild_batch_size, None)
 
     @contextlib.contextmanager
     def _bulk_load(self) -> Iterator[None]:
-        """Defer DuckDB's automatic checkpoints (one per ~16 MB of WAL) to a single one at the
-        end: each would rewrite the tables' newest row groups again."""
+        """Set DuckDB up for loading many batches, and back afterwards.
+
+        The secondary indexes are dropped and built once at the end (maintaining them row
+        by row costs twice as much), and DuckDB's automatic checkpoints (one per ~16 MB of
+        WAL, each rewriting the tables' newest row groups) are deferred to a single one.
+        """
         conn = self._conn
-        with duckdb_errors("reading the checkpoint threshold"):
+        with duckdb_errors("preparing a bulk load"):
             row = conn.execute("SELECT current_setting('checkpoint_threshold')").fetchone()
             conn.execute("SET checkpoint_threshold = '4GB'")
+            for statement in drop_index_statements():
+                conn.execute(statement)
         try:
             yield
         finally:
-            with duckdb_errors("restoring the checkpoint threshold"):
-                conn.execute(
-                    "SET checkpoint_threshold = $value", {"value": row[0] if row else "16MB"}
-                )
+            with duckdb_errors("finishing a bulk load"):
+                for statement in index_statements():
+                    conn.execute(statement)
+                threshold = row[0] if row else "16MB"
+                conn.execute("SET checkpoint_threshold = $value", {"value": threshold})
+                conn.execute("CHECKPOINT")
 
     def run_until_stopped(self, stop: threading.Event, idle_wait: float = 0.5) -> None:
         """Follow the log until ``stop`` is set: apply what is there, then wait for more.
@@ -289,7 +304,7 @@ class Projector:
                 return 0
             if len(first) < batch_size:
                 # Live tail: one small batch, no threads.
-                self._commit(self._prepare(first))
+                self._apply_now(first)
                 return len(first)
             return self._pipeline(first, batch_size, stop)
 
@@ -307,6 +322,8 @@ class Projector:
         except BaseException:
             with contextlib.suppress(BaseException):
                 committer.finish()
+            # Only now, with the committer stopped: batches folded after the failed one
+            # left states in the cache that DuckDB never got.
             self._cache.reset(complete=False)
             raise
         return applied
@@ -352,23 +369,27 @@ class Projector:
                     batches.get(timeout=0.05)
             reader.join()
 
-    def _prepare(self, envelopes: Sequence[Envelope]) -> writer.PreparedBatch:
-        span = f"{envelopes[0].position}..{envelopes[-1].position}"
+    def _apply_now(self, envelopes: Sequence[Envelope]) -> None:
+        """Fold and commit one batch on this thread."""
         try:
-            with duckdb_errors(f"loading rows for positions {span}"):
-                return writer.prepare(self._load_cursor, envelopes, self._cache)
+            self._commit(self._prepare(envelopes))
         except BaseException:
             # The fold mutates cached states in place: they may no longer match DuckDB.
             self._cache.reset(complete=False)
             raise
 
+    def _prepare(self, envelopes: Sequence[Envelope]) -> writer.PreparedBatch:
+        """Fold a batch (the caller resets the cache if this or its commit fails)."""
+        self._batches_prepared += 1
+        span = f"{envelopes[0].position}..{envelopes[-1].position}"
+        with duckdb_errors(f"loading rows for positions {span}"):
+            return writer.prepare(self._load_cursor, envelopes, self._cache, self._batches_prepared)
+
     def _commit(self, batch: writer.PreparedBatch) -> None:
-        try:
-            with duckdb_errors(f"projecting positions {batch.span}"):
-                self._ingestor.commit(self._conn, batch)
-        except BaseException:
-            self._cache.reset(complete=False)
-            raise
+        """Commit a prepared batch; its cached states become evictable."""
+        with duckdb_errors(f"projecting positions {batch.span}"):
+            self._ingestor.commit(self._conn, batch)
+        self._cache.release(batch.number)
         self._set_position(batch.last_position)
 
     def _set_position(self, position: int) -> None:

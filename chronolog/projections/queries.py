@@ -179,23 +179,43 @@ def _page(
     limit: int,
     offset: int,
     convert: Callable[[Sequence[Any]], R],
+    *,
+    selective: bool,
 ) -> Page[R]:
-    """One page plus the total count, in one statement (a second only past the end)."""
+    """One page plus the total count, from one statement (so both see one snapshot).
+
+    ``selective`` filters (one task's executions, through its index) count with a window
+    over the few matching rows. Broad ones (all tasks with a status) count in a separate
+    subquery: a window would carry every match through a full sort instead of a top-N.
+    """
     condition = " AND ".join(where) if where else "TRUE"
-    params = {**params, "limit": limit, "offset": offset}
-    rows = _fetch(
-        conn,
-        f"SELECT count(*) OVER () AS total, {_columns(table)} FROM {table} "
-        f"WHERE {condition} ORDER BY {order} LIMIT $limit OFFSET $offset",
-        params,
-    )
-    if rows:
-        total = int(rows[0][0])
+    columns = _columns(table)
+    values = {**params, "limit": limit, "offset": offset}
+    if selective:
+        rows = _fetch(
+            conn,
+            f"SELECT count(*) OVER () AS total, {columns} FROM {table} WHERE {condition} "
+            f"ORDER BY {order} LIMIT $limit OFFSET $offset",
+            values,
+        )
+        if not rows and offset:
+            del values["limit"], values["offset"]
+            counted = _fetch(conn, f"SELECT count(*) FROM {table} WHERE {condition}", values)
+            return Page(items=(), total=int(counted[0][0]), limit=limit, offset=offset)
     else:
-        del params["limit"], params["offset"]
-        counted = _fetch(conn, f"SELECT count(*) FROM {table} WHERE {condition}", params)
-        total = int(counted[0][0])
-    items = tuple(convert(row[1:]) for row in rows)
+        rows = _fetch(
+            conn,
+            f"SELECT counted.total, page.* "
+            f"FROM (SELECT count(*) AS total FROM {table} WHERE {condition}) AS counted "
+            f"LEFT JOIN (SELECT {columns} FROM {table} WHERE {condition} "
+            f"ORDER BY {order} LIMIT $limit OFFSET $offset) AS page ON TRUE "
+            f"ORDER BY {order}",
+            values,
+        )
+    total = int(rows[0][0]) if rows else 0
+    # Past the end the LEFT JOIN still yields the count, on a row of NULLs (every table's
+    # first column is its NOT NULL key).
+    items = tuple(convert(row[1:]) for row in rows if row[1] is not None)
     return Page(items=items, total=total, limit=limit, offset=offset)
 
 
@@ -236,7 +256,7 @@ def list_tasks(
             params[column] = value
     direction = "DESC" if descending else "ASC"
     order = f"{TASK_SORTS[sort]} {direction} NULLS LAST, task_id {direction}"
-    return _page(conn, "tasks", where, params, order, limit, offset, _task)
+    return _page(conn, "tasks", where, params, order, limit, offset, _task, selective=False)
 
 
 def get_task(conn: duckdb.DuckDBPyConnection, task_id: str) -> TaskRow | None:
@@ -281,7 +301,10 @@ def list_executions(
         where.append("nominal_time < $until")
         params["until"] = until
     order = "nominal_time DESC NULLS LAST, position DESC"
-    return _page(conn, "executions", where, params, order, limit, offset, _execution)
+    selective = task_id is not None
+    return _page(
+        conn, "executions", where, params, order, limit, offset, _execution, selective=selective
+    )
 
 
 def get_execution(conn: duckdb.DuckDBPyConnection, execution_id: str) -> ExecutionRow | None:
@@ -320,7 +343,7 @@ def list_skips(
         where.append("nominal_time < $until")
         params["until"] = until
     order = "nominal_time DESC, position DESC"
-    return _page(conn, "skips", where, params, order, limit, offset, _skip)
+    return _page(conn, "skips", where, params, order, limit, offset, _skip, selective=False)
 
 
 def task_stats(conn: duckdb.DuckDBPyConnection, task_id: str) -> TaskStats:
@@ -460,7 +483,7 @@ def list_cleanup_runs(
             where.append(f"{column} = ${column}")
             params[column] = value
     order = "started_at DESC NULLS LAST, run_id DESC"
-    return _page(conn, "cleanup_runs", where, params, order, limit, offset, _run)
+    return _page(conn, "cleanup_runs", where, params, order, limit, offset, _run, selective=False)
 
 
 def list_cleanup_files(
@@ -478,6 +501,7 @@ def list_cleanup_files(
         limit,
         offset,
         _file,
+        selective=True,
     )
 
 

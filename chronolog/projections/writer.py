@@ -5,11 +5,14 @@ envelopes into a :class:`PreparedBatch`; :func:`commit` (DuckDB) writes it as on
 transaction together with the checkpoint. The projector may prepare batch N+1 on one
 thread while another commits batch N.
 
-Every statement handles a whole batch, never one event. Rows go in through DuckDB's JSON
-reader: msgspec encodes a batch of row Structs to JSON lines in one C call, and
+Every statement handles a whole batch, never one event. Large row sets go in through
+DuckDB's JSON reader: msgspec encodes the row Structs to JSON lines in one C call and
 ``INSERT … SELECT * FROM read_json(…)`` parses them inside DuckDB. Measured on these rows,
 that costs the Python thread about a fifth of what the appender does (which converts each
-value while holding the GIL), and DuckDB's part runs without the GIL.
+value while holding the GIL), and DuckDB's part runs without the GIL. Each such statement
+has a fixed cost of a few milliseconds, though, so small row sets (the live tail) go
+through the appender instead. Both paths store identical values: JSON columns are sent as
+text, never as nested JSON that DuckDB would re-serialise.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, TypeVar
 
 import duckdb
 import msgspec
+from msgspec.structs import astuple
 
 from chronolog.events import Envelope
 from chronolog.projections.apply import (
@@ -40,6 +44,9 @@ _State = TypeVar("_State", TaskState, ExecutionState, RegistrationState, RunStat
 
 #: One JSON line may hold a whole event (results, tracebacks): well above DuckDB's 16 MB.
 _MAX_OBJECT_BYTES = 1 << 30
+
+#: Row sets up to this size use the appender; larger ones the JSON reader.
+APPENDER_MAX_ROWS = 1_000
 
 _ENCODER = msgspec.json.Encoder()
 
@@ -65,13 +72,14 @@ _INSERT = {
 class PreparedBatch:
     """A folded batch, ready to commit: rows to delete by key, JSON lines to insert."""
 
+    number: int
     first_position: int
     last_position: int
     #: (table, key column, keys that already have a row)
     deletes: list[tuple[str, str, list[str]]] = field(default_factory=list)
-    #: (table, JSON lines of the new rows)
-    inserts: list[tuple[str, bytes]] = field(default_factory=list)
-    fold: BatchFold | None = None
+    #: (table, JSON lines of the new rows, or the rows as tuples for the appender). Taken
+    #: at prepare time: the states themselves may change while this batch waits to commit.
+    inserts: list[tuple[str, bytes | list[tuple[Any, ...]]]] = field(default_factory=list)
 
     @property
     def span(self) -> str:
@@ -87,7 +95,7 @@ def _load_table(
 ) -> dict[str, _State]:
     """Cached states for ``keys``, plus the misses read from DuckDB in one query."""
     states, misses = cache.lookup(keys)
-    if misses and not cache.complete:
+    if misses:
         names = column_names(table)
         columns = ", ".join(f'"{name}"' for name in names)
         rows = conn.execute(
@@ -100,13 +108,17 @@ def _load_table(
 
 
 def prepare(
-    conn: duckdb.DuckDBPyConnection, envelopes: Sequence[Envelope], cache: StateCache
+    conn: duckdb.DuckDBPyConnection,
+    envelopes: Sequence[Envelope],
+    cache: StateCache,
+    batch_number: int,
 ) -> PreparedBatch:
     """Fold ``envelopes`` over the current rows they touch and encode the result.
 
     Current rows come from ``cache``, else from ``conn`` in one query per table; the final
-    states are remembered in ``cache`` straight away, so the next batch can be prepared
-    before this one commits (the caller resets the cache if the commit fails).
+    states are remembered in ``cache`` straight away, pinned under ``batch_number`` until
+    the caller releases them after the commit, so the next batch can be prepared before this
+    one commits (the caller resets the cache if the commit fails).
     """
     keys = touched_keys(envelopes)
     tasks = _load_table(conn, cache.tasks, "tasks", keys.tasks, TaskState)
@@ -127,7 +139,7 @@ def prepare(
 
     fold = BatchFold(tasks.values(), executions.values(), registrations.values(), runs.values())
     fold.apply_all(envelopes)
-    cache.remember(fold)
+    cache.remember(fold, batch_number)
 
     replaced_files = [run_id for run_id in existing_runs if run_id in fold.files]
     deletes.append(("cleanup_files", "run_id", replaced_files))
@@ -141,12 +153,18 @@ def prepare(
         ("events", fold.events),
     ]
     return PreparedBatch(
+        number=batch_number,
         first_position=envelopes[0].position,
         last_position=envelopes[-1].position,
         deletes=[entry for entry in deletes if entry[2]],
-        inserts=[(table, _ENCODER.encode_lines(items)) for table, items in rows if items],
-        fold=fold,
+        inserts=[(table, _snapshot(items)) for table, items in rows if items],
     )
+
+
+def _snapshot(rows: Sequence[Any]) -> bytes | list[tuple[Any, ...]]:
+    if len(rows) > APPENDER_MAX_ROWS:
+        return _ENCODER.encode_lines(rows)
+    return [astuple(row) for row in rows]
 
 
 class Ingestor:
@@ -165,10 +183,14 @@ class Ingestor:
                 conn.execute(
                     f"DELETE FROM {table} WHERE {key} IN (SELECT unnest($keys))", {"keys": keys}
                 )
-            for table, lines in batch.inserts:
-                path = self._dir / f"{table}.jsonl"
-                path.write_bytes(lines)
-                conn.execute(_INSERT[table], {"path": str(path)})
+            for table, rows in batch.inserts:
+                if isinstance(rows, bytes):
+                    path = self._dir / f"{table}.jsonl"
+                    path.write_bytes(rows)
+                    conn.execute(_INSERT[table], {"path": str(path)})
+                else:
+                    with conn.appender(table) as appender:
+                        appender.append_rows(rows)
             conn.execute(
                 "UPDATE projection_meta SET position = $position WHERE id = 1",
                 {"position": batch.last_position},

@@ -169,6 +169,7 @@ class SQLiteEventStore:
         self._queue: queue.SimpleQueue[_Append | object] = queue.SimpleQueue()
         self._inflight = 0
         self._inflight_lock = threading.Lock()
+        self._closing_lock = threading.Lock()
 
         if read_only:
             if not self.path.exists():
@@ -273,7 +274,12 @@ class SQLiteEventStore:
                 metadata or EventMetadata(),
                 self._codec.encode_metadata(metadata),
             )
-            self._queue.put(request)
+            # Checked and queued under one lock with close(): a request is either ahead of
+            # the stop marker (and answered) or refused, never stranded behind it.
+            with self._closing_lock:
+                if self._closed:
+                    raise StoreClosedError("the event store is closed")
+                self._queue.put(request)
             return request.wait()
         finally:
             with self._inflight_lock:
@@ -517,11 +523,13 @@ class SQLiteEventStore:
         """Finish queued appends, stop the writer and release the data directory."""
         if self._closed:
             return
+        with self._closing_lock:
+            self._closed = True
+            if self._writer is not None:
+                self._queue.put(_STOP)
         if self._writer is not None:
-            self._queue.put(_STOP)
             self._writer.join()
             self._conn.close()
-        self._closed = True
         with self._committed:
             self._committed.notify_all()
         with self._readers_lock:

@@ -311,7 +311,7 @@ class _Model:
         self.lifecycle = "active"
         self.pending = pending  # the announced next nominal time, until a fire uses it
         self.open: dict[str, tuple[datetime, int]] = {}
-        self.retries: list[tuple[datetime, int]] = []
+        self.retries: list[tuple[str, datetime, int]] = []  # (failed id, nominal, attempt)
         self.queued: list[datetime] = []
         self.late_candidates: list[str] = []
         self.executions = 0
@@ -332,18 +332,27 @@ class _Model:
         return nominal if nominal is not None and nominal > self.now else self.tick(draw)
 
     def start(
-        self, nominal: datetime, reason: ExecutionReason, attempt: int = 1
+        self,
+        nominal: datetime,
+        reason: ExecutionReason,
+        attempt: int = 1,
+        retry_of: str | None = None,
     ) -> ExecutionStarted:
         self.executions += 1
         execution_id = f"{self.task_id}/x{self.executions}"
         self.open[execution_id] = (nominal, attempt)
+        if reason == "manual":
+            key = f"{self.task_id}:manual:{execution_id}"
+        else:
+            key = f"{self.task_id}:{nominal.isoformat()}"
         return ExecutionStarted(
             task_id=self.task_id,
             execution_id=execution_id,
             nominal_time=nominal,
             attempt=attempt,
             reason=reason,
-            idempotency_key=f"{self.task_id}:{nominal.isoformat()}",
+            idempotency_key=key,
+            retry_of=retry_of,
         )
 
 
@@ -402,7 +411,7 @@ def _step(draw: st.DrawFn, m: _Model) -> list[DomainEvent]:
         if kind in _MAY_REPORT_LATE:
             m.late_candidates.append(execution_id)
         if kind in _RETRYABLE and m.lifecycle != "cancelled" and draw(st.booleans()):
-            m.retries.append((nominal, attempt + 1))
+            m.retries.append((execution_id, nominal, attempt + 1))
             out.append(
                 RetryScheduled(
                     task_id=tid,
@@ -428,15 +437,29 @@ def _step(draw: st.DrawFn, m: _Model) -> list[DomainEvent]:
         return [m.start(m.fire_time(draw), reason)]
     if action == "skip":
         nominal = m.fire_time(draw)
-        return [_draw_event(draw, ExecutionSkipped, task_id=tid, nominal_time=nominal)]
+        if draw(st.integers(0, 4)):
+            return [
+                _draw_event(
+                    draw, ExecutionSkipped, task_id=tid, nominal_time=nominal, count=1, until=None
+                )
+            ]
+        # The summary of a long gap: ``count`` nominal times from ``nominal`` to ``until``.
+        until = max(m.tick(draw), nominal + timedelta(microseconds=1))
+        m.now = until
+        count = draw(st.integers(min_value=2, max_value=1_000_000))
+        return [
+            _draw_event(
+                draw, ExecutionSkipped, task_id=tid, nominal_time=nominal, count=count, until=until
+            )
+        ]
     if action == "queue":
         m.queued.append(m.fire_time(draw))
         return [ExecutionQueued(task_id=tid, nominal_time=m.queued[-1])]
     if action == "start_queued":
         return [m.start(m.queued.pop(0), "schedule")]
     if action == "start_retry":
-        nominal, attempt = m.retries.pop(draw(st.integers(0, len(m.retries) - 1)))
-        return [m.start(nominal, "retry", attempt)]
+        failed, nominal, attempt = m.retries.pop(draw(st.integers(0, len(m.retries) - 1)))
+        return [m.start(nominal, "retry", attempt, retry_of=failed)]
     if action == "start_manual":
         return [m.start(m.tick(draw), "manual")]
     if action in ("update", "resume"):
@@ -476,7 +499,9 @@ def task_streams(
     It follows the task decider's rules: ``TaskScheduled`` first; fires use the announced
     next nominal time (``NextFireDecided``) and start, skip or queue it; outcomes close
     open executions exactly once, and a failure, time-out or interruption may schedule a
-    retry, which starts later as a new execution with the next attempt; queued fires start
+    retry, which starts later as a new execution with the next attempt and ``retry_of``
+    naming the failed one; a skip is one nominal time or (now and then) the summary of a
+    long gap, ``count`` nominal times up to ``until``; queued fires start
     when nothing runs; pauses stop fires and retries until resumed; cancelling cancels
     running executions first; completion comes only when nothing runs, waits or is queued.
     After cancellation or completion only late results follow. Nominal times are distinct.

@@ -17,6 +17,8 @@ Semantics chosen (and documented in the README):
 * ``L`` in day-of-month is the last day; ``15W`` the weekday nearest the 15th without
   leaving the month (a day past the month's end is clamped to the last day first, like
   croniter); ``2#3`` the third Tuesday; ``L5`` the last Friday (croniter's spelling).
+* ``5-5`` means 5 (croniter alone reads an equal range as the whole cycle); ranges may
+  wrap (``22-2``, ``fri-mon``) but not with a step (croniter mis-phases those).
 * ``H``/``R`` hashed and random fields are rejected: a schedule must be reproducible.
 """
 
@@ -30,7 +32,7 @@ from functools import lru_cache
 from croniter import croniter
 from croniter.croniter import CroniterError
 
-_NONE = 99  # "no allowed value at or after this one" in the lookup tables
+_NONE = 99  # "no allowed value at/after (or at/before) this one" in the lookup tables
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _MAX_ORDINAL = date(9999, 12, 31).toordinal()
 _DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)

@@ -1,0 +1,960 @@
+"""The whole scheduler at work, next to APScheduler 3.11 on the same workloads.
+
+Run: ``python bench/bench_runtime.py [--quick] [--only one_shot,interval,...]
+[--subjects chronolog,aps_memory,aps_sqlite]``. Prints one JSON object per line:
+``{"bench", "value", "unit", "peer", "ratio", "target", "meets", ...}``. ``value`` is
+chronolog's figure, ``peer`` maps each APScheduler variant to its figure on the same
+workload, ``ratio`` is chronolog / peer. The first line describes the machine.
+
+Each (workload, scheduler) pair runs in a fresh subprocess (threads and memory do not
+bleed between runs) with its own data directory under the system temp dir, removed
+afterwards. chronolog runs through its public API (``AppContext``, ``SchedulerModule``,
+``scheduler_service``) with default settings (``sqlite_synchronous=FULL``); APScheduler
+runs as a ``BackgroundScheduler`` with its ``MemoryJobStore`` (``aps_memory``) or a
+``SQLAlchemyJobStore`` on a SQLite file (``aps_sqlite``), default job options
+(``misfire_grace_time=1``, ``coalesce``) and its default 10-thread pool.
+
+Workloads (``--quick`` divides every task count by 10):
+
+* ``one_shot``: 10,000 one-shot tasks, all scheduled first, due evenly within 2 s starting
+  a few seconds after scheduling ends (the lead adapts to the measured scheduling rate).
+  Start lag = ``time.time()`` inside the function minus its nominal time. Fired count,
+  p50/p99/max lag. Target p99 < 20 ms.
+* ``interval``: 10,000 interval tasks every 10 s, 6 fires each (60 s), task i starting at
+  t0 + i ms. Every fire happens, lag p99 < 20 ms, and process CPU seconds during the 60 s.
+  chronolog runs it only if its ``IntervalUnit`` has ``seconds``; otherwise its line says
+  ``"skipped": "no seconds unit"``.
+* ``throughput``: 20,000 schedule calls (chronolog: ``asyncio.gather`` in chunks of 1,000
+  concurrent calls; APScheduler: ``add_job`` on a running scheduler; its SQLite store gets
+  at most 5,000). Target >= 5,000 tasks/s.
+* ``memory``: 100,000 cron tasks (``m h * * *`` in UTC, all due at least 3 h later). RSS
+  (MiB) after scheduling (target < 500) and live threads (target <= live-actor cap + the
+  threads of an idle started module).
+* ``restart``: after ``memory``, stop the module and start a new one on the same data dir:
+  seconds until ``start()`` returns and a task scheduled to run immediately has run
+  (target < 3 s). Peer: APScheduler's SQLite store with 100,000 cron jobs (populated with
+  ``synchronous=OFF``, untimed). ``memory`` and ``restart`` share one run.
+* ``loop_lag``: a probe coroutine sleeps 1 ms in a loop and records the overshoot while
+  10,000 concurrent facade calls run (``schedule_event``, then ``get_event``). p99 and max
+  (target p99 < 5 ms). Peer: ``AsyncIOScheduler`` with 10,000 concurrent coroutines calling
+  ``add_job`` then ``get_job``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+RESULT_MARK = "@@result "
+TMP_PREFIX = "chronolog-bench-runtime-"
+WORKLOADS = ("one_shot", "interval", "throughput", "memory", "restart", "loop_lag")
+SUBJECTS = ("chronolog", "aps_memory", "aps_sqlite")
+PEERS = ("aps_memory", "aps_sqlite", "aps_asyncio")
+CHUNK = 1_000
+ONE_SHOT_SPREAD = 2.0
+INTERVAL_EVERY = 10
+INTERVAL_SPREAD = 10.0
+APS_SQLITE_THROUGHPUT_CAP = 5_000
+#: A fire-waiting loop gives up when nothing new happened for this long after the last due.
+QUIET_SECONDS = 15.0
+#: Hard bound on one worker subprocess (seconds).
+WORKER_TIMEOUT = 1_800
+
+# What the task functions record, in the worker process.
+_LAGS: list[float] = []
+_SKIPPED: list[int] = []
+_ERRORS: list[str] = []
+
+
+# --- measuring helpers -------------------------------------------------------------------
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+_STATUS_FILE: list[Any] = []
+
+
+def proc_status(field: str) -> int:
+    """An integer field of /proc/self/status (``VmRSS`` in KiB, ``Threads``).
+
+    The file stays open, so the figure can still be read when the process is out of file
+    descriptors (a finding in itself: see ``open_fds``).
+    """
+    if not _STATUS_FILE:
+        _STATUS_FILE.append(open("/proc/self/status"))  # noqa: SIM115 - kept open on purpose
+    fh = _STATUS_FILE[0]
+    fh.seek(0)
+    for line in fh.read().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return -1
+
+
+def open_fds() -> int | None:
+    """Open file descriptors of this process (None when none is left to count them)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None
+
+
+def rss_mib() -> float:
+    """Resident set size in MiB."""
+    return proc_status("VmRSS") / 1024
+
+
+def percentile(ordered: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of an already sorted list."""
+    if not ordered:
+        return None
+    index = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
+    return ordered[index]
+
+
+def lag_stats(lags: list[float], prefix: str = "lag") -> dict[str, float | None]:
+    """p50/p99/max of lags given in seconds, reported in milliseconds."""
+    ordered = sorted(x * 1000 for x in lags)
+    return {
+        f"{prefix}_p50_ms": percentile(ordered, 0.50),
+        f"{prefix}_p99_ms": percentile(ordered, 0.99),
+        f"{prefix}_max_ms": ordered[-1] if ordered else None,
+    }
+
+
+def log_event_counts(data_dir: Path) -> dict[str, int]:
+    """Domain events per type in chronolog's log (read-only; empty if unreadable)."""
+    path = data_dir / "events.sqlite3"
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = conn.execute("SELECT type, count(*) FROM events GROUP BY type").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return {}
+    return {str(kind): int(count) for kind, count in rows}
+
+
+async def wait_for_fires(expected: int, last_due: float, deadline: float) -> None:
+    """Wait until ``expected`` fires ran or were skipped, the deadline passed, or nothing
+    happened for ``QUIET_SECONDS`` after the last due instant."""
+    seen, changed = -1, time.time()
+    while time.time() < deadline:
+        done = len(_LAGS) + len(_SKIPPED)
+        if done >= expected:
+            return
+        now = time.time()
+        if done != seen:
+            seen, changed = done, now
+        elif now > last_due and now - changed > QUIET_SECONDS:
+            return
+        await asyncio.sleep(0.05)
+
+
+# --- the task functions --------------------------------------------------------------------
+
+
+def chronolog_probe(context: Any) -> None:
+    """chronolog task: record the start lag against the execution's nominal time."""
+    _LAGS.append(time.time() - context.nominal_time.timestamp())
+
+
+def aps_probe(due: float) -> None:
+    """APScheduler one-shot job: record the start lag against ``due``."""
+    _LAGS.append(time.time() - due)
+
+
+def aps_interval_probe(start: float, every: float) -> None:
+    """APScheduler interval job: the lag behind the latest fire instant of its grid."""
+    _LAGS.append((time.time() - start) % every)
+
+
+# --- what to schedule, scheduler-neutral ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One task: a one-shot at ``due``, ``runs`` fires every ``every`` s from ``due``, or a
+    daily cron at ``hour``:``minute`` UTC."""
+
+    name: str
+    kind: typing.Literal["date", "interval", "cron"]
+    due: float = 0.0
+    every: int = 0
+    runs: int = 0
+    minute: int = 0
+    hour: int = 0
+
+
+MakeSpec = Callable[[int], JobSpec]
+
+
+class Subject:
+    """A scheduler under test: start, schedule many, stop."""
+
+    name = ""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def add_many(self, count: int, make: MakeSpec) -> tuple[float, int, str | None]:
+        """Schedule ``make(0..count-1)``; returns seconds, failures, the first error."""
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    def details(self) -> dict[str, Any]:
+        """Extra figures worth reporting (supervisor stats, events per type)."""
+        return {}
+
+
+class ChronologSubject(Subject):
+    """chronolog through its facade."""
+
+    name = "chronolog"
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.module: Any = None
+        self.service: Any = None
+        self.aborted_at: int | None = None
+
+    async def start(self) -> None:
+        from chronolog import AppContext, SchedulerModule, Settings
+
+        self.module = SchedulerModule(
+            Settings(data_dir=str(self.data_dir), log_level="warning", log_format="json")
+        )
+        app = AppContext()
+        self.module.register(app)
+        self.service = app.get_service("scheduler_service")
+        self.service.register_function("probe", chronolog_probe)
+        await self.module.start()
+
+    def _call(self, spec: JobSpec) -> Awaitable[Any]:
+        svc = self.service
+        if spec.kind == "date":
+            return svc.schedule_event(
+                spec.name, "probe", datetime.fromtimestamp(spec.due, UTC), timezone="UTC"
+            )
+        if spec.kind == "interval":
+            return svc.schedule_event(
+                spec.name,
+                "probe",
+                datetime.fromtimestamp(spec.due, UTC),
+                recurring=True,
+                interval_type="seconds",
+                interval_value=spec.every,
+                max_runs=spec.runs,
+                timezone="UTC",
+            )
+        return svc.schedule_event(
+            spec.name, "probe", cron_expression=f"{spec.minute} {spec.hour} * * *", timezone="UTC"
+        )
+
+    async def add_many(self, count: int, make: MakeSpec) -> tuple[float, int, str | None]:
+        failures, first_error = 0, None
+        started = time.perf_counter()
+        for offset in range(0, count, CHUNK):
+            calls = [self._call(make(i)) for i in range(offset, min(offset + CHUNK, count))]
+            for result in await asyncio.gather(*calls):
+                if not result.ok:
+                    failures += 1
+                    first_error = first_error or f"{result.error.code}: {result.error.message}"
+            if failures >= CHUNK:  # broken: do not wait out a reply timeout per chunk
+                failures += count - offset - len(calls)
+                self.aborted_at = offset + len(calls)
+                break
+        return time.perf_counter() - started, failures, first_error
+
+    async def stop(self) -> None:
+        if self.module is not None:
+            await asyncio.wait_for(self.module.stop(), 120)
+
+    def details(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"open_fds": open_fds()}
+        if self.aborted_at is not None:
+            found["scheduling_aborted_at"] = self.aborted_at
+        runtime = self.module.runtime if self.module is not None else None
+        if runtime is not None:
+            try:
+                found["actors"] = runtime.supervisor_stats()
+            except Exception as exc:  # diagnostics only
+                found["actors"] = repr(exc)
+        return found
+
+
+class ApsSubject(Subject):
+    """APScheduler 3's BackgroundScheduler with a memory or SQLite job store."""
+
+    def __init__(self, store: str, data_dir: Path) -> None:
+        self.name = f"aps_{store}"
+        self.store = store
+        self.data_dir = data_dir
+        self.scheduler: Any = None
+        self.engine: Any = None
+
+    def build(self, *, fast_populate: bool = False) -> Any:
+        """A scheduler (not started) on this subject's store."""
+        from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        jobstores: dict[str, Any] = {}
+        if self.store == "sqlite":
+            from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+            from sqlalchemy import create_engine, event
+
+            engine = create_engine(f"sqlite:///{self.data_dir / 'jobs.sqlite'}")
+            if fast_populate:
+
+                @event.listens_for(engine, "connect")
+                def _sync_off(conn: Any, _record: Any) -> None:
+                    conn.execute("PRAGMA synchronous=OFF")
+
+            jobstores["default"] = SQLAlchemyJobStore(engine=engine)
+            self.engine = engine
+        scheduler = BackgroundScheduler(timezone="UTC", jobstores=jobstores)
+        scheduler.add_listener(
+            lambda _event: _SKIPPED.append(1), EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
+        )
+        return scheduler
+
+    async def start(self) -> None:
+        self.scheduler = self.build()
+        self.scheduler.start()
+
+    def add(self, spec: JobSpec) -> None:
+        """``add_job`` for one spec."""
+        add_job(self.scheduler, spec)
+
+    async def add_many(self, count: int, make: MakeSpec) -> tuple[float, int, str | None]:
+        failures, first_error = 0, None
+        started = time.perf_counter()
+        for i in range(count):
+            try:
+                self.add(make(i))
+            except Exception as exc:
+                failures += 1
+                first_error = first_error or repr(exc)
+        return time.perf_counter() - started, failures, first_error
+
+    async def stop(self) -> None:
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+
+
+def add_job(scheduler: Any, spec: JobSpec) -> Any:
+    """APScheduler ``add_job`` for a scheduler-neutral spec."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    start = datetime.fromtimestamp(spec.due, UTC)
+    if spec.kind == "date":
+        return scheduler.add_job(aps_probe, "date", run_date=start, args=[spec.due], id=spec.name)
+    if spec.kind == "interval":
+        end = start + timedelta(seconds=spec.every * (spec.runs - 1) + spec.every / 2)
+        return scheduler.add_job(
+            aps_interval_probe,
+            "interval",
+            seconds=spec.every,
+            start_date=start,
+            end_date=end,
+            args=[spec.due, float(spec.every)],
+            id=spec.name,
+        )
+    trigger = CronTrigger(minute=spec.minute, hour=spec.hour, timezone=UTC)
+    return scheduler.add_job(aps_probe, trigger, args=[0.0], id=spec.name)
+
+
+async def stop_quietly(subject: Subject) -> None:
+    """Stop a subject; a failure to stop is reported, not raised."""
+    try:
+        await subject.stop()
+    except Exception as exc:
+        _ERRORS.append(f"stop {subject.name}: {exc!r}")
+
+
+def make_subject(name: str, data_dir: Path) -> Subject:
+    """The subject called ``name``."""
+    if name == "chronolog":
+        return ChronologSubject(data_dir)
+    return ApsSubject(name.removeprefix("aps_"), data_dir)
+
+
+def far_future(i: int) -> JobSpec:
+    """A one-shot due tomorrow (never fires during a run)."""
+    return JobSpec(name=f"far-{i}", kind="date", due=time.time() + 86_400 + i)
+
+
+def later_cron(i: int) -> JobSpec:
+    """A daily cron at least 3 hours from now (UTC)."""
+    hour = (datetime.now(UTC).hour + 3 + (i // 60) % 18) % 24
+    return JobSpec(name=f"cron-{i}", kind="cron", minute=i % 60, hour=hour)
+
+
+def seconds_unit_available() -> bool:
+    """Whether chronolog's IntervalTrigger accepts ``seconds``."""
+    from chronolog.triggers.spec import IntervalUnit
+
+    return "seconds" in typing.get_args(IntervalUnit)
+
+
+# --- workers (one per subprocess) ------------------------------------------------------------
+
+
+async def run_one_shot(subject: Subject, n: int) -> dict[str, Any]:
+    """Schedule ``n`` one-shots due within 2 s, then measure their start lag."""
+    await subject.start()
+    try:
+        calibration = max(50, n // 100)
+        seconds, _, _ = await subject.add_many(calibration, far_future)
+        estimate = n * seconds / calibration
+        lead = max(4.0, 1.5 * estimate + 3.0)
+        t0 = time.time() + lead
+        seconds, failures, error = await subject.add_many(
+            n, lambda i: JobSpec(name=f"once-{i}", kind="date", due=t0 + i * ONE_SHOT_SPREAD / n)
+        )
+        overran = time.time() > t0
+        last_due = t0 + ONE_SHOT_SPREAD
+        await wait_for_fires(n - failures, last_due, last_due + 120)
+        lags = list(_LAGS)
+        return {
+            "n": n,
+            "scheduled_per_s": (n - failures) / seconds,
+            "schedule_failures": failures,
+            "first_error": error,
+            "lead_s": lead,
+            "scheduling_overran_first_due": overran,
+            "fired": len(lags),
+            "skipped": len(_SKIPPED),
+            **lag_stats(lags),
+            **subject.details(),
+        }
+    finally:
+        await stop_quietly(subject)
+
+
+async def run_interval(subject: Subject, n: int, runs: int) -> dict[str, Any]:
+    """``n`` tasks every 10 s, ``runs`` fires each, starts spread over 10 s."""
+    if subject.name == "chronolog" and not seconds_unit_available():
+        return {"skipped": "no seconds unit"}
+    await subject.start()
+    try:
+        calibration = max(50, n // 100)
+        seconds, _, _ = await subject.add_many(calibration, far_future)
+        lead = max(4.0, 1.5 * n * seconds / calibration + 3.0)
+        t0 = time.time() + lead
+        step = INTERVAL_SPREAD / n
+        seconds, failures, error = await subject.add_many(
+            n,
+            lambda i: JobSpec(
+                name=f"every-{i}",
+                kind="interval",
+                due=t0 + i * step,
+                every=INTERVAL_EVERY,
+                runs=runs,
+            ),
+        )
+        overran = time.time() > t0
+        while time.time() < t0:
+            await asyncio.sleep(0.01)
+        cpu0, wall0 = cpu_seconds(), time.time()
+        last_due = t0 + INTERVAL_SPREAD + INTERVAL_EVERY * (runs - 1)
+        expected = (n - failures) * runs
+        await wait_for_fires(expected, last_due, last_due + 120)
+        cpu = cpu_seconds() - cpu0
+        wall = time.time() - wall0
+        lags = list(_LAGS)
+        return {
+            "n": n,
+            "runs_each": runs,
+            "expected_fires": n * runs,
+            "fired": len(lags),
+            "skipped": len(_SKIPPED),
+            "schedule_failures": failures,
+            "first_error": error,
+            "scheduling_overran_first_due": overran,
+            "cpu_s": cpu,
+            "wall_s": wall,
+            **lag_stats(lags),
+            **subject.details(),
+        }
+    finally:
+        await stop_quietly(subject)
+
+
+async def run_throughput(subject: Subject, n: int) -> dict[str, Any]:
+    """Time ``n`` schedule calls of one-shots due tomorrow."""
+    await subject.start()
+    try:
+        if subject.name == "aps_sqlite":
+            n = min(n, APS_SQLITE_THROUGHPUT_CAP)
+        seconds, failures, error = await subject.add_many(n, far_future)
+        return {
+            "n": n,
+            "tasks_per_s": (n - failures) / seconds,
+            "seconds": seconds,
+            "failures": failures,
+            "first_error": error,
+            **subject.details(),
+        }
+    finally:
+        await stop_quietly(subject)
+
+
+async def run_cron_memory(subject: Subject, n: int) -> dict[str, Any]:
+    """Schedule ``n`` cron tasks, report RSS and threads; chronolog also restarts."""
+    await subject.start()
+    base_rss, base_threads = rss_mib(), threading.active_count()
+    seconds, failures, error = await subject.add_many(n, later_cron)
+    found: dict[str, Any] = {
+        "n": n,
+        "scheduled_per_s": (n - failures) / seconds,
+        "failures": failures,
+        "first_error": error,
+        "rss_idle_mib": base_rss,
+        "rss_mib": rss_mib(),
+        "threads_idle": base_threads,
+        "threads": threading.active_count(),
+        "os_threads": proc_status("Threads"),
+        **subject.details(),
+    }
+    if not isinstance(subject, ChronologSubject):
+        await stop_quietly(subject)
+        return found
+    from chronolog.settings import Settings
+
+    found["live_actor_cap"] = Settings().max_live_actors
+    started = time.perf_counter()
+    await stop_quietly(subject)
+    found["stop_s"] = time.perf_counter() - started
+    found.update(await chronolog_restart(subject.data_dir))
+    return found
+
+
+async def chronolog_restart(data_dir: Path) -> dict[str, Any]:
+    """Start a new module on ``data_dir`` and run one task due now."""
+    subject = ChronologSubject(data_dir)
+    _LAGS.clear()
+    started = time.perf_counter()
+    try:
+        await subject.start()
+    except Exception as exc:
+        return {"restart_error": repr(exc)}
+    start_s = time.perf_counter() - started
+    try:
+        result = await subject.service.schedule_event("after-restart", "probe")
+        deadline = time.time() + 60
+        while not _LAGS and time.time() < deadline:
+            await asyncio.sleep(0.001)
+        total = time.perf_counter() - started if _LAGS else None
+        return {
+            "restart_start_s": start_s,
+            "restart_to_first_run_s": total,
+            "restart_schedule_ok": result.ok,
+            "rss_after_restart_mib": rss_mib(),
+        }
+    finally:
+        await stop_quietly(subject)
+
+
+async def run_aps_restart(data_dir: Path, n: int) -> dict[str, Any]:
+    """APScheduler's SQLite store: populate ``n`` crons (untimed), restart, run one job."""
+    subject = ApsSubject("sqlite", data_dir)
+    scheduler = subject.build(fast_populate=True)
+    for i in range(n):
+        add_job(scheduler, later_cron(i))
+    populate = time.perf_counter()
+    scheduler.start()
+    populate_s = time.perf_counter() - populate
+    scheduler.shutdown(wait=False)
+    subject.engine.dispose()
+    started = time.perf_counter()
+    await subject.start()
+    start_s = time.perf_counter() - started
+    try:
+        subject.add(JobSpec(name="after-restart", kind="date", due=time.time()))
+        deadline = time.time() + 60
+        while not _LAGS and time.time() < deadline:
+            await asyncio.sleep(0.001)
+        return {
+            "n": n,
+            "populate_s": populate_s,
+            "restart_start_s": start_s,
+            "restart_to_first_run_s": time.perf_counter() - started if _LAGS else None,
+        }
+    finally:
+        await stop_quietly(subject)
+
+
+async def probe_loop(stop: asyncio.Event, out: list[float]) -> None:
+    """Sleep 1 ms repeatedly and record how late each wake-up is (seconds)."""
+    while not stop.is_set():
+        before = time.perf_counter()
+        await asyncio.sleep(0.001)
+        out.append(time.perf_counter() - before - 0.001)
+
+
+async def with_probe(work: Callable[[], Awaitable[Any]]) -> tuple[Any, list[float], float]:
+    """Run ``work`` while the probe runs; returns its value, overshoots, seconds."""
+    stop, out = asyncio.Event(), []
+    probe = asyncio.create_task(probe_loop(stop, out))
+    await asyncio.sleep(0.05)
+    out.clear()
+    started = time.perf_counter()
+    value = await work()
+    seconds = time.perf_counter() - started
+    stop.set()
+    await probe
+    return value, out, seconds
+
+
+async def run_loop_lag(subject_name: str, data_dir: Path, n: int) -> dict[str, Any]:
+    """Event-loop lag while ``n`` concurrent calls schedule, then read, tasks."""
+    idle: list[float] = []
+    stop = asyncio.Event()
+    probe = asyncio.create_task(probe_loop(stop, idle))
+    await asyncio.sleep(1.0)
+    stop.set()
+    await probe
+    found: dict[str, Any] = {"n": n, **lag_stats(idle, "idle")}
+    if subject_name == "chronolog":
+        subject = ChronologSubject(data_dir)
+        await subject.start()
+        try:
+            svc = subject.service
+
+            async def schedule_all() -> list[Any]:
+                calls = []
+                for i in range(n):
+                    spec = far_future(i)
+                    calls.append(
+                        svc.schedule_event(
+                            spec.name, "probe", datetime.fromtimestamp(spec.due, UTC)
+                        )
+                    )
+                return list(await asyncio.gather(*calls))
+
+            results, lags, seconds = await with_probe(schedule_all)
+            ids = [r.value for r in results if r.ok]
+            found.update(schedule_ok=len(ids), schedule_s=seconds, **lag_stats(lags, "schedule"))
+
+            async def read_all() -> list[Any]:
+                return list(await asyncio.gather(*(svc.get_event(i) for i in ids)))
+
+            results, lags, seconds = await with_probe(read_all)
+            ok = sum(1 for r in results if r.ok)
+            found.update(read_ok=ok, read_s=seconds, **lag_stats(lags, "read"))
+        finally:
+            await stop_quietly(subject)
+        return found
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    scheduler.start()
+    try:
+
+        async def add_one(i: int) -> Any:
+            return add_job(scheduler, far_future(i))
+
+        async def aps_schedule_all() -> list[Any]:
+            return list(await asyncio.gather(*(add_one(i) for i in range(n))))
+
+        jobs, lags, seconds = await with_probe(aps_schedule_all)
+        found.update(schedule_ok=len(jobs), schedule_s=seconds, **lag_stats(lags, "schedule"))
+
+        async def get_one(job_id: str) -> Any:
+            return scheduler.get_job(job_id)
+
+        async def aps_read_all() -> list[Any]:
+            return list(await asyncio.gather(*(get_one(job.id) for job in jobs)))
+
+        found_jobs, lags, seconds = await with_probe(aps_read_all)
+        ok = sum(1 for job in found_jobs if job is not None)
+        found.update(read_ok=ok, read_s=seconds, **lag_stats(lags, "read"))
+    finally:
+        scheduler.shutdown(wait=False)
+    return found
+
+
+async def worker(workload: str, subject_name: str, data_dir: Path, scale: int) -> dict[str, Any]:
+    """Run one (workload, subject) pair in this process."""
+    if workload == "loop_lag":
+        return await run_loop_lag(subject_name, data_dir, 10_000 // scale)
+    if workload == "restart":
+        return await run_aps_restart(data_dir, 100_000 // scale)
+    subject = make_subject(subject_name, data_dir)
+    if workload == "one_shot":
+        return await run_one_shot(subject, 10_000 // scale)
+    if workload == "interval":
+        return await run_interval(subject, 10_000 // scale, 6 if scale == 1 else 3)
+    if workload == "throughput":
+        return await run_throughput(subject, 20_000 // scale)
+    if workload == "memory":
+        return await run_cron_memory(subject, 100_000 // scale)
+    raise SystemExit(f"unknown workload {workload!r}")
+
+
+def worker_main(spec: str, data_dir: Path, scale: int) -> None:
+    """Entry point of a worker subprocess: print one result line."""
+    workload, subject_name = spec.split(":", 1)
+    started = time.perf_counter()
+    found = asyncio.run(worker(workload, subject_name, data_dir, scale))
+    found["worker_wall_s"] = time.perf_counter() - started
+    if _ERRORS:
+        found["errors"] = _ERRORS
+    if subject_name == "chronolog" and workload != "loop_lag":
+        found["log_events"] = log_event_counts(data_dir)
+    print(RESULT_MARK + json.dumps(found, default=str), flush=True)
+    sys.stdout.flush()
+    os._exit(0)  # leftover non-daemon threads of a peer must not keep the worker alive
+
+
+# --- the parent: run workers, print lines ----------------------------------------------------
+
+
+def run_worker(workload: str, subject_name: str, scale: int) -> dict[str, Any]:
+    """Run one worker subprocess in a fresh temp dir; its result or an error."""
+    data_dir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX))
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        f"{workload}:{subject_name}",
+        "--dir",
+        str(data_dir),
+        "--scale",
+        str(scale),
+    ]
+    try:
+        proc = subprocess.run(
+            command, capture_output=True, text=True, timeout=WORKER_TIMEOUT, check=False
+        )
+        for line in proc.stdout.splitlines():
+            if line.startswith(RESULT_MARK):
+                found: dict[str, Any] = json.loads(line[len(RESULT_MARK) :])
+                return found
+        return {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-1500:]}"}
+    except subprocess.TimeoutExpired:
+        return {"error": f"worker timed out after {WORKER_TIMEOUT} s"}
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def rounded(value: Any) -> Any:
+    """Floats to 3 decimals, recursively."""
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    return value
+
+
+def emit(
+    bench: str,
+    results: dict[str, dict[str, Any]],
+    key: str,
+    unit: str,
+    target: str | None = None,
+    meets: Callable[[float], bool] | None = None,
+    *,
+    peer_key: str | None = None,
+    **extra: Any,
+) -> None:
+    """One JSON line: chronolog's ``key`` with every peer's figure and the ratios."""
+    ours = results.get("chronolog", {})
+    value = ours.get(key)
+    peers: dict[str, Any] = {}
+    ratios: dict[str, float | None] = {}
+    for name in PEERS:
+        if name not in results:
+            continue
+        theirs = results[name].get(peer_key or key)
+        peers[name] = theirs
+        ok = isinstance(value, int | float) and isinstance(theirs, int | float) and theirs
+        ratios[name] = value / theirs if ok else None
+    line: dict[str, Any] = {
+        "bench": bench,
+        "value": value,
+        "unit": unit,
+        "peer": peers,
+        "ratio": ratios,
+        "target": target,
+    }
+    if meets is not None:
+        line["meets"] = meets(value) if isinstance(value, int | float) else False
+    for name in ("skipped", "error"):
+        if name in ours:
+            line[name] = ours[name]
+    line.update(extra)
+    print(json.dumps(rounded(line), default=str), flush=True)
+
+
+def detail(bench: str, results: dict[str, dict[str, Any]]) -> None:
+    """Every raw figure of a workload, per scheduler, on one line."""
+    print(json.dumps(rounded({"bench": bench, "detail": results}), default=str), flush=True)
+
+
+def machine_line() -> None:
+    """The machine the figures come from."""
+    from importlib.metadata import version
+
+    versions = {}
+    for package in ("chronolog", "apscheduler", "sqlalchemy", "pykka", "duckdb"):
+        try:
+            versions[package] = version(package)
+        except Exception:
+            versions[package] = None
+    print(
+        json.dumps(
+            {
+                "bench": "machine",
+                "nproc": os.cpu_count(),
+                "loadavg": [round(x, 2) for x in os.getloadavg()],
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "versions": versions,
+            }
+        ),
+        flush=True,
+    )
+
+
+def report(workload: str, results: dict[str, dict[str, Any]]) -> None:
+    """Print the lines of one workload."""
+    if workload == "one_shot":
+        emit("one_shot.fired", results, "fired", "tasks", "all", None, n=results_n(results))
+        emit("one_shot.lag_p50", results, "lag_p50_ms", "ms")
+        emit("one_shot.lag_p99", results, "lag_p99_ms", "ms", "< 20", below(20))
+        emit("one_shot.lag_max", results, "lag_max_ms", "ms")
+        emit("one_shot.skipped", results, "skipped", "tasks")
+    elif workload == "interval":
+        emit("interval.fired", results, "fired", "fires", "all", None)
+        emit("interval.lag_p99", results, "lag_p99_ms", "ms", "< 20", below(20))
+        emit("interval.lag_max", results, "lag_max_ms", "ms")
+        emit("interval.cpu", results, "cpu_s", "cpu s / 60 s")
+        emit("interval.skipped", results, "skipped", "fires")
+    elif workload == "throughput":
+        emit(
+            "throughput.schedule", results, "tasks_per_s", "tasks/s", ">= 5000", lambda v: v >= 5000
+        )
+    elif workload == "memory":
+        emit("memory.rss_100k_cron", results, "rss_mib", "MiB", "< 500", below(500))
+        ours = results.get("chronolog", {})
+        cap = ours.get("live_actor_cap", 1000) + ours.get("threads_idle", 0)
+        emit(
+            "memory.threads_100k_cron",
+            results,
+            "threads",
+            "threads",
+            f"<= {cap}",
+            lambda v: v <= cap,
+        )
+        emit("memory.schedule_100k_cron", results, "scheduled_per_s", "tasks/s")
+    elif workload == "restart":
+        emit(
+            "restart.to_first_run",
+            results,
+            "restart_to_first_run_s",
+            "s",
+            "< 3",
+            below(3),
+            start_s=results.get("chronolog", {}).get("restart_start_s"),
+        )
+    elif workload == "loop_lag":
+        emit("loop_lag.schedule_p99", results, "schedule_p99_ms", "ms", "< 5", below(5))
+        emit("loop_lag.schedule_max", results, "schedule_max_ms", "ms")
+        emit("loop_lag.read_p99", results, "read_p99_ms", "ms", "< 5", below(5))
+        emit("loop_lag.read_max", results, "read_max_ms", "ms")
+    detail(workload + ".detail", results)
+
+
+def below(limit: float) -> Callable[[float], bool]:
+    """A check that a figure is under ``limit``."""
+    return lambda value: value < limit
+
+
+def results_n(results: dict[str, dict[str, Any]]) -> Any:
+    """The task count of a workload (chronolog's, else any)."""
+    for found in results.values():
+        if "n" in found:
+            return found["n"]
+    return None
+
+
+def plan(workload: str, subjects: list[str]) -> list[tuple[str, str, str]]:
+    """(worker workload, subject, reported name) runs for a workload."""
+    if workload == "loop_lag":
+        names = [("chronolog", "chronolog")] if "chronolog" in subjects else []
+        if any(s.startswith("aps") for s in subjects):
+            names.append(("aps_asyncio", "aps_asyncio"))
+        return [(workload, s, r) for s, r in names]
+    if workload == "restart":
+        return [("restart", "aps_sqlite", "aps_sqlite")] if "aps_sqlite" in subjects else []
+    if workload == "memory":
+        return [("memory", s, s) for s in subjects if s != "aps_sqlite"]
+    return [(workload, s, s) for s in subjects]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="10x fewer tasks")
+    parser.add_argument("--only", default=",".join(WORKLOADS), help="comma-separated workloads")
+    parser.add_argument("--subjects", default=",".join(SUBJECTS), help="comma-separated")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--dir", help=argparse.SUPPRESS)
+    parser.add_argument("--scale", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker_main(args.worker, Path(args.dir), args.scale)
+        return
+    scale = 10 if args.quick else 1
+    only = [w.strip() for w in args.only.split(",") if w.strip()]
+    subjects = [s.strip() for s in args.subjects.split(",") if s.strip()]
+    for name in only:
+        if name not in WORKLOADS:
+            parser.error(f"unknown workload {name!r} (known: {', '.join(WORKLOADS)})")
+    for name in subjects:
+        if name not in SUBJECTS:
+            parser.error(f"unknown subject {name!r} (known: {', '.join(SUBJECTS)})")
+    machine_line()
+    memory_results: dict[str, dict[str, Any]] = {}
+    for workload in WORKLOADS:
+        if workload not in only:
+            continue
+        if workload == "restart" and "memory" not in only and "chronolog" in subjects:
+            memory_results = {"chronolog": run_worker("memory", "chronolog", scale)}
+        results: dict[str, dict[str, Any]] = {}
+        for worker_workload, subject_name, reported in plan(workload, subjects):
+            results[reported] = run_worker(worker_workload, subject_name, scale)
+        if workload == "memory":
+            memory_results = results
+        if workload == "restart" and "chronolog" in memory_results:
+            results["chronolog"] = memory_results["chronolog"]
+        report(workload, results)
+
+
+if __name__ == "__main__":
+    main()

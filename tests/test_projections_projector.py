@@ -1,0 +1,264 @@
+"""The projector's life: checkpoints, restarts, schema changes, following the log, failures."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import msgspec
+import pytest
+from test_projections_helpers import (
+    append_all,
+    at,
+    one,
+    scheduled,
+    started,
+    store_with,
+    succeeded,
+    table_contents,
+)
+
+from chronolog.errors import StorageError, StoreClosedError, ValidationError
+from chronolog.projections import Projector, writer
+from chronolog.projections.schema import PROJECTION_VERSION
+from chronolog.projections.synthetic import synthetic_log
+from chronolog.store import InMemoryEventStore, SQLiteEventStore
+
+
+def synthetic_store(events: int, seed: int = 0) -> InMemoryEventStore:
+    store = InMemoryEventStore()
+    for append in synthetic_log(events=events, tasks=40, cleanups=2, seed=seed):
+        store.append(append.stream_id, append.events, metadata=append.metadata)
+    return store
+
+
+def meta(conn: duckdb.DuckDBPyConnection) -> tuple[int, str]:
+    row = conn.execute("SELECT position, schema_version FROM projection_meta").fetchone()
+    assert row is not None
+    return int(row[0]), str(row[1])
+
+
+class TestCheckpoint:
+    def test_catch_up_applies_everything_and_records_the_position(self, tmp_path: Path) -> None:
+        """catch_up returns how many events it applied; the checkpoint is the last position."""
+        store = synthetic_store(3_000)
+        projector = Projector(store, tmp_path / "p.duckdb", batch_size=250)
+        assert projector.catch_up() == 3_000
+        assert projector.position == 3_000
+        assert meta(projector.reader()) == (3_000, PROJECTION_VERSION)
+        assert projector.catch_up() == 0
+
+    def test_a_reopened_projector_continues_from_its_checkpoint(self, tmp_path: Path) -> None:
+        """Events appended while closed are applied on the next catch-up, and only those."""
+        store = store_with(scheduled("a"))
+        path = tmp_path / "p.duckdb"
+        Projector(store, path).close()
+        with Projector(store, path) as projector:
+            assert projector.catch_up() == 1
+        append_all(store, [started("a", 1), succeeded("a", 1)])
+        with Projector(store, path) as projector:
+            assert projector.position == 1
+            assert projector.catch_up() == 2
+            row = one(projector.reader(), "SELECT runs, successes, version FROM tasks")
+            assert row == {"runs": 1, "successes": 1, "version": 3}
+
+    def test_in_memory_databases_work_too(self) -> None:
+        """``None`` or ``":memory:"`` keeps the projections in memory."""
+        for target in (None, ":memory:"):
+            with Projector(store_with(scheduled("a")), target) as projector:
+                assert projector.catch_up() == 1
+
+    def test_rebuild_gives_the_same_tables(self, tmp_path: Path) -> None:
+        """rebuild() drops everything and replays from position 0 to identical tables."""
+        store = synthetic_store(2_000, seed=3)
+        with Projector(store, tmp_path / "p.duckdb", batch_size=333) as projector:
+            projector.catch_up()
+            before = table_contents(projector.reader())
+            assert projector.rebuild() == 2_000
+            assert table_contents(projector.reader()) == before
+            threshold = projector.reader().execute("SELECT current_setting('checkpoint_threshold')")
+            assert threshold.fetchone() == ("16.0 MiB",)
+
+
+class TestSchemaVersion:
+    def test_a_file_from_another_projection_version_is_rebuilt(self, tmp_path: Path) -> None:
+        """A stored schema version that differs from the code's empties the file for a rebuild."""
+        store = store_with(scheduled("a"), scheduled("b"))
+        path = tmp_path / "p.duckdb"
+        with Projector(store, path) as projector:
+            projector.catch_up()
+        conn = duckdb.connect(str(path))
+        conn.execute("UPDATE projection_meta SET schema_version = '0-old'")
+        conn.execute("CREATE TABLE stale AS SELECT 1 AS x")
+        conn.close()
+        with Projector(store, path) as projector:
+            assert projector.position == 0
+            assert one(projector.reader(), "SELECT count(*) AS n FROM tasks") == {"n": 0}
+            assert projector.catch_up() == 2
+            assert meta(projector.reader()) == (2, PROJECTION_VERSION)
+
+    def test_a_projection_ahead_of_the_log_is_rebuilt(self, tmp_path: Path) -> None:
+        """A file projected from a longer (another) log is not trusted."""
+        path = tmp_path / "p.duckdb"
+        with Projector(store_with(scheduled("a"), scheduled("b")), path) as projector:
+            projector.catch_up()
+        with Projector(store_with(scheduled("c")), path) as projector:
+            assert projector.position == 0
+            projector.catch_up()
+            tasks = projector.reader().execute("SELECT task_id FROM tasks").fetchall()
+            assert tasks == [("c",)]
+
+
+class TestFollowing:
+    def test_run_until_stopped_follows_appends(self, tmp_path: Path) -> None:
+        """The loop projects new events soon after they are appended, and stops when told."""
+        store = store_with(scheduled("a"))
+        projector = Projector(store, tmp_path / "p.duckdb")
+        stop = threading.Event()
+        thread = threading.Thread(target=projector.run_until_stopped, args=(stop, 5.0))
+        thread.start()
+        try:
+            assert projector.wait_for_position(1, timeout=10)
+            append_all(store, [started("a", 1)])
+            started_at = time.monotonic()
+            assert projector.wait_for_position(2, timeout=10)
+            assert time.monotonic() - started_at < 4.0  # woken by the append, not idle_wait
+            status = one(projector.reader(), "SELECT status FROM tasks")
+            assert status == {"status": "running"}
+        finally:
+            stop.set()
+            append_all(store, [succeeded("a", 1)])  # wakes the wait, which then sees stop
+            thread.join(timeout=10)
+            projector.close()
+        assert not thread.is_alive()
+
+    def test_wait_for_position_times_out(self, tmp_path: Path) -> None:
+        """Waiting for a position nobody applies returns False after the timeout."""
+        with Projector(store_with(scheduled("a")), tmp_path / "p.duckdb") as projector:
+            assert projector.wait_for_position(0, timeout=0.01)
+            assert not projector.wait_for_position(1, timeout=0.05)
+
+    def test_readers_see_whole_batches_only(self, tmp_path: Path) -> None:
+        """A reader never sees events without the checkpoint that covers them."""
+        store = synthetic_store(4_000, seed=5)
+        projector = Projector(store, tmp_path / "p.duckdb", batch_size=200)
+        seen: list[tuple[int, int]] = []
+        done = threading.Event()
+
+        def watch() -> None:
+            cursor = projector.reader()
+            while not done.is_set():
+                cursor.execute("BEGIN TRANSACTION")
+                position = cursor.execute("SELECT position FROM projection_meta").fetchone()
+                count = cursor.execute("SELECT count(*) FROM events").fetchone()
+                cursor.execute("COMMIT")
+                assert position is not None and count is not None
+                seen.append((position[0], count[0]))
+            cursor.close()
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            projector.catch_up()
+        finally:
+            done.set()
+            watcher.join()
+            projector.close()
+        assert seen and all(position == count for position, count in seen)
+
+    def test_apply_ignores_old_envelopes_and_refuses_gaps(self, tmp_path: Path) -> None:
+        """Redelivered envelopes are skipped; an envelope past a gap is refused."""
+        store = store_with(scheduled("a"), started("a", 1), succeeded("a", 1))
+        envelopes = store.read_all()
+        with Projector(InMemoryEventStore(), tmp_path / "p.duckdb") as projector:
+            projector.apply(envelopes[:2])
+            projector.apply(envelopes[:2])
+            assert projector.position == 2
+            with pytest.raises(ValidationError):
+                projector.apply([msgspec.structs.replace(envelopes[2], position=5)])
+            projector.apply(envelopes)
+            assert projector.position == 3
+            assert one(projector.reader(), "SELECT count(*) AS n FROM executions") == {"n": 1}
+
+
+class TestFailures:
+    def test_a_failed_commit_changes_nothing_and_the_retry_is_exact(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A commit that fails midway rolls back: checkpoint and rows as before; the next
+        catch-up applies the batch once."""
+        store = synthetic_store(1_500, seed=9)
+        path = tmp_path / "p.duckdb"
+        projector = Projector(store, path, batch_size=400, cache_rows=50)
+        calls = {"n": 0}
+        original = writer.Ingestor.commit
+
+        class FailsAtCheckpoint:
+            """The connection, except that moving the checkpoint fails: by then the batch's
+            deletes and inserts have run inside the transaction."""
+
+            def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
+                self._conn = conn
+
+            def __getattr__(self, name: str) -> object:
+                return getattr(self._conn, name)
+
+            def execute(self, sql: str, params: object = None) -> object:
+                if sql.startswith("UPDATE projection_meta"):
+                    raise duckdb.IOException("disk on fire")
+                return self._conn.execute(sql, params)
+
+        def flaky(self: writer.Ingestor, conn: duckdb.DuckDBPyConnection, batch: object) -> None:
+            calls["n"] += 1
+            target = FailsAtCheckpoint(conn) if calls["n"] == 3 else conn
+            original(self, target, batch)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(writer.Ingestor, "commit", flaky)
+        with pytest.raises(StorageError):
+            projector.catch_up()
+        assert projector.position == 800
+        assert meta(projector.reader())[0] == 800
+        assert one(projector.reader(), "SELECT max(position) AS p FROM events") == {"p": 800}
+        assert projector.catch_up() == 700
+        incremental = table_contents(projector.reader())
+        projector.close()
+        with Projector(store, tmp_path / "fresh.duckdb") as fresh:
+            fresh.rebuild()
+            assert table_contents(fresh.reader()) == incremental
+
+    def test_a_closed_projector_refuses_work(self, tmp_path: Path) -> None:
+        """After close, every method raises StoreClosedError; close is idempotent."""
+        projector = Projector(store_with(scheduled("a")), tmp_path / "p.duckdb")
+        projector.close()
+        projector.close()
+        for call in (projector.catch_up, projector.rebuild, projector.reader):
+            with pytest.raises(StoreClosedError):
+                call()
+
+    def test_bad_arguments(self, tmp_path: Path) -> None:
+        """Batch sizes below one are refused before anything is opened."""
+        with pytest.raises(ValidationError):
+            Projector(InMemoryEventStore(), tmp_path / "p.duckdb", batch_size=0)
+
+    def test_an_unusable_path_is_a_storage_error(self, tmp_path: Path) -> None:
+        """DuckDB's own errors surface as StorageError."""
+        with pytest.raises(StorageError):
+            Projector(InMemoryEventStore(), tmp_path / "missing" / "dir" / "p.duckdb")
+
+
+class TestSqliteLog:
+    def test_projects_a_sqlite_log_opened_read_only(self, tmp_path: Path) -> None:
+        """The projector reads through the store contract, whatever the backend."""
+        writer_store = SQLiteEventStore(tmp_path / "data", synchronous="OFF")
+        try:
+            append_all(writer_store, [scheduled("a", first_fire=at(3)), started("a", 1)])
+            reader_store = SQLiteEventStore(tmp_path / "data", read_only=True)
+            with Projector(reader_store, tmp_path / "p.duckdb") as projector:
+                assert projector.catch_up() == 2
+                row = one(projector.reader(), "SELECT status, next_fire FROM tasks")
+                assert row == {"status": "running", "next_fire": at(3)}
+            reader_store.close()
+        finally:
+            writer_store.close()

@@ -1,0 +1,86 @@
+"""Settings: defaults, TOML, CHRONOLOG_* variables, overrides, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chronolog import Settings, ValidationError, load_settings
+
+
+class TestLoading:
+    def test_defaults_need_nothing(self) -> None:
+        """With no file and no environment, the defaults apply."""
+        settings = load_settings(environ={})
+        assert settings == Settings()
+        assert settings.http_host == "127.0.0.1"
+
+    def test_toml_top_level_or_chronolog_table(self, tmp_path: Path) -> None:
+        """Keys may sit at the top level or under [chronolog]."""
+        flat = tmp_path / "flat.toml"
+        flat.write_text('executor_threads = 3\ncleanup_allowed_roots = ["/srv/logs"]\n')
+        nested = tmp_path / "nested.toml"
+        nested.write_text(
+            '[chronolog]\nexecutor_threads = 3\n[chronolog.functions]\nbackup = "app.jobs:backup"\n'
+        )
+        assert load_settings(flat, environ={}).cleanup_allowed_roots == ("/srv/logs",)
+        loaded = load_settings(nested, environ={})
+        assert loaded.executor_threads == 3
+        assert loaded.functions == {"backup": "app.jobs:backup"}
+
+    def test_precedence_file_environment_overrides(self, tmp_path: Path) -> None:
+        """The environment beats the file and overrides beat both."""
+        config = tmp_path / "c.toml"
+        config.write_text("executor_threads = 2\nmax_live_actors = 50\n")
+        environ = {"CHRONOLOG_EXECUTOR_THREADS": "4", "CHRONOLOG_DEFAULT_TIMEZONE": "Europe/Berlin"}
+        settings = load_settings(config, environ=environ, overrides={"max_live_actors": 7})
+        assert (settings.executor_threads, settings.max_live_actors) == (4, 7)
+        assert settings.default_timezone == "Europe/Berlin"
+
+    def test_environment_values_are_parsed(self) -> None:
+        """Numbers, booleans, lists and none are understood; other CHRONOLOG_* names are ignored."""
+        settings = load_settings(
+            environ={
+                "CHRONOLOG_CLEANUP_ALLOW_MOUNT_ROOTS": "true",
+                "CHRONOLOG_CLEANUP_ALLOWED_ROOTS": "/a, /b",
+                "CHRONOLOG_DEFAULT_TIMEOUT": "2.5",
+                "CHRONOLOG_DEFAULT_MISFIRE_GRACE": "none",
+                "CHRONOLOG_CONFIG": "/not/a/setting.toml",
+            }
+        )
+        assert settings.cleanup_allow_mount_roots is True
+        assert settings.cleanup_allowed_roots == ("/a", "/b")
+        assert settings.default_timeout == 2.5
+        assert settings.default_misfire_grace is None
+
+
+class TestErrors:
+    def test_bad_value_names_key_and_origin(self, tmp_path: Path) -> None:
+        """The message says which key, from where, and what is wrong."""
+        with pytest.raises(ValidationError) as raised:
+            load_settings(environ={"CHRONOLOG_HTTP_PORT": "70000"})
+        assert "http_port" in raised.value.message and "environment" in raised.value.message
+        assert raised.value.details["key"] == "http_port"
+
+    def test_unknown_key_in_file(self, tmp_path: Path) -> None:
+        """A misspelt key is an error, not silently ignored."""
+        config = tmp_path / "c.toml"
+        config.write_text("executor_thread = 2\n")
+        with pytest.raises(ValidationError, match="executor_thread"):
+            load_settings(config, environ={})
+
+    def test_missing_and_malformed_files(self, tmp_path: Path) -> None:
+        """A missing file and a broken TOML file both say so."""
+        with pytest.raises(ValidationError, match="does not exist"):
+            load_settings(tmp_path / "nope.toml", environ={})
+        broken = tmp_path / "broken.toml"
+        broken.write_text("executor_threads = = 2")
+        with pytest.raises(ValidationError, match="not valid TOML"):
+            load_settings(broken, environ={})
+
+    def test_replace_validates(self) -> None:
+        """``Settings.replace`` checks its values too."""
+        assert Settings().replace(executor_threads=2).executor_threads == 2
+        with pytest.raises(ValidationError):
+            Settings().replace(executor_threads=0)
