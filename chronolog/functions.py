@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from chronolog.errors import UnknownFunctionError, ValidationError
+
+if TYPE_CHECKING:
+    from chronolog.settings import Settings
 
 
 class RegisteredFunction(msgspec.Struct, frozen=True):
@@ -88,3 +92,36 @@ class FunctionRegistry:
         """Every registered function, sorted by name."""
         with self._lock:
             return [self._functions[n] for n in sorted(self._functions)]
+
+
+class _Registers(Protocol):
+    def register_function(
+        self,
+        name: str,
+        function: Callable[..., Any],
+        *,
+        module_id: str | None = ...,
+        description: str = ...,
+    ) -> None: ...
+
+
+def import_callable(spec: str) -> Callable[..., Any]:
+    """Import ``"package.module:attribute"``."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValidationError(f"function {spec!r} must look like 'package.module:function'")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise ValidationError(f"cannot import {spec!r}: {exc}") from exc
+    if not callable(target):
+        raise ValidationError(f"{spec!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def register_configured_functions(service: _Registers, settings: Settings) -> None:
+    """Register the ``functions`` table of the settings (name -> ``module:callable``)."""
+    for name, spec in sorted(settings.functions.items()):
+        service.register_function(name, import_callable(spec), module_id="config")

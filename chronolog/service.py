@@ -32,7 +32,7 @@ from chronolog.errors import (
     ServiceUnavailableError,
     ValidationError,
 )
-from chronolog.events import Cause, EventMetadata
+from chronolog.events import Cause, EventMetadata, TaskDefinition
 from chronolog.projections import queries
 from chronolog.result import ErrorInfo, Result
 from chronolog.task_spec import (
@@ -116,6 +116,16 @@ class SchedulerService:
         """Names tasks may use."""
         return self._module.registry.names()
 
+    def validate_schedule(self, request: ScheduleRequest) -> tuple[TaskDefinition, bool]:
+        """Check a schedule request without sending it: the definition it would create and
+        whether it recurs. Raises the same typed errors ``schedule_event`` returns; nothing
+        is appended (dry runs and previews use it)."""
+        return build_definition(request, self._module.settings, self._module.registry, self.now())
+
+    def now(self) -> datetime:
+        """The scheduler's current time (its clock, which tests may fake)."""
+        return self._module.clock.now()
+
     # --- commands -------------------------------------------------------------------------
 
     @_as_result
@@ -184,9 +194,7 @@ class SchedulerService:
             parameters=dict(parameters) if parameters is not None else None,
         )
         task_id = uuid.uuid4().hex if event_id is None else check_id(event_id)
-        definition, is_recurring = build_definition(
-            request, self._module.settings, self._module.registry, self._now()
-        )
+        definition, is_recurring = self.validate_schedule(request)
         await self._send(
             task_id,
             cmd.Schedule(definition=definition, recurring=is_recurring, cause=_cause(caused_by)),
@@ -202,9 +210,7 @@ class SchedulerService:
         state = self._load(event_id)
         assert state.definition is not None
         request = apply_changes(request_from_definition(state.definition), changes)
-        definition, is_recurring = build_definition(
-            request, self._module.settings, self._module.registry, self._now()
-        )
+        definition, is_recurring = self.validate_schedule(request)
         await self._send(
             event_id,
             cmd.Update(definition=definition, recurring=is_recurring, cause=_cause(caused_by)),
@@ -336,7 +342,7 @@ class SchedulerService:
         state = self._load(event_id)
         if state.lifecycle != "active" or state.definition is None:
             return []
-        now = self._now()
+        now = self.now()
         after = now if state.last_nominal is None else max(now, state.last_nominal)
         return preview(
             state.definition.trigger, after, count, seed=event_id, runs_so_far=state.fires
@@ -427,7 +433,11 @@ class SchedulerService:
 
     @_as_result
     async def run_cleanup(
-        self, registration_id: str | None = None, dry_run: bool = False
+        self,
+        registration_id: str | None = None,
+        dry_run: bool = False,
+        *,
+        caused_by: Cause | None = None,
     ) -> list[RunOutcome]:
         """Run one registration (or all, in priority order) now and return the reports.
 
@@ -437,7 +447,7 @@ class SchedulerService:
         if not isinstance(dry_run, bool):
             raise ValidationError("dry_run must be true or false", details={"field": "dry_run"})
         outcomes: list[RunOutcome] = await self._ask_housekeeper(
-            lambda reply: self._housekeeper().run(ids, dry_run, reply)
+            lambda reply: self._housekeeper().run(ids, dry_run, reply, _cause(caused_by))
         )
         if (
             registration_id is not None
@@ -484,9 +494,6 @@ class SchedulerService:
         if self._sync is None:
             self._sync = SyncSchedulerService(self)
         return self._sync
-
-    def _now(self) -> datetime:
-        return self._module.clock.now()
 
     def _load(self, event_id: str) -> TaskState:
         """The task's state, replayed from its stream (the log is the truth)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
@@ -107,8 +107,29 @@ def _aware(value: datetime | None, zone: str, field: str) -> datetime | None:
             f"{field} must be a datetime, got {type(value).__name__}", details={"field": field}
         )
     if value.tzinfo is None or value.utcoffset() is None:
-        value = value.replace(tzinfo=ZoneInfo(zone))
+        value = _localize(value, ZoneInfo(zone))
     return value
+
+
+def _localize(wall: datetime, zone: ZoneInfo) -> datetime:
+    """A naive wall time in ``zone`` under the default DST rules: a time the clock skips
+    (spring forward) becomes the first instant after the gap, a time that happens twice
+    (fall back) its first occurrence."""
+    first = wall.replace(tzinfo=zone, fold=0)
+    if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == wall:
+        return first  # exists (fold=0 is the first copy when it is repeated)
+    # In a gap: fold=1 reads it with the offset after the gap, which lands before the gap;
+    # fold=0 with the offset before, which lands after it. The gap's end lies between.
+    low = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    high = first.astimezone(UTC)
+    after_offset = high.astimezone(zone).utcoffset()
+    while high - low > timedelta(seconds=1):
+        middle = low + (high - low) / 2
+        if middle.astimezone(zone).utcoffset() == after_offset:
+            high = middle
+        else:
+            low = middle
+    return high.replace(microsecond=0).astimezone(zone)
 
 
 def build_trigger(request: ScheduleRequest, settings: Settings, now: datetime) -> TriggerSpec:

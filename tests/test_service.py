@@ -224,6 +224,18 @@ class TestPublicApi:
         fires = svc.preview_event(event_id, 1).unwrap()
         assert fires[0].nominal == datetime(2026, 12, 1, 14, 0, tzinfo=UTC)
 
+    def test_naive_time_in_a_dst_gap_runs_after_the_gap(self, host: Host) -> None:
+        """A naive 02:30 on Berlin's spring-forward day means 03:00 local, as the DST rules say."""
+        svc = host.svc.sync
+        event_id = svc.schedule_event(
+            name="gap",
+            function_name="backup_database",
+            next_execution=datetime(2027, 3, 28, 2, 30),
+            timezone="Europe/Berlin",
+        ).unwrap()
+        fires = svc.preview_event(event_id, 1).unwrap()
+        assert fires[0].nominal == datetime(2027, 3, 28, 1, 0, tzinfo=UTC)
+
     def test_preview_notes_dst_rules(self, host: Host) -> None:
         """A daily 02:30 in Berlin notes the spring-forward day."""
         svc = host.svc.sync

@@ -25,6 +25,7 @@ from chronolog.domain import commands as cmd
 from chronolog.domain.cleanup_state import CleanupState, evolve_cleanup
 from chronolog.errors import ChronologError, NotFoundError, StorageError, ValidationError
 from chronolog.events import (
+    SCHEDULER,
     Cause,
     CleanupRegistered,
     CleanupRunCompleted,
@@ -114,6 +115,7 @@ class _Run(msgspec.Struct, frozen=True):
     registration_ids: list[str] | None
     dry_run: bool
     reply: Reply
+    cause: Cause
 
 
 class _Drain(msgspec.Struct, frozen=True):
@@ -145,7 +147,7 @@ class HousekeeperActor(pykka.ThreadingActor):
         super().__init__()
         self.runtime = runtime
         self.states = dict(states)
-        self._queue: list[tuple[int, int, str, bool, _Collector]] = []
+        self._queue: list[tuple[int, int, str, bool, Cause, _Collector]] = []
         self._seq = itertools.count()
 
     def on_receive(self, message: Any) -> None:
@@ -273,7 +275,14 @@ class HousekeeperActor(pykka.ThreadingActor):
             priority = state.priority if state is not None else 0
             heapq.heappush(
                 self._queue,
-                (priority, next(self._seq), registration_id, message.dry_run, collector),
+                (
+                    priority,
+                    next(self._seq),
+                    registration_id,
+                    message.dry_run,
+                    message.cause,
+                    collector,
+                ),
             )
         if wanted:
             self._drain_later()
@@ -287,14 +296,14 @@ class HousekeeperActor(pykka.ThreadingActor):
     def _run_next(self) -> None:
         if not self._queue:
             return
-        _, _, registration_id, dry_run, collector = heapq.heappop(self._queue)
+        _, _, registration_id, dry_run, cause, collector = heapq.heappop(self._queue)
         try:
-            collector.add(self._run_one(registration_id, dry_run))
+            collector.add(self._run_one(registration_id, dry_run, cause))
         finally:
             if self._queue:
                 self._drain_later()
 
-    def _run_one(self, registration_id: str, dry_run: bool) -> RunOutcome:
+    def _run_one(self, registration_id: str, dry_run: bool, cause: Cause) -> RunOutcome:
         run_id = uuid.uuid4().hex
         state = self.states.get(registration_id)
         if state is None or not state.active:
@@ -306,7 +315,6 @@ class HousekeeperActor(pykka.ThreadingActor):
             )
         settings = self.runtime.settings
         resume_after = None if dry_run else state.resume_after
-        scheduler = Cause(kind="scheduler")
         try:
             self._append(
                 registration_id,
@@ -318,7 +326,7 @@ class HousekeeperActor(pykka.ThreadingActor):
                         resume_after=resume_after,
                     )
                 ],
-                scheduler,
+                cause,
             )
             report = run_cleanup(
                 state.directory,
@@ -347,7 +355,7 @@ class HousekeeperActor(pykka.ThreadingActor):
                             message=str(exc),
                         )
                     ],
-                    scheduler,
+                    cause,
                 )
             return RunOutcome(
                 registration_id=registration_id, run_id=run_id, error_code=code, error=str(exc)
@@ -367,7 +375,7 @@ class HousekeeperActor(pykka.ThreadingActor):
                     writers_unchecked=report.writers_unchecked,
                 )
             ],
-            scheduler,
+            cause,
         )
         return RunOutcome(registration_id=registration_id, run_id=run_id, report=report)
 
@@ -391,9 +399,15 @@ class Housekeeper:
         """Unregister; ``reply`` receives the id or a ChronologError."""
         self._tell(_Unregister(registration_id, cause, reply))
 
-    def run(self, registration_ids: list[str] | None, dry_run: bool, reply: Reply) -> None:
+    def run(
+        self,
+        registration_ids: list[str] | None,
+        dry_run: bool,
+        reply: Reply,
+        cause: Cause = SCHEDULER,
+    ) -> None:
         """Run registrations (all active ones when None) in priority order."""
-        self._tell(_Run(registration_ids, dry_run, reply))
+        self._tell(_Run(registration_ids, dry_run, reply, cause))
 
     def stop(self) -> None:
         """Stop the actor after the run in progress."""

@@ -53,7 +53,7 @@ from chronolog.events import Cause
 from chronolog.projections.rows import TaskRow
 from chronolog.result import ErrorInfo, Result, ResultError
 from chronolog.service import REPLY_TIMEOUT
-from chronolog.task_spec import ScheduleRequest, build_definition, check_id
+from chronolog.task_spec import ScheduleRequest, check_id
 from chronolog.triggers import DateTrigger, Fire, preview, rule_applications
 
 if TYPE_CHECKING:
@@ -245,9 +245,8 @@ class AgentDispatcher:
 
     def _preview(self, request: ScheduleRequest, count: int, seed: str) -> dict[str, Any]:
         """The fires the request would give; nothing is sent, nothing is appended."""
-        module = self.service._module  # the facade offers no public dry run yet
-        now = module.clock.now()
-        definition, recurring = build_definition(request, module.settings, module.registry, now)
+        now = self.service.now()
+        definition, recurring = self.service.validate_schedule(request)
         trigger = definition.trigger
         after = trigger.run_at - _ONE_US if isinstance(trigger, DateTrigger) else now - _ONE_US
         fires = preview(trigger, after, count, seed=seed)
@@ -328,7 +327,11 @@ class AgentDispatcher:
         }
 
     async def _run_cleanup(self, args: RunCleanupArgs) -> dict[str, Any]:
-        outcomes = _value(await self.service.run_cleanup(args.registration_id, args.dry_run))
+        outcomes = _value(
+            await self.service.run_cleanup(
+                args.registration_id, args.dry_run, caused_by=self._cause
+            )
+        )
         if args.registration_id is not None and outcomes and outcomes[0].error_code:
             first = outcomes[0]
             raise ResultError(

@@ -45,6 +45,7 @@ from chronolog import __version__
 from chronolog.api.agent import AgentDispatcher
 from chronolog.api.agent_schemas import TOOLS_BY_NAME
 from chronolog.errors import ChronologError, ValidationError
+from chronolog.functions import register_configured_functions
 from chronolog.module import SchedulerModule
 from chronolog.service import SchedulerService
 from chronolog.settings import Settings, load_settings
@@ -140,6 +141,7 @@ async def run_stdio(
 ) -> None:
     """Start a scheduler on ``settings`` and serve the agent tools on stdio until EOF."""
     module = SchedulerModule(settings)
+    register_configured_functions(module.service, settings)
     for spec in functions:
         load_functions(spec, module.service)
     dispatcher = AgentDispatcher(module.service, agent_id=agent_id)

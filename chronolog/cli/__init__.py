@@ -171,8 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=MODULE:CALLABLE",
-        help="register a task function agents may schedule",
+        help="register a task function agents may schedule (repeatable)",
     )
+    mcp.add_argument(
+        "--functions",
+        action="append",
+        default=None,
+        metavar="MODULE[:CALLABLE]",
+        help="call CALLABLE(service) to register functions (default register_functions; "
+        "repeatable; default: $CHRONOLOG_MCP_FUNCTIONS)",
+    )
+    mcp.add_argument("--agent-id", default="mcp", help="recorded as the cause of agents' changes")
     mcp.set_defaults(handler=c.cmd_mcp)
     return parser
 

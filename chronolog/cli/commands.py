@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from chronolog.cli.output import Progress, print_json, print_table
-from chronolog.cli.workspace import Workspace, register_configured_functions
+from chronolog.cli.workspace import Workspace
 from chronolog.errors import ValidationError
+from chronolog.functions import register_configured_functions
 from chronolog.projections import export as export_snapshot
 from chronolog.projections import queries, read_only_sql, rebuild_private
 from chronolog.result import Result
@@ -81,7 +82,7 @@ def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
     """Serve the agent tools over MCP on stdio."""
     from chronolog.api.mcp_server import main_mcp
 
-    return main_mcp(settings)
+    return main_mcp(settings, functions=args.functions, agent_id=args.agent_id)
 
 
 # --- tasks ---------------------------------------------------------------------------------

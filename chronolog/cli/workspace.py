@@ -10,16 +10,15 @@ the running scheduler); commands that change something are refused with a clear 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import duckdb
 
-from chronolog.errors import ChronologError, StoreLockedError, ValidationError
+from chronolog.errors import ChronologError, StoreLockedError
+from chronolog.functions import register_configured_functions
 from chronolog.module import AppContext, SchedulerModule
 from chronolog.projections import rebuild_private
 from chronolog.service import SchedulerService
@@ -37,28 +36,6 @@ class NoDataError(ChronologError):
     """The data directory holds no chronolog log."""
 
     code = "no_data"
-
-
-def import_callable(spec: str) -> Callable[..., Any]:
-    """Import ``"package.module:attribute"``."""
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise ValidationError(f"function {spec!r} must look like 'package.module:function'")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as exc:
-        raise ValidationError(f"cannot import {spec!r}: {exc}") from exc
-    if not callable(target):
-        raise ValidationError(f"{spec!r} is not callable")
-    return target  # type: ignore[no-any-return]
-
-
-def register_configured_functions(service: SchedulerService, settings: Settings) -> None:
-    """Register the ``functions`` table of the settings (name -> ``module:callable``)."""
-    for name, spec in sorted(settings.functions.items()):
-        service.register_function(name, import_callable(spec), module_id="config")
 
 
 class Workspace:

@@ -6,9 +6,9 @@ The checkpoint therefore always names exactly the events the tables reflect: a c
 any point (even ``kill -9`` mid-batch) loses the uncommitted batch and nothing else, and
 the next run starts right after the last committed one.
 
-With a backlog (start-up, rebuild) three threads share the work: one reads the next batch
-from the log, one folds, and one commits the previous batch. Reading and folding are
-Python; committing is mostly DuckDB, which releases the GIL, so the stages overlap.
+With a backlog (start-up, rebuild) two threads share the work: one reads and folds the
+next batch while the other commits the previous one. Folding is Python; committing is
+mostly DuckDB, which releases the GIL, so the two overlap.
 """
 
 from __future__ import annotations
@@ -79,10 +79,9 @@ def _collector_paused() -> Iterator[None]:
 class _Committer(threading.Thread):
     """Commits prepared batches in order on its own thread.
 
-    ``put`` blocks while one batch already waits, which bounds memory to a few batches
-    (one read ahead, one being folded, one waiting, one being committed); it raises the
-    first error a commit hit. ``finish`` waits for the rest. After an error, further
-    batches are dropped.
+    ``put`` blocks while one batch already waits, which bounds memory to three batches
+    (being folded, waiting, being committed); it raises the first error a commit hit.
+    ``finish`` waits for the rest. After an error, further batches are dropped.
     """
 
     def __init__(self, commit: Callable[[writer.PreparedBatch], None]) -> None:
@@ -311,13 +310,24 @@ class Projector:
     def _pipeline(
         self, first: Sequence[Envelope], batch_size: int, stop: threading.Event | None
     ) -> int:
-        """Work through a backlog: read, fold and commit on three threads at once."""
+        """Work through a backlog: fold the next batch while the previous one commits.
+
+        Reading and folding stay on this thread. A separate reader thread was measured to
+        slow rebuilds down: both are pure Python and would only contend for the GIL, while
+        the commit is mostly DuckDB work that releases it.
+        """
         applied = 0
         committer = _Committer(self._commit)
+        envelopes: Sequence[Envelope] = first
         try:
-            for envelopes in self._read_ahead(first, batch_size, stop):
+            while True:
                 committer.put(self._prepare(envelopes))
                 applied += len(envelopes)
+                if len(envelopes) < batch_size or (stop is not None and stop.is_set()):
+                    break
+                envelopes = self._store.read_all(envelopes[-1].position + 1, batch_size)
+                if not envelopes:
+                    break
             committer.finish()
         except BaseException:
             with contextlib.suppress(BaseException):
@@ -327,47 +337,6 @@ class Projector:
             self._cache.reset(complete=False)
             raise
         return applied
-
-    def _read_ahead(
-        self, first: Sequence[Envelope], batch_size: int, stop: threading.Event | None
-    ) -> Iterator[Sequence[Envelope]]:
-        """``first``, then the following batches until the log is exhausted, read one ahead."""
-        batches: queue.Queue[Sequence[Envelope] | BaseException | None] = queue.Queue(1)
-        quit_reading = threading.Event()
-
-        def read() -> None:
-            position = first[-1].position + 1
-            try:
-                while not quit_reading.is_set():
-                    envelopes = self._store.read_all(position, batch_size)
-                    if not envelopes:
-                        break
-                    batches.put(envelopes)
-                    position = envelopes[-1].position + 1
-                    if len(envelopes) < batch_size:
-                        break
-            except BaseException as exc:  # handed over, re-raised on the consuming thread
-                batches.put(exc)
-            finally:
-                batches.put(None)
-
-        reader = threading.Thread(target=read, name="chronolog-projection-read", daemon=True)
-        reader.start()
-        try:
-            yield first
-            while stop is None or not stop.is_set():
-                item = batches.get()
-                if item is None:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            quit_reading.set()
-            while reader.is_alive():  # unblock a reader waiting on the full queue
-                with contextlib.suppress(queue.Empty):
-                    batches.get(timeout=0.05)
-            reader.join()
 
     def _apply_now(self, envelopes: Sequence[Envelope]) -> None:
         """Fold and commit one batch on this thread."""
