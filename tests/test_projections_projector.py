@@ -178,6 +178,9 @@ class TestFollowing:
             assert projector.position == 2
             with pytest.raises(ValidationError):
                 projector.apply([msgspec.structs.replace(envelopes[2], position=5)])
+            with pytest.raises(ValidationError):
+                projector.apply([envelopes[2], msgspec.structs.replace(envelopes[2], position=6)])
+            assert projector.position == 2
             projector.apply(envelopes)
             assert projector.position == 3
             assert one(projector.reader(), "SELECT count(*) AS n FROM executions") == {"n": 1}
@@ -193,7 +196,7 @@ class TestFailures:
         path = tmp_path / "p.duckdb"
         projector = Projector(store, path, batch_size=400, cache_rows=50)
         calls = {"n": 0}
-        original = writer.Ingestor.commit
+        original = writer.commit
 
         class FailsAtCheckpoint:
             """The connection, except that moving the checkpoint fails: by then the batch's
@@ -210,12 +213,12 @@ class TestFailures:
                     raise duckdb.IOException("disk on fire")
                 return self._conn.execute(sql, params)
 
-        def flaky(self: writer.Ingestor, conn: duckdb.DuckDBPyConnection, batch: object) -> None:
+        def flaky(conn: duckdb.DuckDBPyConnection, batch: writer.PreparedBatch) -> None:
             calls["n"] += 1
             target = FailsAtCheckpoint(conn) if calls["n"] == 3 else conn
-            original(self, target, batch)  # type: ignore[arg-type]
+            original(target, batch)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(writer.Ingestor, "commit", flaky)
+        monkeypatch.setattr(writer, "commit", flaky)
         with pytest.raises(StorageError):
             projector.catch_up()
         assert projector.position == 800

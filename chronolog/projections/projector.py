@@ -119,6 +119,11 @@ class Projector:
     only. Opening a file written by another projection version, or one that is ahead of the
     log (a different log), empties it; the next :meth:`catch_up` rebuilds it.
 
+    ``batch_size`` events per transaction when following the log, ``rebuild_batch_size``
+    for :meth:`rebuild`; ``cache_rows`` task and execution rows are kept in memory between
+    batches. ``on_applied(position)`` is called after each commit, on the committing thread
+    (keep it cheap: metrics, notifying subscribers).
+
     Example::
 
         projector = Projector(store, data_dir / "projections.duckdb")
@@ -135,15 +140,16 @@ class Projector:
         batch_size: int = 10_000,
         rebuild_batch_size: int = 100_000,
         cache_rows: int = 50_000,
+        on_applied: Callable[[int], None] | None = None,
     ) -> None:
         if batch_size < 1 or rebuild_batch_size < 1 or cache_rows < 1:
             raise ValidationError("batch sizes and cache_rows must be at least 1")
         self._store = store
+        self._on_applied = on_applied
         #: Events per transaction when following the log (may be changed between calls).
         self.batch_size = batch_size
         self._rebuild_batch_size = rebuild_batch_size
         self._cache = StateCache(max_tasks=cache_rows, max_executions=cache_rows)
-        self._ingestor = writer.Ingestor()
         self._conn = connect(db_path)
         # Loads for the next batch run on their own cursor while the writer commits.
         self._load_cursor = self._conn.cursor()
@@ -182,13 +188,17 @@ class Projector:
         position, version = int(meta[0]), str(meta[1])
         if version != PROJECTION_VERSION:
             log.info(
-                "projection schema changed; rebuilding", stored=version, current=PROJECTION_VERSION
+                "projection schema changed; starting over",
+                stored=version,
+                current=PROJECTION_VERSION,
             )
             self._reset()
             return 0
         last = self._store.last_position()
         if position > last:
-            log.warning("projection is ahead of the log; rebuilding", position=position, log=last)
+            log.warning(
+                "projection is ahead of the log; starting over", position=position, log=last
+            )
             self._reset()
             return 0
         # Rows exist that the cache has not seen: its misses must be looked up.
@@ -236,10 +246,11 @@ class Projector:
             fresh = [e for e in envelopes if e.position > self._position]
             if not fresh:
                 return
-            if fresh[0].position != self._position + 1:
+            expected = range(self._position + 1, self._position + 1 + len(fresh))
+            if any(e.position != p for e, p in zip(fresh, expected, strict=True)):
                 raise ValidationError(
-                    f"envelopes start at position {fresh[0].position}, "
-                    f"but the projection is at {self._position}"
+                    f"envelopes must continue the projection at position {self._position + 1} "
+                    f"without gaps; got {fresh[0].position}..{fresh[-1].position}"
                 )
             self._apply_now(fresh)
 
@@ -357,9 +368,11 @@ class Projector:
     def _commit(self, batch: writer.PreparedBatch) -> None:
         """Commit a prepared batch; its cached states become evictable."""
         with duckdb_errors(f"projecting positions {batch.span}"):
-            self._ingestor.commit(self._conn, batch)
+            writer.commit(self._conn, batch)
         self._cache.release(batch.number)
         self._set_position(batch.last_position)
+        if self._on_applied is not None:
+            self._on_applied(batch.last_position)
 
     def _set_position(self, position: int) -> None:
         with self._applied:
@@ -394,7 +407,6 @@ class Projector:
         for conn in (self._load_cursor, self._cursor_source, self._conn):
             with contextlib.suppress(duckdb.Error):
                 conn.close()
-        self._ingestor.close()
         self._cache.reset(complete=False)
 
     def _check_open(self) -> None:
