@@ -1,23 +1,30 @@
 """HTTP listing latency: 50 concurrent loopback clients over 100,000 scheduled tasks.
 
-Run: ``python bench/bench_http.py [--tasks N] [--clients N] [--seconds S] [--dir PATH]
-[--setup durable|fast] [--quick]``. Prints one JSON object per line:
-``{"bench", "value", "unit", ...}``.
+Run: ``python bench/bench_http.py [--tasks N] [--clients N] [--seconds S] [--warmup S]
+[--dir PATH] [--setup durable|fast] [--client raw|httpx] [--prototype-cache] [--quick]``.
+Prints one JSON object per line: ``{"bench", "value", "unit", ...}``.
 
 Setup schedules ``--tasks`` tasks through the facade in concurrent chunks of 1,000
-(``--setup durable``: the default ``synchronous=FULL`` log; ``fast``: the same facade calls
-with ``sqlite_synchronous="OFF"``, for setup only), spread over 20 modules and 5 functions,
-a third of them recurring, one in 20 paused; all fire a month from now, so nothing runs
-during the measurement. ``--dir`` keeps the data directory and reuses it next time.
+(``--setup durable``, the default: the shipped ``synchronous=FULL`` log; ``fast``: the same
+calls with ``sqlite_synchronous="OFF"``, for setup only), over 20 modules and 5 functions,
+a third recurring, one in 20 then paused; all fire a month from now, so nothing runs during
+the measurement. The module is restarted every 8,000 tasks (each job actor thread leaves a
+SQLite reader open, and this machine allows 20,000 descriptors). ``--dir`` keeps the data
+directory and reuses it next time.
 
 The load: ``GET /api/v1/scheduler/events?status=scheduled&module_id=<one of 20>&limit=100
-&offset=<a random page>`` from ``--clients`` keep-alive connections (``httpx.AsyncClient``
-in a separate process, so client CPU does not count against the server's GIL), for
-``--seconds`` after a 3 s warm-up. Reported: p50/p90/p99/max latency as the client sees
-it (target: p99 < 50 ms) and requests/s. Then, to show where the time goes, the same
-request's parts measured one at a time in the server process: the DuckDB page query
-(with its ``count(*) OVER ()``), the same page without the count, building and encoding
-the response, and a whole request on an idle server.
+&offset=<a random page>`` on ``--clients`` keep-alive connections from a separate process,
+for ``--seconds`` after ``--warmup``. ``--client raw`` (default) is a minimal asyncio
+HTTP/1.1 client (~0.1 ms of CPU per request, so the server gets the machine);
+``httpx`` is ``httpx.AsyncClient`` (~1.7 ms per request, taken from the same two cores).
+Reported: p50/p90/p99/max latency as the client sees it (target: p99 < 50 ms), requests/s,
+and CPU per request in the server and client processes.
+
+Then, to show where the time goes, each part of one request measured alone in the server
+process: the facade's DuckDB page query (with its ``count(*) OVER ()``), the same page
+without the window count, the count alone, only the columns the API shows, building and
+encoding the JSON, and whole requests on an idle server. ``--prototype-cache`` memoises
+``list_events`` per projection position, to measure what such a facade cache would give.
 """
 
 from __future__ import annotations
@@ -50,9 +57,15 @@ from chronolog.projections import queries
 MODULES = 20
 FUNCTIONS = tuple(f"bench.job{i}" for i in range(5))
 CHUNK = 1_000
+ROUND = 8_000
 PAGE = 100
 WARMUP = 3.0
 TARGET_P99_MS = 50.0
+API_COLUMNS = (
+    "task_id, name, function_name, module_id, status, recurring, trigger_kind, trigger, "
+    "timezone, next_fire, last_fire, last_outcome, runs, successes, failures, paused_at, "
+    "pause_note, end_reason, ended_at, created_at, updated_at"
+)
 
 
 def emit(bench: str, value: float, unit: str, **extra: Any) -> None:
@@ -67,11 +80,10 @@ def _noop() -> None:
 # --- setup --------------------------------------------------------------------------------------
 
 
-async def populate(module: SchedulerModule, total: int) -> float:
-    """Schedule ``total`` tasks (1 in 20 then paused); return tasks per second."""
+async def populate(module: SchedulerModule, first_index: int, stop: int) -> None:
+    """Schedule tasks ``first_index`` to ``stop - 1`` (1 in 20 then paused)."""
     svc = module.service
     first = datetime.now(UTC) + timedelta(days=30)
-    started = time.perf_counter()
 
     async def one(i: int) -> None:
         recurring = i % 3 == 0
@@ -90,13 +102,8 @@ async def populate(module: SchedulerModule, total: int) -> float:
         if i % 20 == 0:
             (await svc.pause_event(f"t{i:07}")).unwrap()
 
-    for start in range(0, total, CHUNK):
-        await asyncio.gather(*(one(i) for i in range(start, min(total, start + CHUNK))))
-        done = min(total, start + CHUNK)
-        if done % 20_000 == 0 or done == total:
-            rate = done / (time.perf_counter() - started)
-            print(f"# scheduled {done:,} ({rate:,.0f}/s)", file=sys.stderr, flush=True)
-    return total / (time.perf_counter() - started)
+    for start in range(first_index, stop, CHUNK):
+        await asyncio.gather(*(one(i) for i in range(start, min(stop, start + CHUNK))))
 
 
 def open_module(data_dir: Path, synchronous: str) -> SchedulerModule:
@@ -115,14 +122,27 @@ def open_module(data_dir: Path, synchronous: str) -> SchedulerModule:
 
 
 def prepare(args: argparse.Namespace, data_dir: Path) -> tuple[SchedulerModule, dict[str, int]]:
-    """A started module holding ``args.tasks`` tasks; scheduling them if not there yet."""
+    """A started module holding ``args.tasks`` tasks; scheduling them if not there yet.
+
+    The module is restarted every ``ROUND`` tasks: each job actor thread leaves an open
+    SQLite reader behind (see the report), and 20,000 descriptors end a run near 10,000.
+    """
     synchronous = "OFF" if args.setup == "fast" else "FULL"
     module = open_module(data_dir, synchronous)
     existing = module.service.sync.list_events(limit=1).unwrap().total
-    if existing < args.tasks:
-        if existing:
-            raise SystemExit(f"{data_dir} holds {existing} tasks, not {args.tasks}: use another --dir")
-        rate = asyncio.run(populate(module, args.tasks))
+    if existing and existing != args.tasks:
+        raise SystemExit(f"{data_dir} holds {existing} tasks, not {args.tasks}: use another --dir")
+    if not existing:
+        started = time.perf_counter()
+        for first_index in range(0, args.tasks, ROUND):
+            if first_index:
+                module.stop_blocking()
+                module = open_module(data_dir, synchronous)
+            asyncio.run(populate(module, first_index, min(args.tasks, first_index + ROUND)))
+            done = min(args.tasks, first_index + ROUND)
+            rate = done / (time.perf_counter() - started)
+            print(f"# scheduled {done:,} ({rate:,.0f}/s)", file=sys.stderr, flush=True)
+        rate = args.tasks / (time.perf_counter() - started)
         emit("http_setup_schedule", rate, "tasks/s", tasks=args.tasks, synchronous=synchronous)
         if synchronous == "OFF":  # measure on the durable setting the product ships with
             module.stop_blocking()
@@ -142,51 +162,95 @@ def prepare(args: argparse.Namespace, data_dir: Path) -> tuple[SchedulerModule, 
 # --- the load (runs in a separate process) ------------------------------------------------------
 
 
+def _target(rng: random.Random, matches: dict[str, int]) -> str:
+    """The path and query of one listing request: a random module, a random page."""
+    module_id = rng.choice(sorted(matches))
+    offset = rng.randrange(max(1, -(-matches[module_id] // PAGE))) * PAGE
+    return f"{EVENTS_PATH}?status=scheduled&module_id={module_id}&limit={PAGE}&offset={offset}"
+
+
+async def _raw_client(url: str) -> Any:
+    """A minimal HTTP/1.1 keep-alive client: almost no client CPU per request."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+
+    async def get(target: str) -> int:
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        await reader.readexactly(length)
+        return int(head[9:12])
+
+    return get, writer
+
+
 async def _load(
-    url: str, clients: int, seconds: float, matches: dict[str, int], seed: int
-) -> dict[str, Any]:
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    start = time.perf_counter()
-    measure_from = start + WARMUP
-    deadline = measure_from + seconds
-    modules = sorted(matches)
-
-    async def worker(client: httpx.AsyncClient, rng: random.Random) -> None:
-        while True:
-            began = time.perf_counter()
-            if began >= deadline:
-                return
-            module_id = rng.choice(modules)
-            pages = max(1, -(-matches[module_id] // PAGE))
-            params = {
-                "status": "scheduled",
-                "module_id": module_id,
-                "limit": PAGE,
-                "offset": rng.randrange(pages) * PAGE,
-            }
-            response = await client.get(EVENTS_PATH, params=params)
-            ended = time.perf_counter()
-            if began >= measure_from:
-                latencies.append(ended - began)
-                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
-        rngs = [random.Random(seed + i) for i in range(clients)]
-        await asyncio.gather(*(worker(client, rng) for rng in rngs))
-    return {"latencies": latencies, "statuses": statuses, "seconds": seconds}
-
-
-def _load_process(
     url: str,
+    kind: str,
     clients: int,
     seconds: float,
     matches: dict[str, int],
     seed: int,
+    warmup: float,
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    sent = 0
+    start = time.perf_counter()
+    measure_from = start + warmup
+    deadline = measure_from + seconds
+
+    async def worker(get: Any, rng: random.Random) -> None:
+        nonlocal sent
+        while (began := time.perf_counter()) < deadline:
+            status = await get(_target(rng, matches))
+            sent += 1
+            if began >= measure_from:
+                latencies.append(time.perf_counter() - began)
+                statuses[status] = statuses.get(status, 0) + 1
+
+    rngs = [random.Random(seed + i) for i in range(clients)]
+    if kind == "httpx":
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+
+            async def get(target: str) -> int:
+                return (await client.get(target)).status_code
+
+            await asyncio.gather(*(worker(get, rng) for rng in rngs))
+    else:
+        connections = [await _raw_client(url) for _ in range(clients)]
+        await asyncio.gather(
+            *(worker(get, rng) for (get, _), rng in zip(connections, rngs, strict=True))
+        )
+        for _, writer in connections:
+            writer.close()
+    return {
+        "latencies": latencies,
+        "statuses": statuses,
+        "seconds": seconds,
+        "sent": sent,
+        "client_cpu": time.process_time(),
+    }
+
+
+def _load_process(
+    url: str,
+    kind: str,
+    clients: int,
+    seconds: float,
+    matches: dict[str, int],
+    seed: int,
+    warmup: float,
     out: Any,
 ) -> None:
-    out.send(asyncio.run(_load(url, clients, seconds, matches, seed)))
+    try:
+        out.send(asyncio.run(_load(url, kind, clients, seconds, matches, seed, warmup)))
+    except BaseException as exc:
+        out.send({"error": f"{type(exc).__name__}: {exc}"})
     out.close()
 
 
@@ -195,10 +259,30 @@ def run_load(url: str, args: argparse.Namespace, matches: dict[str, int]) -> dic
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(
-        target=_load_process, args=(url, args.clients, args.seconds, matches, args.seed, sender)
+        target=_load_process,
+        args=(
+            url,
+            args.client,
+            args.clients,
+            args.seconds,
+            matches,
+            args.seed,
+            args.warmup,
+            sender,
+        ),
     )
+    cpu_before = time.process_time()
     process.start()
+    sender.close()
+    deadline = time.monotonic() + args.warmup + args.seconds + 120
+    while not receiver.poll(0.5):
+        if not process.is_alive() or time.monotonic() > deadline:
+            process.kill()
+            raise SystemExit(f"the load process failed (exit code {process.exitcode})")
     result: dict[str, Any] = receiver.recv()
+    if "error" in result:
+        raise SystemExit(f"the load process failed: {result['error']}")
+    result["server_cpu"] = time.process_time() - cpu_before
     process.join()
     return result
 
@@ -237,15 +321,24 @@ def breakdown(module: SchedulerModule, server: HttpServer, matches: dict[str, in
             reader, status="scheduled", module_id=module_id, limit=PAGE, offset=offset
         )
 
-    columns = ", ".join(f'"{c}"' for c in queries.column_names("tasks"))
+    where = "WHERE status = 'scheduled' AND module_id = $m"
+    page_sql = "ORDER BY created_at, task_id LIMIT 100 OFFSET $o"
+    all_columns = ", ".join(f'"{c}"' for c in queries.column_names("tasks"))
+    variants = {
+        # the same page without count(*) OVER (), which materialises every match first
+        "part_duckdb_page_without_count": f"SELECT {all_columns} FROM tasks {where} {page_sql}",
+        "part_duckdb_count_only": f"SELECT count(*) FROM tasks {where}",
+        # only what the HTTP answer shows (no parameters/policies JSON)
+        "part_duckdb_page_api_columns": f"SELECT {API_COLUMNS} FROM tasks {where} {page_sql}",
+    }
 
-    def query_without_count(i: int) -> None:
-        module_id, offset = picks[i % len(picks)]
-        reader.execute(
-            f"SELECT {columns} FROM tasks WHERE status = 'scheduled' AND module_id = $m "
-            "ORDER BY created_at, task_id LIMIT 100 OFFSET $o",
-            {"m": module_id, "o": offset},
-        ).fetchall()
+    def run_sql(sql: str) -> Any:
+        def run(i: int) -> None:
+            module_id, offset = picks[i % len(picks)]
+            params = {"m": module_id, "o": offset} if "$o" in sql else {"m": module_id}
+            reader.execute(sql, params).fetchall()
+
+        return run
 
     page = query(0)
 
@@ -261,8 +354,9 @@ def breakdown(module: SchedulerModule, server: HttpServer, matches: dict[str, in
             )
         )
 
-    emit("part_duckdb_page_with_count", _timed(200, query), "ms", note="list_tasks, 100 rows")
-    emit("part_duckdb_page_without_count", _timed(200, query_without_count), "ms")
+    emit("part_duckdb_list_tasks", _timed(200, query), "ms", note="the facade's query, 100 rows")
+    for name, sql in variants.items():
+        emit(name, _timed(200, run_sql(sql)), "ms")
     emit("part_build_and_encode_json", _timed(200, encode), "ms", bytes=len(encode(0)))
     with httpx.Client(base_url=server.url) as client:
 
@@ -279,6 +373,34 @@ def breakdown(module: SchedulerModule, server: HttpServer, matches: dict[str, in
     reader.close()
 
 
+# --- what a per-position query cache would give (an experiment, not product code) ---------------
+
+
+def install_prototype_cache(module: SchedulerModule) -> None:
+    """Memoise ``list_events`` per projection position (``--prototype-cache``).
+
+    A page computed when the projector stood at position P is what any query at P returns,
+    so keying on P is exact: the first event applied after P changes every key. This shows
+    what such a cache in the facade would buy; the product does not ship it.
+    """
+    service = module.service
+    projector = module.require_projector()
+    uncached = service.list_events
+    cache: dict[tuple[Any, ...], Any] = {}
+
+    async def list_events(**kwargs: Any) -> Any:
+        key = (projector.position, *sorted(kwargs.items()))
+        hit = cache.get(key)
+        if hit is None:
+            hit = await uncached(**kwargs)
+            if len(cache) > 10_000:
+                cache.clear()
+            cache[key] = hit
+        return hit
+
+    service.list_events = list_events  # type: ignore[method-assign]
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 
@@ -287,10 +409,17 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=WARMUP, help="seconds not measured")
     parser.add_argument("--dir", type=Path, default=None, help="keep and reuse this data dir")
     parser.add_argument("--setup", choices=("durable", "fast"), default="durable")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--client", choices=("raw", "httpx"), default="raw", help="load generator (see above)"
+    )
     parser.add_argument("--quick", action="store_true", help="2,000 tasks, 5 s")
+    parser.add_argument(
+        "--prototype-cache", action="store_true", help="measure a per-position query cache"
+    )
     args = parser.parse_args()
     if args.quick:
         args.tasks, args.seconds = 2_000, 5.0
@@ -300,8 +429,12 @@ def main() -> None:
         "clients": args.clients,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
+        "client": args.client,
     }
     module, matches = prepare(args, data_dir)
+    if args.prototype_cache:
+        install_prototype_cache(module)
+        context["variant"] = "prototype_cache"
     try:
         with HttpServer(module.service, module.settings) as server:
             result = run_load(server.url, args, matches)
@@ -329,6 +462,9 @@ def main() -> None:
                 requests=len(latencies),
                 **context,
             )
+            per_request = 1000 / result["sent"]
+            emit("http_server_cpu_per_request", result["server_cpu"] * per_request, "ms", **context)
+            emit("http_client_cpu_per_request", result["client_cpu"] * per_request, "ms", **context)
             breakdown(module, server, matches)
     finally:
         module.stop_blocking()

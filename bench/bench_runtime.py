@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import math
 import os
@@ -61,7 +62,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chronolog import Result, SchedulerModule, SchedulerService
 
 RESULT_MARK = "@@result "
 TMP_PREFIX = "chronolog-bench-runtime-"
@@ -238,24 +242,34 @@ class ChronologSubject(Subject):
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.module: Any = None
-        self.service: Any = None
+        self.module: SchedulerModule | None = None
+        self.service: SchedulerService | None = None
         self.aborted_at: int | None = None
+        self.healthy_calls = 0
+        self.healthy_seconds = 0.0
 
     async def start(self) -> None:
         from chronolog import AppContext, SchedulerModule, Settings
 
-        self.module = SchedulerModule(
+        module = SchedulerModule(
             Settings(data_dir=str(self.data_dir), log_level="warning", log_format="json")
         )
         app = AppContext()
-        self.module.register(app)
-        self.service = app.get_service("scheduler_service")
-        self.service.register_function("probe", chronolog_probe)
-        await self.module.start()
+        module.register(app)
+        service: SchedulerService = app.get_service("scheduler_service")
+        service.register_function("probe", chronolog_probe)
+        self.module, self.service = module, service
+        await module.start()
 
-    def _call(self, spec: JobSpec) -> Awaitable[Any]:
-        svc = self.service
+    @property
+    def svc(self) -> SchedulerService:
+        """The facade (after :meth:`start`)."""
+        if self.service is None:
+            raise RuntimeError("start() first")
+        return self.service
+
+    def _call(self, spec: JobSpec) -> Awaitable[Result[str]]:
+        svc = self.svc
         if spec.kind == "date":
             return svc.schedule_event(
                 spec.name, "probe", datetime.fromtimestamp(spec.due, UTC), timezone="UTC"
@@ -280,10 +294,14 @@ class ChronologSubject(Subject):
         started = time.perf_counter()
         for offset in range(0, count, CHUNK):
             calls = [self._call(make(i)) for i in range(offset, min(offset + CHUNK, count))]
+            chunk_started = time.perf_counter()
             for result in await asyncio.gather(*calls):
                 if not result.ok:
                     failures += 1
-                    first_error = first_error or f"{result.error.code}: {result.error.message}"
+                    first_error = first_error or describe(result)
+            if not failures:  # the rate while everything still worked
+                self.healthy_calls += len(calls)
+                self.healthy_seconds += time.perf_counter() - chunk_started
             if failures >= CHUNK:  # broken: do not wait out a reply timeout per chunk
                 failures += count - offset - len(calls)
                 self.aborted_at = offset + len(calls)
@@ -298,6 +316,9 @@ class ChronologSubject(Subject):
         found: dict[str, Any] = {"open_fds": open_fds()}
         if self.aborted_at is not None:
             found["scheduling_aborted_at"] = self.aborted_at
+        if self.healthy_seconds:
+            found["healthy_calls"] = self.healthy_calls
+            found["healthy_calls_per_s"] = self.healthy_calls / self.healthy_seconds
         runtime = self.module.runtime if self.module is not None else None
         if runtime is not None:
             try:
@@ -408,8 +429,9 @@ def far_future(i: int) -> JobSpec:
     return JobSpec(name=f"far-{i}", kind="date", due=time.time() + 86_400 + i)
 
 
-def later_cron(i: int) -> JobSpec:
+def later_cron(i: int, offset: int = 0) -> JobSpec:
     """A daily cron at least 3 hours from now (UTC)."""
+    i += offset
     hour = (datetime.now(UTC).hour + 3 + (i // 60) % 18) % 24
     return JobSpec(name=f"cron-{i}", kind="cron", minute=i % 60, hour=hour)
 
@@ -550,8 +572,33 @@ async def run_cron_memory(subject: Subject, n: int) -> dict[str, Any]:
     started = time.perf_counter()
     await stop_quietly(subject)
     found["stop_s"] = time.perf_counter() - started
+    found.update(await chronolog_top_up(subject.data_dir, n))
     found.update(await chronolog_restart(subject.data_dir))
     return found
+
+
+def tasks_in_log(data_dir: Path) -> int:
+    """How many tasks chronolog's log holds."""
+    return log_event_counts(data_dir).get("TaskScheduled", 0)
+
+
+async def chronolog_top_up(data_dir: Path, n: int) -> dict[str, Any]:
+    """Bring the log to ``n`` tasks through the facade, in sessions small enough to stay
+    under the file-descriptor limit (a fresh module per session), so that ``restart`` is
+    measured on ``n`` tasks even when one session cannot schedule them all."""
+    soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    session = max(1_000, min(8_000, (soft_limit - 1_000) // 2 - 1_000))
+    sessions = 0
+    have = tasks_in_log(data_dir)
+    while have < n and sessions < 2 * (n // session + 1):
+        subject = ChronologSubject(data_dir)
+        await subject.start()
+        count = min(session, n - have)
+        await subject.add_many(count, functools.partial(later_cron, offset=have))
+        await stop_quietly(subject)
+        sessions += 1
+        have = tasks_in_log(data_dir)
+    return {"top_up_sessions": sessions, "tasks_before_restart": have}
 
 
 async def chronolog_restart(data_dir: Path) -> dict[str, Any]:
@@ -565,7 +612,7 @@ async def chronolog_restart(data_dir: Path) -> dict[str, Any]:
         return {"restart_error": repr(exc)}
     start_s = time.perf_counter() - started
     try:
-        result = await subject.service.schedule_event("after-restart", "probe")
+        result = await subject.svc.schedule_event("after-restart", "probe")
         deadline = time.time() + 60
         while not _LAGS and time.time() < deadline:
             await asyncio.sleep(0.001)
@@ -609,6 +656,20 @@ async def run_aps_restart(data_dir: Path, n: int) -> dict[str, Any]:
         await stop_quietly(subject)
 
 
+def first_failure(results: list[Any]) -> str | None:
+    """The first failed ``Result``'s code and message."""
+    for result in results:
+        if not result.ok:
+            return describe(result)
+    return None
+
+
+def describe(result: Result[Any]) -> str:
+    """A failed result's code and message."""
+    error = result.error
+    return "ok" if error is None else f"{error.code}: {error.message}"
+
+
 async def probe_loop(stop: asyncio.Event, out: list[float]) -> None:
     """Sleep 1 ms repeatedly and record how late each wake-up is (seconds)."""
     while not stop.is_set():
@@ -619,7 +680,7 @@ async def probe_loop(stop: asyncio.Event, out: list[float]) -> None:
 
 async def with_probe(work: Callable[[], Awaitable[Any]]) -> tuple[Any, list[float], float]:
     """Run ``work`` while the probe runs; returns its value, overshoots, seconds."""
-    stop, out = asyncio.Event(), []
+    stop, out = asyncio.Event(), list[float]()
     probe = asyncio.create_task(probe_loop(stop, out))
     await asyncio.sleep(0.05)
     out.clear()
@@ -644,7 +705,7 @@ async def run_loop_lag(subject_name: str, data_dir: Path, n: int) -> dict[str, A
         subject = ChronologSubject(data_dir)
         await subject.start()
         try:
-            svc = subject.service
+            svc = subject.svc
 
             async def schedule_all() -> list[Any]:
                 calls = []
@@ -660,6 +721,7 @@ async def run_loop_lag(subject_name: str, data_dir: Path, n: int) -> dict[str, A
             results, lags, seconds = await with_probe(schedule_all)
             ids = [r.value for r in results if r.ok]
             found.update(schedule_ok=len(ids), schedule_s=seconds, **lag_stats(lags, "schedule"))
+            found["schedule_first_error"] = first_failure(results)
 
             async def read_all() -> list[Any]:
                 return list(await asyncio.gather(*(svc.get_event(i) for i in ids)))
@@ -667,6 +729,7 @@ async def run_loop_lag(subject_name: str, data_dir: Path, n: int) -> dict[str, A
             results, lags, seconds = await with_probe(read_all)
             ok = sum(1 for r in results if r.ok)
             found.update(read_ok=ok, read_s=seconds, **lag_stats(lags, "read"))
+            found["first_error"] = first_failure(results)
         finally:
             await stop_quietly(subject)
         return found
@@ -786,6 +849,8 @@ def emit(
     """One JSON line: chronolog's ``key`` with every peer's figure and the ratios."""
     ours = results.get("chronolog", {})
     value = ours.get(key)
+    if isinstance(value, str):  # e.g. "skipped": "no seconds unit" is not a figure
+        value = None
     peers: dict[str, Any] = {}
     ratios: dict[str, float | None] = {}
     for name in PEERS:
@@ -793,8 +858,8 @@ def emit(
             continue
         theirs = results[name].get(peer_key or key)
         peers[name] = theirs
-        ok = isinstance(value, int | float) and isinstance(theirs, int | float) and theirs
-        ratios[name] = value / theirs if ok else None
+        numbers = isinstance(value, int | float) and isinstance(theirs, int | float)
+        ratios[name] = value / theirs if numbers and theirs else None
     line: dict[str, Any] = {
         "bench": bench,
         "value": value,
@@ -805,8 +870,8 @@ def emit(
     }
     if meets is not None:
         line["meets"] = meets(value) if isinstance(value, int | float) else False
-    for name in ("skipped", "error"):
-        if name in ours:
+    for name in ("skipped", "error", "errors"):
+        if isinstance(ours.get(name), str | list):
             line[name] = ours[name]
     line.update(extra)
     print(json.dumps(rounded(line), default=str), flush=True)
@@ -821,7 +886,7 @@ def machine_line() -> None:
     """The machine the figures come from."""
     from importlib.metadata import version
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in ("chronolog", "apscheduler", "sqlalchemy", "pykka", "duckdb"):
         try:
             versions[package] = version(package)
@@ -844,8 +909,18 @@ def machine_line() -> None:
 
 def report(workload: str, results: dict[str, dict[str, Any]]) -> None:
     """Print the lines of one workload."""
+    ours = results.get("chronolog", {})
     if workload == "one_shot":
-        emit("one_shot.fired", results, "fired", "tasks", "all", None, n=results_n(results))
+        emit(
+            "one_shot.fired",
+            results,
+            "fired",
+            "tasks",
+            "all",
+            None,
+            n=results_n(results),
+            schedule_failures=ours.get("schedule_failures"),
+        )
         emit("one_shot.lag_p50", results, "lag_p50_ms", "ms")
         emit("one_shot.lag_p99", results, "lag_p99_ms", "ms", "< 20", below(20))
         emit("one_shot.lag_max", results, "lag_max_ms", "ms")
@@ -858,11 +933,27 @@ def report(workload: str, results: dict[str, dict[str, Any]]) -> None:
         emit("interval.skipped", results, "skipped", "fires")
     elif workload == "throughput":
         emit(
-            "throughput.schedule", results, "tasks_per_s", "tasks/s", ">= 5000", lambda v: v >= 5000
+            "throughput.schedule",
+            results,
+            "tasks_per_s",
+            "tasks/s",
+            ">= 5000",
+            lambda v: v >= 5000,
+            failures=ours.get("failures"),
+            rate_before_first_failure=ours.get("healthy_calls_per_s"),
         )
     elif workload == "memory":
-        emit("memory.rss_100k_cron", results, "rss_mib", "MiB", "< 500", below(500))
-        ours = results.get("chronolog", {})
+        scheduled = ours.get("n", 0) - ours.get("failures", 0) if ours else None
+        emit(
+            "memory.rss_100k_cron",
+            results,
+            "rss_mib",
+            "MiB",
+            "< 500",
+            below(500),
+            scheduled_ok=scheduled,
+            open_fds=ours.get("open_fds"),
+        )
         cap = ours.get("live_actor_cap", 1000) + ours.get("threads_idle", 0)
         emit(
             "memory.threads_100k_cron",
@@ -871,6 +962,7 @@ def report(workload: str, results: dict[str, dict[str, Any]]) -> None:
             "threads",
             f"<= {cap}",
             lambda v: v <= cap,
+            scheduled_ok=scheduled,
         )
         emit("memory.schedule_100k_cron", results, "scheduled_per_s", "tasks/s")
     elif workload == "restart":
@@ -881,12 +973,14 @@ def report(workload: str, results: dict[str, dict[str, Any]]) -> None:
             "s",
             "< 3",
             below(3),
-            start_s=results.get("chronolog", {}).get("restart_start_s"),
+            start_s=ours.get("restart_start_s"),
+            tasks_in_log=ours.get("tasks_before_restart"),
         )
     elif workload == "loop_lag":
-        emit("loop_lag.schedule_p99", results, "schedule_p99_ms", "ms", "< 5", below(5))
+        extra = {"schedule_ok": ours.get("schedule_ok"), "read_ok": ours.get("read_ok")}
+        emit("loop_lag.schedule_p99", results, "schedule_p99_ms", "ms", "< 5", below(5), **extra)
         emit("loop_lag.schedule_max", results, "schedule_max_ms", "ms")
-        emit("loop_lag.read_p99", results, "read_p99_ms", "ms", "< 5", below(5))
+        emit("loop_lag.read_p99", results, "read_p99_ms", "ms", "< 5", below(5), **extra)
         emit("loop_lag.read_max", results, "read_max_ms", "ms")
     detail(workload + ".detail", results)
 

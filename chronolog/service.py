@@ -11,6 +11,7 @@ blocking, for hosts without an event loop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import functools
 import threading
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     import duckdb
 
     from chronolog.module import SchedulerModule
+    from chronolog.projections import Projector
 
 log = structlog.get_logger("chronolog.service")
 
@@ -57,6 +59,8 @@ T = TypeVar("T")
 
 #: How long a facade call waits for the scheduler to answer (seconds).
 REPLY_TIMEOUT = 30.0
+#: Task-list pages kept per projection position (UIs poll the same pages).
+_CACHE_ENTRIES = 256
 
 
 def _as_result(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[Result[T]]]:
@@ -93,6 +97,8 @@ class SchedulerService:
         self._written_lock = threading.Lock()
         self._queries: concurrent.futures.ThreadPoolExecutor | None = None
         self._local = threading.local()
+        self._cache: collections.OrderedDict[tuple[Any, ...], Any] = collections.OrderedDict()
+        self._cache_lock = threading.Lock()
         self._sync: SyncSchedulerService | None = None
 
     # --- functions ------------------------------------------------------------------------
@@ -280,8 +286,20 @@ class SchedulerService:
         descending: bool = False,
     ) -> queries.Page[queries.TaskRow]:
         """Tasks with filters and pagination; ``total`` counts every match."""
+        key = (
+            "list_events",
+            status,
+            module_id,
+            function_name,
+            recurring,
+            limit,
+            offset,
+            sort,
+            descending,
+        )
         return await self._query(
-            lambda conn: queries.list_tasks(
+            cache_key=key,
+            run=lambda conn: queries.list_tasks(
                 conn,
                 status=status,
                 module_id=module_id,
@@ -291,7 +309,7 @@ class SchedulerService:
                 descending=descending,
                 limit=limit,
                 offset=offset,
-            )
+            ),
         )
 
     @_as_result
@@ -530,24 +548,49 @@ class SchedulerService:
                 self._written = max(self._written, outcome.last_position)
         return outcome
 
-    async def _query(self, run: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+    async def _query(
+        self,
+        run: Callable[[duckdb.DuckDBPyConnection], T],
+        cache_key: tuple[Any, ...] | None = None,
+    ) -> T:
+        """Run a projection query on the query pool, after the projector has applied what
+        this facade wrote (read-your-writes); with ``cache_key``, reuse an answer computed
+        at the same projection position."""
         projector = self._module.require_projector()
         written = self._written
-        pool = self._query_pool()
 
         def job() -> T:
             if projector.position < written and not projector.wait_for_position(
                 written, REPLY_TIMEOUT
             ):
                 raise RequestTimeoutError("the projections did not catch up in time")
-            cursor = getattr(self._local, "cursor", None)
-            if cursor is None or getattr(self._local, "projector", None) is not projector:
-                cursor = projector.reader()
-                self._local.cursor = cursor
-                self._local.projector = projector
-            return run(cursor)
+            if cache_key is None:
+                return run(self._cursor(projector))
+            # Keyed by the position read *before* querying: any applied event changes the
+            # key, so a cached answer is never older than its key says.
+            key = (*cache_key, projector.position)
+            with self._cache_lock:
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+                    cached: T = self._cache[key]
+                    return cached
+            value = run(self._cursor(projector))
+            with self._cache_lock:
+                self._cache[key] = value
+                while len(self._cache) > _CACHE_ENTRIES:
+                    self._cache.popitem(last=False)
+            return value
 
-        return await asyncio.get_running_loop().run_in_executor(pool, job)
+        return await asyncio.get_running_loop().run_in_executor(self._query_pool(), job)
+
+    def _cursor(self, projector: Projector) -> duckdb.DuckDBPyConnection:
+        """This query thread's cursor on the projections."""
+        cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        if cursor is None or getattr(self._local, "projector", None) is not projector:
+            cursor = projector.reader()
+            self._local.cursor = cursor
+            self._local.projector = projector
+        return cursor
 
     def _query_pool(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._queries is None:

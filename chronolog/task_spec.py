@@ -65,7 +65,7 @@ class ScheduleRequest(msgspec.Struct, kw_only=True):
 
 def check_id(value: object, what: str = "event_id") -> str:
     """Accept ids made of letters, digits and ``._:@-`` (at most 128), else raise."""
-    if not isinstance(value, str) or not _ID_PATTERN.match(value):
+    if not isinstance(value, str) or not _ID_PATTERN.fullmatch(value):
         raise ValidationError(
             f"{what} must be 1-128 characters of letters, digits and ._:@- "
             f"starting with a letter or digit, got {value!r}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -262,6 +263,23 @@ class TestSupervisor:
             assert len(h.calls) == 30
         finally:
             h.runtime.stop()
+
+    def test_spawning_many_actors_does_not_leak_file_descriptors(
+        self, tmp_path: Any, clock: FakeClock
+    ) -> None:
+        """Hundreds of short-lived job actors on a SQLite log leave the open-file count flat."""
+        store = SQLiteEventStore(tmp_path, clock=clock)
+        h = Harness(clock, store, max_live_actors=4)
+        h.runtime.start()
+        try:
+            before = len(os.listdir("/proc/self/fd"))
+            for i in range(300):
+                h.schedule(f"t{i}", "record", DateTrigger(run_at=clock.now() + timedelta(days=1)))
+            assert h.runtime.supervisor_stats()["spawned"] >= 300
+            assert len(os.listdir("/proc/self/fd")) - before < 40
+        finally:
+            h.runtime.stop()
+            store.close()
 
     def test_idle_actors_are_passivated(self, clock: FakeClock) -> None:
         """An actor idle longer than the idle time is stopped; its task still fires later."""

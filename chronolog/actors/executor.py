@@ -10,6 +10,7 @@ timed-out or cancelled execution only gets its cancellation signal.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextvars
 import threading
@@ -120,6 +121,7 @@ class Executor:
         )
         self._loop_thread.start()
         self._running: dict[str, tuple[ExecutionContext, asyncio.Task[Any] | None]] = {}
+        self._running_tasks: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._encoder = msgspec.json.Encoder()
@@ -143,6 +145,7 @@ class Executor:
             return
         with self._lock:
             self._running[request.execution_id] = (context, None)
+            self._running_tasks[request.task_id] += 1
         if entry.is_async:
             asyncio.run_coroutine_threadsafe(
                 self._run_async(request, context, entry.function, entry.accepts_context), self._loop
@@ -163,6 +166,11 @@ class Executor:
         if task is not None:
             self._loop.call_soon_threadsafe(task.cancel)
         return True
+
+    def is_task_running(self, task_id: str) -> bool:
+        """Whether any execution of ``task_id`` is running in this process."""
+        with self._lock:
+            return task_id in self._running_tasks
 
     def is_running(self, execution_id: str) -> bool:
         """Whether this process is running that execution now."""
@@ -275,7 +283,12 @@ class Executor:
 
     def _forget(self, execution_id: str) -> None:
         with self._idle:
-            self._running.pop(execution_id, None)
+            found = self._running.pop(execution_id, None)
+            if found is not None:
+                task_id = found[0].task_id
+                self._running_tasks[task_id] -= 1
+                if self._running_tasks[task_id] <= 0:
+                    del self._running_tasks[task_id]
             if not self._running:
                 self._idle.notify_all()
         if self._on_forget is not None:

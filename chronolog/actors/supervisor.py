@@ -23,6 +23,7 @@ import structlog
 from chronolog.actors.job_actor import JobActor
 from chronolog.actors.messages import (
     ChildFailed,
+    CommandOutcome,
     ExecutionFinished,
     Resync,
     TaskCommand,
@@ -30,6 +31,7 @@ from chronolog.actors.messages import (
 )
 from chronolog.actors.timer import FireDue, RetryDue, TimeoutDue, WakeDue
 from chronolog.domain import commands as cmd
+from chronolog.errors import ServiceUnavailableError
 
 if TYPE_CHECKING:
     from chronolog.actors.runtime import Runtime
@@ -58,6 +60,9 @@ class Supervisor(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, TaskCommand):
             self._route(message)  # the job actor ends this unit of activity
+            return None
+        if isinstance(message, Resync):
+            self._resync(message.task_id)  # likewise
             return None
         try:
             if isinstance(message, TimerFired):
@@ -90,7 +95,22 @@ class Supervisor(pykka.ThreadingActor):
         self._route(TaskCommand(task_id=task_id, command=command))
 
     def _route(self, message: TaskCommand) -> None:
-        self._child(message.task_id).tell(message)
+        try:
+            self._child(message.task_id).tell(message)
+        except (pykka.ActorDeadError, RuntimeError) as exc:
+            # The job actor died while starting (its stream could not be read, say). The
+            # supervisor must survive it: answer the caller, count the failure, retry later.
+            self.runtime.activity.end()
+            if message.reply is not None:
+                message.reply(
+                    CommandOutcome(
+                        error=ServiceUnavailableError(
+                            f"task {message.task_id!r} could not be loaded; try again",
+                            details={"task_id": message.task_id},
+                        )
+                    )
+                )
+            self._on_child_failed(ChildFailed(message.task_id, repr(exc)))
 
     def _child(self, task_id: str) -> pykka.ActorRef[JobActor]:
         ref = self.children.get(task_id)
@@ -98,12 +118,26 @@ class Supervisor(pykka.ThreadingActor):
             self.children.move_to_end(task_id)
         else:
             while len(self.children) >= self.runtime.settings.max_live_actors:
-                self._passivate(next(iter(self.children)))
+                self._passivate(self._eviction_victim())
             ref = JobActor.start(self.runtime, task_id)
             self.children[task_id] = ref
             self.spawned += 1
         self.last_used[task_id] = self.runtime.clock.monotonic()
         return ref
+
+    def _eviction_victim(self) -> str:
+        """The least recently used child with nothing running; the oldest if all are busy.
+
+        An actor whose execution is running would only be spawned again when the outcome
+        comes back, so it is the worst one to stop.
+        """
+        executor = self.runtime.executor
+        for scanned, task_id in enumerate(self.children):
+            if not executor.is_task_running(task_id):
+                return task_id
+            if scanned >= 256:
+                break
+        return next(iter(self.children))
 
     def _passivate(self, task_id: str) -> None:
         ref = self.children.pop(task_id, None)
@@ -130,7 +164,13 @@ class Supervisor(pykka.ThreadingActor):
     def _passivate_idle(self) -> None:
         idle_for = self.runtime.settings.actor_idle_seconds
         now = self.runtime.clock.monotonic()
-        for task_id in [t for t, used in self.last_used.items() if now - used >= idle_for]:
+        executor = self.runtime.executor
+        idle = [
+            task_id
+            for task_id, used in self.last_used.items()
+            if now - used >= idle_for and not executor.is_task_running(task_id)
+        ]
+        for task_id in idle:
             self._passivate(task_id)
         self.runtime.timer.add(
             self.runtime.clock.now() + timedelta(seconds=idle_for / 2), WakeDue(PASSIVATE_WAKE)
@@ -158,4 +198,11 @@ class Supervisor(pykka.ThreadingActor):
 
     def _restart(self, task_id: str) -> None:
         self.runtime.activity.begin()
-        self._child(task_id).tell(Resync(task_id))
+        self._resync(task_id)
+
+    def _resync(self, task_id: str) -> None:
+        try:
+            self._child(task_id).tell(Resync(task_id))
+        except pykka.ActorDeadError as exc:
+            self.runtime.activity.end()
+            self._on_child_failed(ChildFailed(task_id, repr(exc)))

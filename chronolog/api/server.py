@@ -98,6 +98,7 @@ class HttpServer:
         check_binding(settings.http_host, settings.http_token)
         self._service = service
         self._settings = settings
+        #: The ASGI app served (see :func:`chronolog.api.http.create_app`).
         self.app = create_app(service, token=settings.http_token)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -147,11 +148,8 @@ class HttpServer:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 self.stop()
                 cause = self._error
-                raise ServiceUnavailableError(
-                    f"the HTTP server did not start: {cause!r}"
-                    if cause
-                    else f"the HTTP server did not start within {timeout:.0f} s"
-                ) from cause
+                reason = repr(cause) if cause else f"not listening after {timeout:.0f} s"
+                raise ServiceUnavailableError(f"the HTTP server did not start: {reason}") from cause
             time.sleep(0.005)
         log.info("HTTP API listening", url=self.url, auth=self._settings.http_token is not None)
         return self

@@ -289,17 +289,21 @@ class Projector:
                 conn.execute("SET checkpoint_threshold = $value", {"value": threshold})
                 conn.execute("CHECKPOINT")
 
-    def run_until_stopped(self, stop: threading.Event, idle_wait: float = 0.5) -> None:
+    def run_until_stopped(
+        self, stop: threading.Event, idle_wait: float = 0.5, linger: float = 0.01
+    ) -> None:
         """Follow the log until ``stop`` is set: apply what is there, then wait for more.
 
-        The wait wakes on the append itself when the writer is in this process, so a new
-        event is projected within one batch's time, not one ``idle_wait``.
+        The wait wakes on the append itself when the writer is in this process. After a
+        wake-up the projector lingers ``linger`` seconds so that a burst of appends becomes
+        one DuckDB commit instead of one per few events (a commit costs milliseconds).
         """
         while not stop.is_set():
             self._catch_up(self.batch_size, stop)
             if stop.is_set():
                 break
-            self._store.wait_for_events(self._position, idle_wait)
+            if self._store.wait_for_events(self._position, idle_wait) and linger > 0:
+                stop.wait(linger)
 
     def wait_for_position(self, position: int, timeout: float) -> bool:
         """Block until the projection has applied ``position`` (read-your-writes); or time out."""

@@ -68,6 +68,8 @@ CREATE TABLE IF NOT EXISTS events (
 _COLUMNS = "position, stream_id, stream_version, type, schema_version, recorded_at, data, metadata"
 _INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _VERSION_CACHE_LIMIT = 200_000
+#: Read connections kept open for reuse (more are opened under load, then closed).
+_IDLE_READERS = 8
 #: Longest the writer waits for appenders that are still encoding (seconds).
 _COALESCE_WAIT = 0.0005
 
@@ -159,8 +161,8 @@ class SQLiteEventStore:
         self._clock: Clock = clock or SystemClock()
         self._poll_interval = poll_interval
         self._closed = False
-        self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
+        self._idle_readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._metadata_cache: dict[bytes, EventMetadata] = {}
         self._committed = threading.Condition()
@@ -233,16 +235,30 @@ class SQLiteEventStore:
         conn.execute("PRAGMA mmap_size=268435456")
         return conn
 
-    def _reader(self) -> sqlite3.Connection:
+    def _checkout_reader(self) -> sqlite3.Connection:
+        """A read connection from the pool (opened when none is free).
+
+        Pooled rather than per thread: job actors are short-lived threads, and a connection
+        per thread would leak two file descriptors per actor ever spawned.
+        """
         if self._closed:
             raise StoreClosedError("the event store is closed")
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect(write=False)
-            self._local.conn = conn
-            with self._readers_lock:
-                self._readers.append(conn)
+        with self._readers_lock:
+            if self._idle_readers:
+                return self._idle_readers.pop()
+        conn = self._connect(write=False)
+        with self._readers_lock:
+            self._readers.append(conn)
         return conn
+
+    def _return_reader(self, conn: sqlite3.Connection) -> None:
+        with self._readers_lock:
+            if not self._closed and len(self._idle_readers) < _IDLE_READERS:
+                self._idle_readers.append(conn)
+                return
+            self._readers.remove(conn)
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
 
     # --- appending --------------------------------------------------------------------------
 
@@ -476,7 +492,11 @@ class SQLiteEventStore:
 
     def _query(self, sql: str, args: Sequence[object]) -> list[tuple[Any, ...]]:
         try:
-            return self._reader().execute(sql, args).fetchall()
+            conn = self._checkout_reader()
+            try:
+                return conn.execute(sql, args).fetchall()
+            finally:
+                self._return_reader(conn)
         except sqlite3.Error as exc:
             raise StorageError(f"reading the event log failed: {exc}") from exc
 
@@ -537,6 +557,7 @@ class SQLiteEventStore:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
             self._readers.clear()
+            self._idle_readers.clear()
         self._release_process_lock()
 
     def __enter__(self) -> SQLiteEventStore:
