@@ -161,3 +161,20 @@ class TestDate:
         """runs_so_far >= max_runs: no fire."""
         spec = DateTrigger(run_at=datetime(2030, 1, 1, tzinfo=UTC), max_runs=1)
         assert next_fire(spec, datetime(2021, 1, 1, tzinfo=UTC), runs_so_far=runs) is None
+
+
+class TestSecondsUnit:
+    def test_seconds_are_elapsed_time_anchored_at_start(self) -> None:
+        """Every 10 seconds from the start, through a DST change, never drifting."""
+        from datetime import UTC, datetime, timedelta
+
+        from chronolog.triggers import IntervalTrigger, next_fire, preview, validate
+
+        start = datetime(2026, 3, 29, 0, 59, 50, tzinfo=UTC)  # Berlin springs forward at 01:00 UTC
+        spec = validate(
+            IntervalTrigger(every=10, unit="seconds", start=start, timezone="Europe/Berlin")
+        )
+        fires = preview(spec, start - timedelta(microseconds=1), 4)
+        assert [f.nominal for f in fires] == [start + timedelta(seconds=10 * k) for k in range(4)]
+        late = next_fire(spec, start + timedelta(days=3, seconds=5))
+        assert late is not None and late.nominal == start + timedelta(days=3, seconds=10)

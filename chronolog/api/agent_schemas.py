@@ -105,8 +105,8 @@ class ScheduleTaskArgs(_Args, frozen=True, kw_only=True):
         Annotated[
             IntervalUnit,
             msgspec.Meta(
-                description="Repeat every `interval_value` of this unit. minutes and hours "
-                "are elapsed time; days, weeks and months keep the wall-clock time in "
+                description="Repeat every `interval_value` of this unit. seconds, minutes and "
+                "hours are elapsed time; days, weeks and months keep the wall-clock time in "
                 "`timezone` across DST changes."
             ),
         ]

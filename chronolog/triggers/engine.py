@@ -56,6 +56,10 @@ class _Compiled:
         self.jitter = spec.jitter_seconds
 
 
+#: Units that are elapsed time (DST changes nothing); the others keep wall-clock time.
+_ELAPSED_UNITS = ("seconds", "minutes", "hours")
+
+
 @lru_cache(maxsize=16_384)
 def _compile(spec: TriggerSpec) -> _Compiled:
     """Build the plan for a spec that :func:`validate` returned (cached by value)."""
@@ -64,12 +68,8 @@ def _compile(spec: TriggerSpec) -> _Compiled:
         return _Compiled(spec, _DatePlan(spec.run_at), "date")
     if isinstance(spec, IntervalTrigger):
         assert spec.start is not None  # validate() requires the anchor
-        if spec.unit in ("minutes", "hours"):
-            step = (
-                timedelta(minutes=spec.every)
-                if spec.unit == "minutes"
-                else timedelta(hours=spec.every)
-            )
+        if spec.unit in _ELAPSED_UNITS:
+            step = timedelta(**{spec.unit: spec.every})
             return _Compiled(spec, ElapsedIntervalPlan(spec.start, step), "elapsed")
         plan = CalendarIntervalPlan(
             start=spec.start,

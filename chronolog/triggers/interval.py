@@ -1,4 +1,4 @@
-"""Interval triggers: every N minutes/hours (elapsed) or days/weeks/months (wall clock).
+"""Interval triggers: every N seconds/minutes/hours (elapsed) or days/weeks/months (wall clock).
 
 Every fire is computed from the anchor (``start``), never from the previous fire, so
 nothing drifts: the k-th fire is ``start + k * step`` for elapsed units, and "the anchor's
@@ -30,7 +30,7 @@ def add_months(day: date, months: int) -> tuple[date, bool]:
 
 
 class ElapsedIntervalPlan:
-    """Every N minutes or hours of elapsed time: DST changes nothing."""
+    """Every N seconds, minutes or hours of elapsed time: DST changes nothing."""
 
     __slots__ = ("_start", "_step")
 

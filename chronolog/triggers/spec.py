@@ -14,7 +14,7 @@ import msgspec
 
 from chronolog.clock import AwareDatetime
 
-IntervalUnit = Literal["minutes", "hours", "days", "weeks", "months"]
+IntervalUnit = Literal["seconds", "minutes", "hours", "days", "weeks", "months"]
 
 #: What happens to a wall time that does not exist (the clock jumps over it).
 NonexistentPolicy = Literal["shift_forward", "skip"]
@@ -49,7 +49,7 @@ class DateTrigger(_TriggerBase, frozen=True, kw_only=True, tag="date"):
 class IntervalTrigger(_TriggerBase, frozen=True, kw_only=True, tag="interval"):
     """Fire every ``every`` ``unit`` from ``start`` (the anchor; required for intervals).
 
-    Minutes and hours are elapsed time; days, weeks and months keep the anchor's wall-clock
+    Seconds, minutes and hours are elapsed time; days, weeks and months keep the anchor's wall-clock
     time in ``timezone``. The k-th fire is computed from the anchor, never from the previous
     fire, so nothing drifts.
     """

@@ -28,7 +28,14 @@ from chronolog.triggers.spec import (
 from chronolog.triggers.zones import UTC, UnknownZoneError, get_zone, suggest_zones
 
 _KINDS = (DateTrigger, IntervalTrigger, CronTrigger)
-_UNIT_DAYS = {"minutes": 1 / 1440, "hours": 1 / 24, "days": 1, "weeks": 7, "months": 31}
+_UNIT_DAYS = {
+    "seconds": 1 / 86400,
+    "minutes": 1 / 1440,
+    "hours": 1 / 24,
+    "days": 1,
+    "weeks": 7,
+    "months": 31,
+}
 _UNITS: tuple[str, ...] = get_args(IntervalUnit)
 _NONEXISTENT: tuple[str, ...] = get_args(NonexistentPolicy)
 _AMBIGUOUS: tuple[str, ...] = get_args(AmbiguousPolicy)
