@@ -119,7 +119,7 @@ class _Run(msgspec.Struct, frozen=True):
 
 
 class _Drain(msgspec.Struct, frozen=True):
-    pass
+    """Run the most urgent queued registration (sent to itself through the mailbox)."""
 
 
 class _Collector:
