@@ -103,11 +103,23 @@ _by_identity: dict[int, tuple[TriggerSpec, _Compiled]] = {}
 _IDENTITY_CACHE_SIZE = 4096
 
 
+@lru_cache(maxsize=16_384)
+def _validated_and_compiled(spec: TriggerSpec, _types: tuple[type, ...]) -> _Compiled:
+    # Keyed by the spec as given (frozen, so hashable by value) plus its field types, since
+    # ``True == 1`` and ``1.0 == 1`` must not let an invalid spec hit a valid entry. Equal
+    # specs built anew (thousands of tasks sharing one cron expression) skip validation.
+    return _compile(validate(spec))
+
+
 def _compiled(spec: TriggerSpec) -> _Compiled:
     hit = _by_identity.get(id(spec))
     if hit is not None and hit[0] is spec:
         return hit[1]
-    compiled = _compile(validate(spec))
+    try:
+        types = tuple(type(getattr(spec, name)) for name in spec.__struct_fields__)
+        compiled = _validated_and_compiled(spec, types)
+    except (TypeError, AttributeError):  # not a hashable spec: let validate say why
+        compiled = _compile(validate(spec))
     if len(_by_identity) >= _IDENTITY_CACHE_SIZE:
         _by_identity.clear()
     _by_identity[id(spec)] = (spec, compiled)
@@ -117,6 +129,7 @@ def _compiled(spec: TriggerSpec) -> _Compiled:
 def clear_caches() -> None:
     """Forget compiled specs and parsed expressions (benchmarks measure cold starts)."""
     _by_identity.clear()
+    _validated_and_compiled.cache_clear()
     _compile.cache_clear()
     parse_cron.cache_clear()
     get_zone.cache_clear()
