@@ -17,7 +17,7 @@ runs as a ``BackgroundScheduler`` with its ``MemoryJobStore`` (``aps_memory``) o
 Workloads (``--quick`` divides every task count by 10):
 
 * ``one_shot``: 10,000 one-shot tasks, all scheduled first, due evenly within 2 s starting
-  a few seconds after scheduling ends (the lead adapts to the measured scheduling rate).
+  a few seconds after scheduling ends (the head start adapts to the measured scheduling rate).
   Start lag = ``time.time()`` inside the function minus its nominal time. Fired count,
   p50/p99/max lag. Target p99 < 20 ms.
 * ``interval``: 10,000 interval tasks every 10 s, 6 fires each (60 s), task i starting at
