@@ -222,6 +222,27 @@ def _page(
 # --- tasks -----------------------------------------------------------------------------------
 
 
+def _filters(
+    equal: dict[str, Any],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    time_column: str = "nominal_time",
+) -> tuple[list[str], dict[str, Any]]:
+    """WHERE clauses and parameters: ``column = value`` for each value given, plus an
+    optional ``since <= time_column < until`` window. Column names come from the code,
+    values only ever travel as parameters."""
+    where = [f"{column} = ${column}" for column, value in equal.items() if value is not None]
+    params = {column: value for column, value in equal.items() if value is not None}
+    if since is not None:
+        where.append(f"{time_column} >= $since")
+        params["since"] = since
+    if until is not None:
+        where.append(f"{time_column} < $until")
+        params["until"] = until
+    return where, params
+
+
 def list_tasks(
     conn: duckdb.DuckDBPyConnection,
     *,
@@ -243,17 +264,14 @@ def list_tasks(
     if sort not in TASK_SORTS:
         raise ValidationError(f"sort must be one of {', '.join(TASK_SORTS)}; got {sort!r}")
     _check_page(limit, offset)
-    where: list[str] = []
-    params: dict[str, Any] = {}
-    for column, value in (
-        ("status", status),
-        ("module_id", module_id),
-        ("function_name", function_name),
-        ("recurring", recurring),
-    ):
-        if value is not None:
-            where.append(f"{column} = ${column}")
-            params[column] = value
+    where, params = _filters(
+        {
+            "status": status,
+            "module_id": module_id,
+            "function_name": function_name,
+            "recurring": recurring,
+        }
+    )
     direction = "DESC" if descending else "ASC"
     order = f"{TASK_SORTS[sort]} {direction} NULLS LAST, task_id {direction}"
     return _page(conn, "tasks", where, params, order, limit, offset, _task, selective=False)
@@ -286,20 +304,7 @@ def list_executions(
     _check_choice("status", status, EXECUTION_STATUSES)
     _check_window(since, until)
     _check_page(limit, offset)
-    where: list[str] = []
-    params: dict[str, Any] = {}
-    if task_id is not None:
-        where.append("task_id = $task_id")
-        params["task_id"] = task_id
-    if status is not None:
-        where.append("status = $status")
-        params["status"] = status
-    if since is not None:
-        where.append("nominal_time >= $since")
-        params["since"] = since
-    if until is not None:
-        where.append("nominal_time < $until")
-        params["until"] = until
+    where, params = _filters({"task_id": task_id, "status": status}, since=since, until=until)
     order = "nominal_time DESC NULLS LAST, position DESC"
     selective = task_id is not None
     return _page(
@@ -331,17 +336,7 @@ def list_skips(
     _check_text("task_id", task_id)
     _check_window(since, until)
     _check_page(limit, offset)
-    where: list[str] = []
-    params: dict[str, Any] = {}
-    if task_id is not None:
-        where.append("task_id = $task_id")
-        params["task_id"] = task_id
-    if since is not None:
-        where.append("nominal_time >= $since")
-        params["since"] = since
-    if until is not None:
-        where.append("nominal_time < $until")
-        params["until"] = until
+    where, params = _filters({"task_id": task_id}, since=since, until=until)
     order = "nominal_time DESC, position DESC"
     return _page(conn, "skips", where, params, order, limit, offset, _skip, selective=False)
 
@@ -442,13 +437,8 @@ def list_cleanups(
     """Cleanup registrations by priority, then id (only active ones unless asked)."""
     _check_flag("include_inactive", include_inactive)
     _check_text("module_id", module_id)
-    where = ["TRUE"]
-    params: dict[str, Any] = {}
-    if not include_inactive:
-        where.append("active")
-    if module_id is not None:
-        where.append("module_id = $module_id")
-        params["module_id"] = module_id
+    where, params = _filters({"module_id": module_id})
+    where = ["TRUE", *where] if include_inactive else ["active", *where]
     rows = _fetch(
         conn,
         f"SELECT {_columns('cleanup_registrations')} FROM cleanup_registrations "
@@ -472,16 +462,9 @@ def list_cleanup_runs(
     _check_choice("status", status, RUN_STATUSES)
     _check_flag("dry_run", dry_run)
     _check_page(limit, offset)
-    where: list[str] = []
-    params: dict[str, Any] = {}
-    for column, value in (
-        ("registration_id", registration_id),
-        ("status", status),
-        ("dry_run", dry_run),
-    ):
-        if value is not None:
-            where.append(f"{column} = ${column}")
-            params[column] = value
+    where, params = _filters(
+        {"registration_id": registration_id, "status": status, "dry_run": dry_run}
+    )
     order = "started_at DESC NULLS LAST, run_id DESC"
     return _page(conn, "cleanup_runs", where, params, order, limit, offset, _run, selective=False)
 
