@@ -83,9 +83,26 @@ def _as_result(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[R
     return wrapper
 
 
-def _resolve(future: asyncio.Future[CommandOutcome], outcome: CommandOutcome) -> None:
-    if not future.done():
-        future.set_result(outcome)
+async def _reply_of(
+    send: Callable[[Callable[[Any], object]], None], timeout: float, who: str
+) -> Any:
+    """Send a message whose answer arrives on another thread, and await that answer.
+
+    The reply is handed to the loop with ``call_soon_threadsafe``: awaiting a pykka future
+    instead would block the event loop.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def resolve(answer: Any) -> None:
+        if not future.done():
+            future.set_result(answer)
+
+    send(lambda answer: loop.call_soon_threadsafe(resolve, answer))
+    try:
+        return await asyncio.wait_for(future, timeout)
+    except TimeoutError:
+        raise RequestTimeoutError(f"{who} did not answer within {timeout:.0f} s") from None
 
 
 class SchedulerService:
@@ -473,9 +490,6 @@ class SchedulerService:
             and outcomes[0].error_code == NotFoundError.code
         ):
             raise NotFoundError(outcomes[0].error or "no such registration")
-        last = self._module.require_runtime().store.last_position()
-        with self._written_lock:
-            self._written = max(self._written, last)
         return outcomes
 
     def _housekeeper(self) -> Housekeeper:
@@ -485,24 +499,16 @@ class SchedulerService:
         return housekeeper
 
     async def _ask_housekeeper(self, send: Callable[[Callable[[Any], object]], None]) -> Any:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-
-        def resolve(answer: Any) -> None:
-            if not future.done():
-                future.set_result(answer)
-
-        send(lambda answer: loop.call_soon_threadsafe(resolve, answer))
-        try:
-            answer = await asyncio.wait_for(future, REPLY_TIMEOUT * 10)
-        except TimeoutError:
-            raise RequestTimeoutError("the Housekeeper did not answer in time") from None
+        answer = await _reply_of(send, REPLY_TIMEOUT * 10, "the Housekeeper")
         if isinstance(answer, ChronologError):
             raise answer
-        last = self._module.require_runtime().store.last_position()
-        with self._written_lock:
-            self._written = max(self._written, last)
+        self._note_written(self._module.require_runtime().store.last_position())
         return answer
+
+    def _note_written(self, position: int) -> None:
+        """Remember the newest log position this facade caused (queries wait for it)."""
+        with self._written_lock:
+            self._written = max(self._written, position)
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -526,26 +532,15 @@ class SchedulerService:
         self, task_id: str, command: cmd.Command, caused_by: Cause | None
     ) -> CommandOutcome:
         runtime = self._module.require_runtime()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[CommandOutcome] = loop.create_future()
         metadata = EventMetadata(correlation_id=uuid.uuid4().hex, caused_by=_cause(caused_by))
-        runtime.send(
-            task_id,
-            command,
-            metadata=metadata,
-            reply=lambda outcome: loop.call_soon_threadsafe(_resolve, future, outcome),
+        outcome: CommandOutcome = await _reply_of(
+            lambda reply: runtime.send(task_id, command, metadata=metadata, reply=reply),
+            REPLY_TIMEOUT,
+            "the scheduler",
         )
-        try:
-            outcome = await asyncio.wait_for(future, REPLY_TIMEOUT)
-        except TimeoutError:
-            raise RequestTimeoutError(
-                f"the scheduler did not answer within {REPLY_TIMEOUT:.0f} s"
-            ) from None
         if outcome.error is not None:
             raise outcome.error
-        if outcome.last_position:
-            with self._written_lock:
-                self._written = max(self._written, outcome.last_position)
+        self._note_written(outcome.last_position)
         return outcome
 
     async def _query(
