@@ -23,17 +23,17 @@ class FakeClock:
     def __init__(self, start: datetime | None = None) -> None:
         self._now = ensure_utc(start or datetime(2026, 1, 1, tzinfo=UTC), "start")
         self._mono = 1000.0
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
         self._waiters: weakref.WeakSet[threading.Condition] = weakref.WeakSet()
 
     def now(self) -> datetime:
         """The fake wall time (aware UTC)."""
-        with self._changed:
+        with self._lock:
             return self._now
 
     def monotonic(self) -> float:
         """The fake monotonic reading, in seconds."""
-        with self._changed:
+        with self._lock:
             return self._mono
 
     def advance(self, seconds: float | timedelta) -> datetime:
@@ -41,10 +41,9 @@ class FakeClock:
         delta = seconds if isinstance(seconds, timedelta) else timedelta(seconds=seconds)
         if delta < timedelta(0):
             raise ValueError("time only moves forward; use jump() for a wall-clock step back")
-        with self._changed:
+        with self._lock:
             self._now += delta
             self._mono += delta.total_seconds()
-            self._changed.notify_all()
             now = self._now
         self._wake_waiters()
         return now
@@ -56,9 +55,8 @@ class FakeClock:
     def jump(self, seconds: float | timedelta) -> datetime:
         """Step only the wall clock (forward or back), as an NTP correction would."""
         delta = seconds if isinstance(seconds, timedelta) else timedelta(seconds=seconds)
-        with self._changed:
+        with self._lock:
             self._now += delta
-            self._changed.notify_all()
             now = self._now
         self._wake_waiters()
         return now
@@ -77,8 +75,3 @@ class FakeClock:
         for condition in list(self._waiters):
             with condition:
                 condition.notify_all()
-
-    def wait_until_changed(self, timeout: float) -> None:
-        """Block until any reading changes or ``timeout`` real seconds pass."""
-        with self._changed:
-            self._changed.wait(timeout)
