@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from chronolog.errors import ConcurrencyError, ValidationError
+import msgspec
+
+from chronolog.errors import ChronologError, ConcurrencyError, ValidationError
 from chronolog.events import DomainEvent, Envelope, EventMetadata
 
 #: ``expected_version`` meaning "the stream must not exist yet".
@@ -13,6 +15,19 @@ NO_STREAM = 0
 
 #: ``expected_version`` meaning "append whatever the stream's version is".
 ANY_VERSION = None
+
+
+class AppendRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One stream's part of :meth:`EventStore.append_many`."""
+
+    stream_id: str
+    events: Sequence[DomainEvent]
+    expected_version: int | None = ANY_VERSION
+    metadata: EventMetadata | None = None
+
+
+#: What :meth:`EventStore.append_many` answers for one request.
+AppendOutcome = list[Envelope] | ChronologError
 
 
 @runtime_checkable
@@ -38,6 +53,17 @@ class EventStore(Protocol):
         :class:`~chronolog.errors.ConcurrencyError` is raised and nothing is written; an
         event that cannot be encoded raises :class:`~chronolog.errors.EventCodecError` and
         nothing of the batch is written.
+        """
+        ...
+
+    def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        """Append several streams' batches together, with one durable commit for all.
+
+        Each request is judged on its own, exactly as :meth:`append` would judge it in this
+        order: the answer for a request is its envelopes, or the error that refused it (a
+        :class:`~chronolog.errors.ConcurrencyError`, an undecodable event, a bad stream id)
+        and then nothing of that request was written. Requests for the same stream apply
+        one after the other. A storage failure refuses every request of the call.
         """
         ...
 

@@ -7,9 +7,23 @@ from bisect import bisect_left
 from collections.abc import Sequence
 
 from chronolog.clock import Clock, SystemClock
-from chronolog.errors import StoreClosedError, ValidationError
-from chronolog.events import DEFAULT_CODEC, DomainEvent, Envelope, EventCodec, EventMetadata
-from chronolog.store.base import ANY_VERSION, check_expected_version, check_range, check_stream_id
+from chronolog.errors import ChronologError, StoreClosedError, ValidationError
+from chronolog.events import (
+    DEFAULT_CODEC,
+    DomainEvent,
+    EncodedEvent,
+    Envelope,
+    EventCodec,
+    EventMetadata,
+)
+from chronolog.store.base import (
+    ANY_VERSION,
+    AppendOutcome,
+    AppendRequest,
+    check_expected_version,
+    check_range,
+    check_stream_id,
+)
 
 
 class InMemoryEventStore:
@@ -34,34 +48,80 @@ class InMemoryEventStore:
     ) -> list[Envelope]:
         """Append atomically; see :meth:`chronolog.store.EventStore.append`."""
         self._check_open()
+        encoded = self._encode(stream_id, events, expected_version, metadata)
+        with self._cond:
+            return self._append_locked(stream_id, events, encoded, expected_version, metadata)
+
+    def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        """Append in one step; see :meth:`chronolog.store.EventStore.append_many`."""
+        self._check_open()
+        encoded: list[list[EncodedEvent] | ChronologError] = []
+        for r in requests:
+            try:
+                encoded.append(self._encode(r.stream_id, r.events, r.expected_version, r.metadata))
+            except ChronologError as exc:
+                encoded.append(exc)
+        answers: list[AppendOutcome] = []
+        with self._cond:
+            self._check_open()
+            for r, enc in zip(requests, encoded, strict=True):
+                if isinstance(enc, ChronologError):
+                    answers.append(enc)
+                    continue
+                try:
+                    answers.append(
+                        self._append_locked(
+                            r.stream_id, r.events, enc, r.expected_version, r.metadata
+                        )
+                    )
+                except ChronologError as exc:
+                    answers.append(exc)
+        return answers
+
+    def _encode(
+        self,
+        stream_id: str,
+        events: Sequence[DomainEvent],
+        expected_version: int | None,
+        metadata: EventMetadata | None,
+    ) -> list[EncodedEvent]:
+        """Validate a request and encode it: what SQLite would refuse is refused here."""
         check_stream_id(stream_id)
         if expected_version is not None and expected_version < 0:
             raise ValidationError(f"expected_version must be >= 0 or None, got {expected_version}")
-        encoded = [self._codec.encode_event(event) for event in events]
         self._codec.encode_metadata(metadata)
-        with self._cond:
-            self._check_open()
-            stream = self._streams.get(stream_id, [])
-            check_expected_version(stream_id, expected_version, len(stream))
-            recorded_at = self._clock.now()
-            envelopes = [
-                Envelope(
-                    position=len(self._log) + i + 1,
-                    stream_id=stream_id,
-                    stream_version=len(stream) + i + 1,
-                    event_type=enc.event_type,
-                    schema_version=enc.schema_version,
-                    recorded_at=recorded_at,
-                    event=event,
-                    metadata=metadata or EventMetadata(),
-                )
-                for i, (event, enc) in enumerate(zip(events, encoded, strict=True))
-            ]
-            if envelopes:
-                self._log.extend(envelopes)
-                self._streams[stream_id] = stream + envelopes
-                self._cond.notify_all()
-            return envelopes
+        return [self._codec.encode_event(event) for event in events]
+
+    def _append_locked(
+        self,
+        stream_id: str,
+        events: Sequence[DomainEvent],
+        encoded: list[EncodedEvent],
+        expected_version: int | None,
+        metadata: EventMetadata | None,
+    ) -> list[Envelope]:
+        self._check_open()
+        stream = self._streams.get(stream_id, [])
+        check_expected_version(stream_id, expected_version, len(stream))
+        recorded_at = self._clock.now()
+        envelopes = [
+            Envelope(
+                position=len(self._log) + i + 1,
+                stream_id=stream_id,
+                stream_version=len(stream) + i + 1,
+                event_type=enc.event_type,
+                schema_version=enc.schema_version,
+                recorded_at=recorded_at,
+                event=event,
+                metadata=metadata or EventMetadata(),
+            )
+            for i, (event, enc) in enumerate(zip(events, encoded, strict=True))
+        ]
+        if envelopes:
+            self._log.extend(envelopes)
+            self._streams[stream_id] = stream + envelopes
+            self._cond.notify_all()
+        return envelopes
 
     def read_stream(
         self,

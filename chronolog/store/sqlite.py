@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from chronolog.clock import Clock, SystemClock
 from chronolog.errors import (
+    ChronologError,
     ConcurrencyError,
     ReadOnlyStoreError,
     StorageError,
@@ -44,7 +45,14 @@ from chronolog.events import (
     EventCodec,
     EventMetadata,
 )
-from chronolog.store.base import ANY_VERSION, check_expected_version, check_range, check_stream_id
+from chronolog.store.base import (
+    ANY_VERSION,
+    AppendOutcome,
+    AppendRequest,
+    check_expected_version,
+    check_range,
+    check_stream_id,
+)
 
 SynchronousMode = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
@@ -168,7 +176,7 @@ class SQLiteEventStore:
         self._committed = threading.Condition()
         self._lock_fd: int | None = None
         self._writer: threading.Thread | None = None
-        self._queue: queue.SimpleQueue[_Append | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Append | list[_Append] | object] = queue.SimpleQueue()
         self._inflight = 0
         self._inflight_lock = threading.Lock()
         self._closing_lock = threading.Lock()
@@ -271,42 +279,93 @@ class SQLiteEventStore:
         metadata: EventMetadata | None = None,
     ) -> list[Envelope]:
         """Append atomically; see :meth:`chronolog.store.EventStore.append`."""
-        if self.read_only:
-            raise ReadOnlyStoreError("this event store was opened read-only")
-        if self._closed:
-            raise StoreClosedError("the event store is closed")
-        check_stream_id(stream_id)
-        if expected_version is not None and expected_version < 0:
-            raise ValidationError(f"expected_version must be >= 0 or None, got {expected_version}")
+        self._check_writable()
         with self._inflight_lock:
             self._inflight += 1
         try:
-            encoded = [self._codec.encode_event(event) for event in events]
-            request = _Append(
-                stream_id,
-                events,
-                encoded,
-                expected_version,
-                metadata or EventMetadata(),
-                self._codec.encode_metadata(metadata),
-            )
-            # Checked and queued under one lock with close(): a request is either ahead of
-            # the stop marker (and answered) or refused, never stranded behind it.
-            with self._closing_lock:
-                if self._closed:
-                    raise StoreClosedError("the event store is closed")
-                self._queue.put(request)
+            request = self._prepare(stream_id, events, expected_version, metadata)
+            self._submit(request)
             return request.wait()
         finally:
             with self._inflight_lock:
                 self._inflight -= 1
 
+    def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        """Append in one commit; see :meth:`chronolog.store.EventStore.append_many`."""
+        self._check_writable()
+        outcomes: list[AppendOutcome | _Append] = []
+        prepared: list[_Append] = []
+        with self._inflight_lock:
+            self._inflight += len(requests)
+        try:
+            for r in requests:
+                try:
+                    request = self._prepare(r.stream_id, r.events, r.expected_version, r.metadata)
+                except ChronologError as exc:
+                    outcomes.append(exc)
+                    continue
+                prepared.append(request)
+                outcomes.append(request)
+            if prepared:
+                self._submit(prepared)
+            answers: list[AppendOutcome] = []
+            for outcome in outcomes:
+                if isinstance(outcome, _Append):
+                    try:
+                        answers.append(outcome.wait())
+                    except ChronologError as exc:
+                        answers.append(exc)
+                else:
+                    answers.append(outcome)
+            return answers
+        finally:
+            with self._inflight_lock:
+                self._inflight -= len(requests)
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyStoreError("this event store was opened read-only")
+        if self._closed:
+            raise StoreClosedError("the event store is closed")
+
+    def _prepare(
+        self,
+        stream_id: str,
+        events: Sequence[DomainEvent],
+        expected_version: int | None,
+        metadata: EventMetadata | None,
+    ) -> _Append:
+        """Validate and encode one stream's batch (raising before anything is queued)."""
+        check_stream_id(stream_id)
+        if expected_version is not None and expected_version < 0:
+            raise ValidationError(f"expected_version must be >= 0 or None, got {expected_version}")
+        encoded = [self._codec.encode_event(event) for event in events]
+        return _Append(
+            stream_id,
+            events,
+            encoded,
+            expected_version,
+            metadata or EventMetadata(),
+            self._codec.encode_metadata(metadata),
+        )
+
+    def _submit(self, request: _Append | list[_Append]) -> None:
+        # Checked and queued under one lock with close(): a request is either ahead of the
+        # stop marker (and answered) or refused, never stranded behind it.
+        with self._closing_lock:
+            if self._closed:
+                raise StoreClosedError("the event store is closed")
+            self._queue.put(request)
+
     def _write_loop(self) -> None:
         while True:
             item = self._queue.get()
-            if not isinstance(item, _Append):
+            if isinstance(item, _Append):
+                batch = [item]
+            elif isinstance(item, list):
+                batch = list(item)
+            else:
                 return
-            batch = [item]
             stop_after = self._drain_into(batch)
             self._commit(batch)
             if stop_after:
@@ -332,6 +391,8 @@ class SQLiteEventStore:
                 continue
             if isinstance(more, _Append):
                 batch.append(more)
+            elif isinstance(more, list):
+                batch.extend(more)
             else:
                 return True
 

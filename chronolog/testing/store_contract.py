@@ -31,7 +31,7 @@ from chronolog.events import (
     TaskDefinition,
     TaskScheduled,
 )
-from chronolog.store.base import NO_STREAM, EventStore
+from chronolog.store.base import NO_STREAM, AppendRequest, EventStore
 from chronolog.triggers.spec import DateTrigger
 
 _T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -263,6 +263,61 @@ class EventStoreContract(ABC):
             for k in range(s, 16, 4):
                 mine = [e.event.task_id for e in stream if e.event.task_id.startswith(f"{k}:")]  # type: ignore[attr-defined]
                 assert mine == [f"{k}:{i}" for i in range(per_thread)]
+
+    # --- several streams in one call ------------------------------------------------------
+
+    def test_append_many_judges_each_request_on_its_own(self) -> None:
+        """One refused request (conflict, unencodable, bad id) leaves the others written."""
+        self.store.append("b", numbered(2, "b"))
+        answers = self.store.append_many(
+            [
+                AppendRequest(stream_id="a", events=numbered(2, "a"), expected_version=NO_STREAM),
+                AppendRequest(stream_id="b", events=numbered(1, "b"), expected_version=NO_STREAM),
+                AppendRequest(stream_id="c", events=[numbered(1, "c")[0], unencodable()]),
+                AppendRequest(stream_id="", events=numbered(1, "d")),
+                AppendRequest(stream_id="a", events=numbered(1, "a"), expected_version=2),
+            ]
+        )
+        assert isinstance(answers[1], ConcurrencyError)
+        assert isinstance(answers[2], EventCodecError)
+        assert isinstance(answers[3], ValidationError)
+        first, last = answers[0], answers[4]
+        assert isinstance(first, list) and isinstance(last, list)
+        assert [e.stream_version for e in first + last] == [1, 2, 3]
+        assert self.store.read_stream("c") == []
+        assert len(self.store.read_stream("b")) == 2
+        everything = self.store.read_all()
+        assert [e.position for e in everything] == [1, 2, 3, 4, 5]
+        assert everything[2:] == first + last
+
+    def test_append_many_from_many_threads_keeps_streams_whole(self) -> None:
+        """Concurrent multi-stream calls interleave whole requests, never parts of them."""
+        errors: list[BaseException] = []
+
+        def worker(k: int) -> None:
+            try:
+                for i in range(10):
+                    self.store.append_many(
+                        [
+                            AppendRequest(stream_id=f"s{j}", events=numbered(3, f"{k}:{i}"))
+                            for j in range(4)
+                        ]
+                    )
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        for j in range(4):
+            stream = self.store.read_stream(f"s{j}")
+            assert len(stream) == 8 * 10 * 3
+            owners = [e.event.task_id for e in stream]  # type: ignore[attr-defined]
+            assert all(len(set(owners[i : i + 3])) == 1 for i in range(0, len(owners), 3))
+        assert [e.position for e in self.store.read_all()] == list(range(1, 8 * 10 * 4 * 3 + 1))
 
     # --- waiting and closing ---------------------------------------------------------------
 
