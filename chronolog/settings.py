@@ -40,8 +40,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     default_retry_backoff: NonNegativeFloat = 1.0
     #: Execution timeout in seconds for tasks that do not say (None: no timeout).
     default_timeout: PositiveFloat | None = None
-    #: Most job actors alive at once; idle ones are passivated to stay under it.
-    max_live_actors: PositiveInt = 1000
+    #: Most job actors alive at once (each holds its task's state in memory); the least
+    #: recently used idle ones are passivated to stay under it.
+    max_live_actors: PositiveInt = 10_000
+    #: Threads that host the job actors; each appends its actors' decisions in batches.
+    job_shards: PositiveInt = 4
     #: Seconds a job actor may idle before it is passivated.
     actor_idle_seconds: PositiveFloat = 30.0
     #: Seconds a fire may be late and still count as on time (None: always on time).

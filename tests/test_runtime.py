@@ -258,7 +258,7 @@ class TestSupervisor:
                 h.schedule(f"t{i}", "record", DateTrigger(run_at=clock.now() + timedelta(hours=1)))
             stats = h.runtime.supervisor_stats()
             assert stats["live"] <= 5
-            assert stats["spawned"] >= 30
+            assert stats["activated"] >= 30
             h.advance(3600)
             assert len(h.calls) == 30
         finally:
@@ -275,7 +275,7 @@ class TestSupervisor:
             before = len(os.listdir("/proc/self/fd"))
             for i in range(300):
                 h.schedule(f"t{i}", "record", DateTrigger(run_at=clock.now() + timedelta(days=1)))
-            assert h.runtime.supervisor_stats()["spawned"] >= 300
+            assert h.runtime.supervisor_stats()["activated"] >= 300
             assert len(os.listdir("/proc/self/fd")) - before < 40
         finally:
             h.runtime.stop()
@@ -292,5 +292,153 @@ class TestSupervisor:
             assert h.runtime.supervisor_stats()["live"] == 0
             h.advance(300)
             assert len(h.calls) == 1
+        finally:
+            h.runtime.stop()
+
+
+class CountingStore(InMemoryEventStore):
+    """An in-memory log that counts commits and can refuse to read chosen streams."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.commits = 0
+        self.unreadable: dict[str, int] = {}
+
+    def append_many(self, requests: Any) -> Any:
+        self.commits += 1
+        return super().append_many(requests)
+
+    def read_stream(self, stream_id: str, *args: Any, **kwargs: Any) -> Any:
+        left = self.unreadable.get(stream_id, 0)
+        if left:
+            self.unreadable[stream_id] = left - 1
+            raise OSError(f"cannot read {stream_id}")
+        return super().read_stream(stream_id, *args, **kwargs)
+
+
+def later(clock: FakeClock, hours: int = 1) -> DateTrigger:
+    return DateTrigger(run_at=clock.now() + timedelta(hours=hours))
+
+
+def definition(task_id: str, trigger: Any) -> TaskDefinition:
+    return TaskDefinition(name=task_id, function_name="record", trigger=trigger)
+
+
+class TestShards:
+    def test_a_burst_of_commands_shares_commits(self, clock: FakeClock) -> None:
+        """500 schedules posted at once are appended in far fewer commits than tasks."""
+        store = CountingStore(clock)
+        h = Harness(clock, store)
+        h.runtime.start()
+        try:
+            futures = []
+            for i in range(500):
+                future: concurrent.futures.Future[CommandOutcome] = concurrent.futures.Future()
+                command = cmd.Schedule(
+                    definition=definition(f"t{i}", later(clock)), recurring=False
+                )
+                h.runtime.send(f"t{i}", command, reply=future.set_result)
+                futures.append(future)
+            outcomes = [f.result(10) for f in futures]
+            assert all(o.error is None and o.envelopes for o in outcomes)
+            assert store.commits < 100
+            assert len({e.stream_id for e in store.read_all()}) == 500
+            h.advance(3600)
+            assert len(h.calls) == 500
+        finally:
+            h.runtime.stop()
+
+    def test_commands_for_one_task_are_decided_in_posting_order(self, clock: FakeClock) -> None:
+        """Schedule, pause, resume and cancel posted back to back apply in that order."""
+        h = Harness(clock)
+        h.runtime.start()
+        try:
+            commands: list[cmd.Command] = [
+                cmd.Schedule(definition=definition("t", later(clock)), recurring=False),
+                cmd.Pause(note="one"),
+                cmd.Resume(),
+                cmd.Pause(note="two"),
+                cmd.Resume(),
+                cmd.Cancel(),
+            ]
+            futures = []
+            for command in commands:
+                future: concurrent.futures.Future[CommandOutcome] = concurrent.futures.Future()
+                h.runtime.send("t", command, reply=future.set_result)
+                futures.append(future)
+            outcomes = [f.result(10) for f in futures]
+            assert [o.error for o in outcomes] == [None] * 6
+            kinds = [type(e).__name__ for e in h.events("t")]
+            assert [k for k in kinds if k.startswith("Task")] == [
+                "TaskScheduled",
+                "TaskPaused",
+                "TaskResumed",
+                "TaskPaused",
+                "TaskResumed",
+                "TaskCancelled",
+            ]
+            assert [o.state.lifecycle for o in outcomes if o.state] == [
+                "active",
+                "paused",
+                "active",
+                "paused",
+                "active",
+                "cancelled",
+            ]
+        finally:
+            h.runtime.stop()
+
+    def test_a_task_that_cannot_load_answers_unavailable_and_is_restarted(
+        self, clock: FakeClock
+    ) -> None:
+        """A stream read failure fails that command only; the task is resynced later."""
+        store = CountingStore(clock)
+        h = Harness(clock, store)
+        h.runtime.start()
+        try:
+            h.schedule("good", "record", later(clock))
+            h.schedule("flaky", "record", later(clock))
+            h.runtime.stop()
+            h = Harness(clock, store, max_live_actors=1, job_shards=1)
+            h.runtime.start()
+            store.unreadable["task-flaky"] = 2  # the command's load, then the first resync
+            outcome = h.command("flaky", cmd.Pause(note="x"))
+            assert outcome.error is not None and outcome.error.code == "unavailable"
+            assert h.command("good", cmd.Pause(note="y")).error is None
+            h.advance(1)  # the first restart fails to read again; the second one succeeds
+            assert store.unreadable["task-flaky"] == 0
+            assert h.command("flaky", cmd.Pause(note="x")).error is None
+            h.advance(3600)
+            assert h.calls == []  # both are paused: nothing fired
+        finally:
+            h.runtime.stop()
+
+    def test_a_dead_shard_is_replaced_and_loses_no_message(
+        self, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A shard thread killed by a bug is restarted on its mailbox; no fire is lost."""
+        from chronolog.actors.shard import JobShard
+
+        h = Harness(clock, job_shards=1)
+        h.runtime.start()
+        try:
+            start = clock.now() + timedelta(minutes=1)
+            h.schedule("t", "record", IntervalTrigger(every=1, unit="minutes", start=start))
+            original = JobShard._passivate_idle
+            crashes: list[int] = []
+
+            def crash_once(self: JobShard, idle_seconds: float) -> None:
+                if not crashes:
+                    crashes.append(1)
+                    raise RuntimeError("bug in the shard")
+                original(self, idle_seconds)
+
+            monkeypatch.setattr(JobShard, "_passivate_idle", crash_once)
+            for _ in range(3):
+                h.advance(60)
+            assert crashes == [1]
+            assert h.runtime.supervisor_stats()["shard_restarts"] == 1
+            nominals = [e.nominal_time for e in h.events("t", ExecutionStarted)]
+            assert nominals == [start + timedelta(minutes=i) for i in range(3)]
         finally:
             h.runtime.stop()

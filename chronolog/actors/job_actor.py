@@ -1,27 +1,31 @@
-"""The job actor: hosts one task's decider, appends its decisions, then acts on them.
+"""The job actor: one task's state, its decider, and what it does once a decision is durable.
 
-The order matters: events are appended (durably) *before* any side effect, so an
-execution's ``ExecutionStarted`` is in the log before its function is called. The state
-is only a cache of the task's stream; on a version conflict (another incarnation of this
-actor wrote meanwhile) it is reloaded and the command decided again.
+A job actor is *virtual* (as in Orleans or Akka cluster sharding): it is an object hosted
+by a :class:`~chronolog.actors.shard.JobShard`, which delivers its messages one at a time
+and in order, and it exists only while its task is being commanded, fired or run. Its
+state is a cache of the task's stream, so dropping it (passivation) loses nothing; the
+next message loads it again.
+
+The order of work matters: the shard appends the decided events (durably) *before*
+:meth:`JobActor.act_on` runs, so an execution's ``ExecutionStarted`` is in the log before
+its function is called.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import pykka
 import structlog
 
 from chronolog.actors.executor import ExecutionRequest
-from chronolog.actors.messages import ChildFailed, CommandOutcome, Resync, TaskCommand
-from chronolog.domain.commands import Recover
+from chronolog.domain.commands import Command
 from chronolog.domain.task_decider import decide
 from chronolog.domain.task_state import TaskState, evolve_task, replay_task
-from chronolog.errors import ChronologError, ConcurrencyError, StorageError
 from chronolog.events import (
+    DomainEvent,
     Envelope,
     ExecutionCancelled,
     ExecutionStarted,
@@ -32,8 +36,6 @@ if TYPE_CHECKING:
     from chronolog.actors.runtime import Runtime
 
 log = structlog.get_logger("chronolog.job")
-
-_MAX_CONFLICT_RETRIES = 5
 
 
 def task_stream(task_id: str) -> str:
@@ -46,89 +48,40 @@ def new_execution_id() -> str:
     return uuid.uuid4().hex
 
 
-class JobActor(pykka.ThreadingActor):
-    """One task, alive while it is due soon, running or being commanded."""
+class JobActor:
+    """One task: decides commands against its state and acts on what was appended."""
 
-    use_daemon_thread = True
+    __slots__ = ("last_used", "runtime", "state", "stream_id", "task_id")
 
-    def __init__(self, runtime: Runtime, task_id: str) -> None:
-        super().__init__()
+    def __init__(self, runtime: Runtime, task_id: str, state: TaskState | None = None) -> None:
         self.runtime = runtime
         self.task_id = task_id
         self.stream_id = task_stream(task_id)
-        self.state = TaskState(task_id=task_id)
+        self.state = state if state is not None else TaskState(task_id=task_id)
+        self.last_used = 0.0
 
-    def on_start(self) -> None:
+    def reload(self) -> None:
+        """Replace the cached state by a fresh fold of the task's stream."""
         self.state = replay_task(self.task_id, self.runtime.store.read_stream(self.stream_id))
 
-    def on_receive(self, message: Any) -> None:
-        if isinstance(message, TaskCommand):
-            try:
-                self._handle(message)
-            finally:
-                self.runtime.activity.end()
-        elif isinstance(message, Resync):
-            try:
-                self._resync()
-            finally:
-                self.runtime.activity.end()
+    def orphaned_executions(self) -> bool:
+        """Whether the log says an execution is open that nobody in this process runs."""
+        executor = self.runtime.executor
+        return any(not executor.is_running(e.execution_id) for e in self.state.open_executions)
 
-    def _resync(self) -> None:
-        """After a crash: reload, re-arm the timer, and recover executions nobody runs."""
-        self.on_start()
-        orphaned = [
-            e
-            for e in self.state.open_executions
-            if not self.runtime.executor.is_running(e.execution_id)
-        ]
-        if orphaned:
-            self._handle(TaskCommand(task_id=self.task_id, command=Recover()))
-        else:
-            self.runtime.sync_timer(self.state)
+    def decide(self, command: Command) -> list[DomainEvent]:
+        """The events ``command`` leads to now (raises ``ChronologError`` to refuse it)."""
+        return decide(self.state, command, self.runtime.clock.now(), new_execution_id)
 
-    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
-        self.runtime.supervisor_tell(ChildFailed(self.task_id, repr(exception_value)))
+    def apply(self, envelopes: Sequence[Envelope]) -> None:
+        """Fold events that are now in the log into the cached state."""
+        state = self.state
+        for envelope in envelopes:
+            state = evolve_task(state, envelope)
+        self.state = state
 
-    # --- deciding -------------------------------------------------------------------------
-
-    def _handle(self, message: TaskCommand) -> None:
-        outcome = self._decide_and_append(message)
-        if message.reply is not None:
-            message.reply(outcome)
-
-    def _decide_and_append(self, message: TaskCommand) -> CommandOutcome:
-        for _ in range(_MAX_CONFLICT_RETRIES):
-            now = self.runtime.clock.now()
-            try:
-                events = decide(self.state, message.command, now, new_execution_id)
-            except ChronologError as exc:
-                return CommandOutcome(state=self.state, error=exc)
-            if not events:
-                return CommandOutcome(state=self.state)
-            try:
-                envelopes = self.runtime.store.append(
-                    self.stream_id, events, self.state.version, metadata=message.metadata
-                )
-            except ConcurrencyError:
-                self.on_start()  # another incarnation wrote: reload and decide again
-                continue
-            except ChronologError as exc:
-                log.error("append failed", task_id=self.task_id, error=str(exc))
-                return CommandOutcome(state=self.state, error=exc)
-            for envelope in envelopes:
-                self.state = evolve_task(self.state, envelope)
-            self._act_on(envelopes)
-            return CommandOutcome(state=self.state, envelopes=tuple(envelopes))
-        return CommandOutcome(
-            state=self.state,
-            error=StorageError(
-                f"task {self.task_id!r} kept changing under this command; try again"
-            ),
-        )
-
-    # --- acting ---------------------------------------------------------------------------
-
-    def _act_on(self, envelopes: list[Envelope]) -> None:
+    def act_on(self, envelopes: Sequence[Envelope]) -> None:
+        """Start, cancel and re-arm what the appended events ask for."""
         runtime = self.runtime
         definition = self.state.definition
         for envelope in envelopes:
@@ -136,15 +89,6 @@ class JobActor(pykka.ThreadingActor):
             if isinstance(event, ExecutionStarted) and definition is not None:
                 if self.state.open_execution(event.execution_id) is None:
                     continue  # started and already ended within this same decision
-                log.debug(
-                    "execution started",
-                    task_id=self.task_id,
-                    execution_id=event.execution_id,
-                    nominal_time=event.nominal_time.isoformat(),
-                    attempt=event.attempt,
-                    reason=event.reason,
-                    position=envelope.position,
-                )
                 timeout = definition.policies.timeout_seconds
                 if timeout is not None:
                     runtime.timer.add_timeout(

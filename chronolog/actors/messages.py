@@ -1,13 +1,12 @@
-"""Messages between the facade, the supervisor and the job actors."""
+"""Messages between the facade, the supervisor, the shards and the job actors."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import msgspec
 
-from chronolog.actors.timer import Due
-from chronolog.domain.commands import Command, Finish
+from chronolog.domain.commands import Command
 from chronolog.domain.task_state import TaskState
 from chronolog.errors import ChronologError
 from chronolog.events import Envelope, EventMetadata
@@ -39,27 +38,35 @@ class TaskCommand(msgspec.Struct, frozen=True, kw_only=True):
     reply: Reply | None = None
 
 
-class TimerFired(msgspec.Struct, frozen=True):
-    """Entries the timer found due."""
-
-    due: Sequence[Due]
-
-
-class ExecutionFinished(msgspec.Struct, frozen=True):
-    """The executor's report of a finished function call."""
+class Resync(msgspec.Struct, frozen=True):
+    """Reload the task from its stream and repair what a crash may have lost."""
 
     task_id: str
-    finish: Finish
 
 
-class ChildFailed(msgspec.Struct, frozen=True):
-    """A job actor crashed (reported from its ``on_failure``)."""
+class Passivate(msgspec.Struct, frozen=True):
+    """Drop the job actors that have been idle for ``idle_seconds`` (none that run)."""
+
+    idle_seconds: float
+
+
+#: What a shard's mailbox holds.
+ShardMessage = TaskCommand | Resync | Passivate
+
+
+class Drain(msgspec.Struct, frozen=True):
+    """Tells a shard that its mailbox has messages."""
+
+
+class TaskFailed(msgspec.Struct, frozen=True):
+    """A job actor failed unexpectedly (a bug, or its stream could not be read)."""
 
     task_id: str
     error: str
 
 
-class Resync(msgspec.Struct, frozen=True):
-    """Reload the task from its stream and repair what a crash may have lost."""
+class ShardFailed(msgspec.Struct, frozen=True):
+    """A shard's thread died; its job actors are gone, its mailbox is kept."""
 
-    task_id: str
+    index: int
+    error: str

@@ -1,11 +1,13 @@
-"""The runtime: wires the store, the timer, the executor and the supervisor together.
+"""The runtime: wires the store, the timer, the executor, the shards and the supervisor.
 
 It owns start-up (recovery from the log), the paths by which parts talk to each other
-(every message to a job actor goes through the supervisor), and an orderly stop.
+(every message to a job actor is posted to the mailbox of the shard its task id maps
+to), and an orderly stop.
 """
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 from collections.abc import Sequence
@@ -17,10 +19,12 @@ import structlog
 from chronolog.actors.activity import ActivityCounter
 from chronolog.actors.executor import ExecutionRequest, Executor
 from chronolog.actors.housekeeper import CLEANUP_STREAM_PREFIX, Housekeeper
-from chronolog.actors.messages import ExecutionFinished, Reply, TaskCommand, TimerFired
-from chronolog.actors.supervisor import PASSIVATE_WAKE, Supervisor
-from chronolog.actors.timer import Due, Timer, WakeDue
+from chronolog.actors.messages import Passivate, Reply, Resync, ShardMessage, TaskCommand
+from chronolog.actors.shard import ShardSlot
+from chronolog.actors.supervisor import PASSIVATE_WAKE, RESTART_PREFIX, Supervisor
+from chronolog.actors.timer import Due, FireDue, RetryDue, TimeoutDue, Timer, WakeDue
 from chronolog.clock import Clock, SystemClock
+from chronolog.domain import commands as cmd
 from chronolog.domain.cleanup_state import CleanupState, evolve_cleanup
 from chronolog.domain.commands import Command, Finish, Recover
 from chronolog.domain.task_state import TaskState, evolve_task
@@ -61,6 +65,9 @@ class Runtime:
             threads=settings.executor_threads,
             max_result_bytes=settings.max_result_bytes,
         )
+        shards = min(settings.job_shards, settings.max_live_actors)
+        capacity = max(settings.max_live_actors // shards, 1)
+        self._slots = [ShardSlot(index, capacity) for index in range(shards)]
         self._supervisor: pykka.ActorRef[Supervisor] | None = None
         self.housekeeper: Housekeeper | None = None
         self._started = False
@@ -72,9 +79,9 @@ class Runtime:
 
     def start(self) -> None:
         """Recover every task from the log, then start the supervisor and the timer."""
-        self._supervisor = Supervisor.start(self)
         started = time.perf_counter()
-        open_tasks, cleanups = self._recover()
+        open_tasks, cleanups, states = self._recover()
+        self._supervisor = Supervisor.start(self, self._slots, self._seeds(states))
         self.housekeeper = Housekeeper(self, cleanups)
         self.timer.add(
             self.clock.now() + timedelta(seconds=self.settings.actor_idle_seconds / 2),
@@ -82,7 +89,7 @@ class Runtime:
         )
         self._started = True
         for task_id in open_tasks:
-            self.send(task_id, Recover())
+            self._command(task_id, Recover())
         if self.fire_timers:
             self.timer.start()
         (log.info if self.fire_timers else log.debug)(
@@ -92,10 +99,11 @@ class Runtime:
             seconds=round(time.perf_counter() - started, 3),
         )
 
-    def _recover(self) -> tuple[list[str], dict[str, CleanupState]]:
+    def _recover(self) -> tuple[list[str], dict[str, CleanupState], list[TaskState]]:
         """Fold every stream and arm the timer.
 
-        Returns the tasks whose executions were cut off, and the cleanup registrations.
+        Returns the tasks whose executions were cut off, the cleanup registrations, and
+        every task's state.
         """
         states: dict[str, TaskState] = {}
         cleanups: dict[str, CleanupState] = {}
@@ -123,7 +131,27 @@ class Runtime:
             if (state.open_executions and not state.is_final) or state.open_executions:
                 open_tasks.append(state.task_id)
         self.recovered_tasks = len(states)
-        return open_tasks, cleanups
+        return open_tasks, cleanups, list(states.values())
+
+    def _seeds(self, states: list[TaskState]) -> list[list[TaskState]]:
+        """Per shard, the states of the active tasks due soonest, as many as it hosts.
+
+        Recovery has folded them anyway; handing them over spares the first fires after a
+        restart from reading their streams again.
+        """
+        seeds: list[list[TaskState]] = [[] for _ in self._slots]
+        due = [
+            (s.next_fire_at or s.next_nominal, i)
+            for i, s in enumerate(states)
+            if s.lifecycle == "active" and s.next_nominal is not None
+        ]
+        capacity = self._slots[0].capacity
+        for _, i in heapq.nsmallest(capacity * len(self._slots), due):
+            state = states[i]
+            shard = seeds[self._slot_of(state.task_id).index]
+            if len(shard) < capacity:
+                shard.append(state)
+        return seeds
 
     def stop(self, *, wait_for_executions: float = 10.0) -> None:
         """Stop the timer, let running executions finish (up to the wait), stop the actors."""
@@ -158,9 +186,19 @@ class Runtime:
         """Deliver ``command`` to the task's job actor; ``reply`` gets the outcome."""
         if self._supervisor is None or self._stopping:
             raise ServiceUnavailableError("the scheduler is not running")
-        self.supervisor_tell(
-            TaskCommand(task_id=task_id, command=command, metadata=metadata, reply=reply)
-        )
+        self._post(TaskCommand(task_id=task_id, command=command, metadata=metadata, reply=reply))
+
+    def _slot_of(self, task_id: str) -> ShardSlot:
+        return self._slots[hash(task_id) % len(self._slots)]
+
+    def _post(self, message: ShardMessage, slot: ShardSlot | None = None) -> None:
+        """Queue a message for a shard, counting it as work in flight."""
+        if slot is None:
+            assert not isinstance(message, Passivate)
+            slot = self._slot_of(message.task_id)
+        self.activity.begin()
+        if slot.mailbox.post(message):
+            slot.wake()
 
     def supervisor_tell(self, message: object) -> None:
         """Send a message to the supervisor, counting it as work in flight."""
@@ -188,17 +226,33 @@ class Runtime:
             self.timer.sync_task(state.task_id, None, ())
 
     def supervisor_stats(self) -> dict[str, int]:
-        """Live, spawned and passivated job actor counts."""
+        """Job actor counts (live, activated, passivated) and shard figures."""
         if self._supervisor is None:
             return {}
         stats: dict[str, int] = self._supervisor.ask("stats", block=True, timeout=10)
         return stats
 
-    def _on_timer(self, due: Sequence[Due]) -> None:
-        self.supervisor_tell(TimerFired(list(due)))
+    def _on_timer(self, batch: Sequence[Due]) -> None:
+        for due in batch:
+            if isinstance(due, FireDue):
+                self._command(due.task_id, cmd.Fire(nominal_time=due.nominal_time))
+            elif isinstance(due, RetryDue):
+                self._command(due.task_id, cmd.RetryDue(execution_id=due.execution_id))
+            elif isinstance(due, TimeoutDue):
+                self._command(due.task_id, cmd.TimeoutDue(execution_id=due.execution_id))
+            elif due.name == PASSIVATE_WAKE:
+                idle = self.settings.actor_idle_seconds
+                for slot in self._slots:
+                    self._post(Passivate(idle), slot)
+                self.timer.add(self.clock.now() + timedelta(seconds=idle / 2), due)
+            elif due.name.startswith(RESTART_PREFIX):
+                self._post(Resync(due.name[len(RESTART_PREFIX) :]))
+
+    def _command(self, task_id: str, command: Command) -> None:
+        self._post(TaskCommand(task_id=task_id, command=command))
 
     def _on_finish(self, task_id: str, finish: Finish) -> None:
-        self.supervisor_tell(ExecutionFinished(task_id, finish))
+        self._command(task_id, finish)
 
     # --- tests ---------------------------------------------------------------------------
 
