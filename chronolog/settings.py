@@ -42,7 +42,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     default_timeout: PositiveFloat | None = None
     #: Most job actors alive at once (each holds its task's state in memory); the least
     #: recently used idle ones are passivated to stay under it.
-    max_live_actors: PositiveInt = 10_000
+    max_live_actors: PositiveInt = 20_000
     #: Threads that host the job actors; each appends its actors' decisions in batches.
     job_shards: PositiveInt = 4
     #: Seconds a job actor may idle before it is passivated.

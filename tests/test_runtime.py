@@ -405,6 +405,7 @@ class TestShards:
             outcome = h.command("flaky", cmd.Pause(note="x"))
             assert outcome.error is not None and outcome.error.code == "unavailable"
             assert h.command("good", cmd.Pause(note="y")).error is None
+            assert h.runtime.settle(10)  # the supervisor has heard of the failure
             h.advance(1)  # the first restart fails to read again; the second one succeeds
             assert store.unreadable["task-flaky"] == 0
             assert h.command("flaky", cmd.Pause(note="x")).error is None
@@ -436,6 +437,7 @@ class TestShards:
             monkeypatch.setattr(JobShard, "_passivate_idle", crash_once)
             for _ in range(3):
                 h.advance(60)
+                h.advance(1)  # a fire lost with the shard is re-armed 0.1 s later
             assert crashes == [1]
             assert h.runtime.supervisor_stats()["shard_restarts"] == 1
             nominals = [e.nominal_time for e in h.events("t", ExecutionStarted)]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import contextvars
+import queue
 import threading
 import time
 import traceback
@@ -94,6 +94,7 @@ class ExecutionRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 FinishCallback = Callable[[str, Finish], None]
+_Work = tuple[ExecutionRequest, "ExecutionContext", Callable[..., Any], bool]
 
 
 class Executor:
@@ -112,9 +113,16 @@ class Executor:
         self._on_finish = on_finish
         self._on_forget = on_forget
         self._max_result_bytes = max_result_bytes
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=threads, thread_name_prefix="chronolog-exec"
-        )
+        # A plain queue and fixed threads rather than a ThreadPoolExecutor: no Future, no
+        # work item and no thread-count check per call, which shows at thousands of runs
+        # per second.
+        self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._workers = [
+            threading.Thread(target=self._work_loop, name=f"chronolog-exec-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        for worker in self._workers:
+            worker.start()
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(
             target=self._loop.run_forever, name="chronolog-async", daemon=True
@@ -151,9 +159,7 @@ class Executor:
                 self._run_async(request, context, entry.function, entry.accepts_context), self._loop
             )
         else:
-            self._pool.submit(
-                self._run_sync, request, context, entry.function, entry.accepts_context
-            )
+            self._work.put((request, context, entry.function, entry.accepts_context))
 
     def cancel(self, execution_id: str) -> bool:
         """Signal a running execution to stop; coroutines are cancelled outright."""
@@ -198,6 +204,13 @@ class Executor:
             kwargs["context"] = context
         return kwargs
 
+    def _work_loop(self) -> None:
+        while True:
+            work = self._work.get()
+            if work is None:
+                return
+            self._run_sync(*work)
+
     def _run_sync(
         self,
         request: ExecutionRequest,
@@ -208,17 +221,18 @@ class Executor:
         token = _current.set(context)
         started = time.perf_counter()
         # Bound for the function's own structlog calls too: its log lines carry the ids.
-        with structlog.contextvars.bound_contextvars(
+        bound = structlog.contextvars.bind_contextvars(
             task_id=request.task_id, execution_id=request.execution_id
-        ):
-            try:
-                value = function(**self._call_kwargs(request, context, accepts_context))
-            except BaseException as exc:
-                self._report(request, context, started, None, exc)
-            else:
-                self._report(request, context, started, value, None)
-            finally:
-                _current.reset(token)
+        )
+        try:
+            value = function(**self._call_kwargs(request, context, accepts_context))
+        except BaseException as exc:
+            self._report(request, context, started, None, exc)
+        else:
+            self._report(request, context, started, value, None)
+        finally:
+            structlog.contextvars.reset_contextvars(**bound)
+            _current.reset(token)
 
     async def _run_async(
         self,
@@ -321,6 +335,16 @@ class Executor:
                 running = list(self._running)
             for execution_id in running:
                 self.cancel(execution_id)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        # Runs still queued never start: their ``ExecutionStarted`` stays open in the log and
+        # the next start records them as interrupted (and retries them per policy).
+        while True:
+            try:
+                queued = self._work.get_nowait()
+            except queue.Empty:
+                break
+            if queued is not None:
+                self._forget(queued[0].execution_id)
+        for _ in self._workers:
+            self._work.put(None)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._loop_thread.join(timeout=5)

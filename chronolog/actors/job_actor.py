@@ -13,7 +13,7 @@ its function is called.
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -44,8 +44,9 @@ def task_stream(task_id: str) -> str:
 
 
 def new_execution_id() -> str:
-    """A fresh, unique execution id."""
-    return uuid.uuid4().hex
+    """A fresh, unique execution id: 128 random bits in hex (the shape of ``uuid4().hex``,
+    at a fraction of its cost)."""
+    return os.urandom(16).hex()
 
 
 class JobActor:

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("chronolog.shard")
 
 #: Most task commands decided and appended together (bounds the wait of the first one).
-ROUND_SIZE = 256
+ROUND_SIZE = 64
 _MAX_CONFLICT_RETRIES = 5
 #: How many least-recently-used job actors are looked at to find one that is not running.
 _EVICTION_SCAN = 256

@@ -100,7 +100,7 @@ def _compile(spec: TriggerSpec) -> _Compiled:
 # identity cache in front keeps validation off the hot path. Entries keep their spec
 # alive, so an id is never reused while its entry exists.
 _by_identity: dict[int, tuple[TriggerSpec, _Compiled]] = {}
-_IDENTITY_CACHE_SIZE = 4096
+_IDENTITY_CACHE_SIZE = 65_536
 
 
 @lru_cache(maxsize=16_384)
