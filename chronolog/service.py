@@ -222,6 +222,7 @@ class SchedulerService:
             task_id,
             cmd.Schedule(definition=definition, recurring=is_recurring, cause=_cause(caused_by)),
             caused_by,
+            new_task=event_id is None,
         )
         return task_id
 
@@ -529,12 +530,19 @@ class SchedulerService:
         return state
 
     async def _send(
-        self, task_id: str, command: cmd.Command, caused_by: Cause | None
+        self,
+        task_id: str,
+        command: cmd.Command,
+        caused_by: Cause | None,
+        *,
+        new_task: bool = False,
     ) -> CommandOutcome:
         runtime = self._module.require_runtime()
         metadata = EventMetadata(correlation_id=uuid.uuid4().hex, caused_by=_cause(caused_by))
         outcome: CommandOutcome = await _reply_of(
-            lambda reply: runtime.send(task_id, command, metadata=metadata, reply=reply),
+            lambda reply: runtime.send(
+                task_id, command, metadata=metadata, reply=reply, new_task=new_task
+            ),
             REPLY_TIMEOUT,
             "the scheduler",
         )

@@ -444,3 +444,25 @@ class TestShards:
             assert nominals == [start + timedelta(minutes=i) for i in range(3)]
         finally:
             h.runtime.stop()
+
+    def test_a_wrong_new_task_hint_is_caught_by_the_append(self, clock: FakeClock) -> None:
+        """A command claiming a new id for an existing task is decided against the log."""
+        store = InMemoryEventStore(clock=clock)
+        h = Harness(clock, store)
+        h.runtime.start()
+        first = definition("t", later(clock, hours=2))
+        h.command("t", cmd.Schedule(definition=first, recurring=False))
+        h.schedule("u", "record", later(clock, hours=1))  # due sooner: the one kept loaded
+        h.runtime.stop()
+        h = Harness(clock, store, max_live_actors=1, job_shards=1)
+        h.runtime.start()
+        try:
+            before = len(h.events("t"))
+            future: concurrent.futures.Future[CommandOutcome] = concurrent.futures.Future()
+            again = cmd.Schedule(definition=first, recurring=False)
+            h.runtime.send("t", again, reply=future.set_result, new_task=True)
+            outcome = future.result(10)
+            assert outcome.error is None and outcome.envelopes == ()  # the same spec: no-op
+            assert len(h.events("t")) == before
+        finally:
+            h.runtime.stop()

@@ -30,12 +30,18 @@ Reply = Callable[[CommandOutcome], object]
 
 
 class TaskCommand(msgspec.Struct, frozen=True, kw_only=True):
-    """A command for one task; ``reply`` (if any) is called exactly once."""
+    """A command for one task; ``reply`` (if any) is called exactly once.
+
+    ``new_task`` says the sender made the task id up just now (a fresh random id), so there
+    is no stream to load. It is only a hint: the append still expects an empty stream, and
+    a conflict reloads and decides again.
+    """
 
     task_id: str
     command: Command
     metadata: EventMetadata | None = None
     reply: Reply | None = None
+    new_task: bool = False
 
 
 class Resync(msgspec.Struct, frozen=True):

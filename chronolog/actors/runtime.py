@@ -182,11 +182,23 @@ class Runtime:
         *,
         metadata: EventMetadata | None = None,
         reply: Reply | None = None,
+        new_task: bool = False,
     ) -> None:
-        """Deliver ``command`` to the task's job actor; ``reply`` gets the outcome."""
+        """Deliver ``command`` to the task's job actor; ``reply`` gets the outcome.
+
+        ``new_task``: the caller just made this id up, so there is no stream to load yet.
+        """
         if self._supervisor is None or self._stopping:
             raise ServiceUnavailableError("the scheduler is not running")
-        self._post(TaskCommand(task_id=task_id, command=command, metadata=metadata, reply=reply))
+        self._post(
+            TaskCommand(
+                task_id=task_id,
+                command=command,
+                metadata=metadata,
+                reply=reply,
+                new_task=new_task,
+            )
+        )
 
     def _slot_of(self, task_id: str) -> ShardSlot:
         return self._slots[hash(task_id) % len(self._slots)]

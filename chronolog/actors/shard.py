@@ -180,7 +180,8 @@ class JobShard(pykka.ThreadingActor):
         waiting: list[tuple[TaskCommand | Resync, JobActor]] = []
         for message in batch:
             try:
-                job = self._job(message.task_id)
+                fresh = isinstance(message, TaskCommand) and message.new_task
+                job = self._job(message.task_id, fresh=fresh and id(message) not in conflicts)
                 command = self._command_for(message, job)
             except Exception as exc:
                 self._job_failed(message, exc)
@@ -262,13 +263,18 @@ class JobShard(pykka.ThreadingActor):
 
     # --- the job actors ------------------------------------------------------------------
 
-    def _job(self, task_id: str) -> JobActor:
+    def _job(self, task_id: str, *, fresh: bool = False) -> JobActor:
+        """The task's job actor, activated (its stream loaded) if it is not live.
+
+        ``fresh``: the id was just made up, so the stream is known to be empty.
+        """
         job = self.jobs.get(task_id)
         if job is None:
             while len(self.jobs) >= self.slot.capacity:
                 self._passivate(self._eviction_victim())
             job = JobActor(self.runtime, task_id)
-            job.reload()
+            if not fresh:
+                job.reload()
             self.jobs[task_id] = job
             self.activated += 1
         else:
