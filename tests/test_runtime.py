@@ -11,11 +11,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from chronolog.actors.messages import CommandOutcome
+from chronolog.actors.messages import CommandOutcome, TaskCommand
 from chronolog.actors.runtime import Runtime
 from chronolog.domain import commands as cmd
 from chronolog.events import (
+    EventMetadata,
     ExecutionFailed,
     ExecutionInterrupted,
     ExecutionStarted,
@@ -466,3 +469,28 @@ class TestShards:
             assert len(h.events("t")) == before
         finally:
             h.runtime.stop()
+
+
+@given(
+    tasks=st.lists(st.sampled_from("abcdef"), max_size=60),
+    limit=st.integers(min_value=1, max_value=8),
+)
+def test_rounds_keep_each_tasks_order_and_hold_a_task_once(tasks: list[str], limit: int) -> None:
+    """Splitting a backlog into rounds never reorders a task's messages nor loses one."""
+    from chronolog.actors.shard import _one_per_task
+
+    messages: list[Any] = [
+        TaskCommand(task_id=t, command=cmd.RunNow(), metadata=EventMetadata(correlation_id=str(i)))
+        for i, t in enumerate(tasks)
+    ]
+    rounds = []
+    pending = messages
+    while pending:
+        batch, pending = _one_per_task(pending, limit)
+        assert batch and len(batch) <= limit
+        assert len({m.task_id for m in batch}) == len(batch)
+        rounds.append(batch)
+    flat = [m for batch in rounds for m in batch]
+    assert sorted(flat, key=id) == sorted(messages, key=id)
+    for task in set(tasks):
+        assert [m for m in flat if m.task_id == task] == [m for m in messages if m.task_id == task]

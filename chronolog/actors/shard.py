@@ -315,21 +315,22 @@ class JobShard(pykka.ThreadingActor):
 def _one_per_task(
     messages: list[ShardMessage], limit: int
 ) -> tuple[list[TaskCommand | Resync], list[ShardMessage]]:
-    """Split off a round: the first message of each task, at most ``limit`` of them."""
+    """Split off a round: the first message of each task, at most ``limit`` of them.
+
+    Scans only as far as it must, so a long backlog is split in linear time overall.
+    """
     batch: list[TaskCommand | Resync] = []
-    rest: list[ShardMessage] = []
+    deferred: list[ShardMessage] = []
     seen: set[str] = set()
-    for message in messages:
-        if (
-            isinstance(message, TaskCommand | Resync)
-            and message.task_id not in seen
-            and len(batch) < limit
-        ):
+    for index, message in enumerate(messages):
+        if len(batch) >= limit:
+            return batch, deferred + messages[index:]
+        if isinstance(message, TaskCommand | Resync) and message.task_id not in seen:
             seen.add(message.task_id)
             batch.append(message)
         else:
-            rest.append(message)
-    return batch, rest
+            deferred.append(message)
+    return batch, deferred
 
 
 def _unavailable(message: ShardMessage) -> ServiceUnavailableError:

@@ -7,9 +7,9 @@ the facade reports about one task; the DuckDB projections keep richer read model
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 from msgspec.structs import replace
@@ -300,12 +300,24 @@ def _later(a: datetime | None, b: datetime) -> datetime:
     return b if a is None or b > a else a
 
 
+# singledispatch looks the type up through a weak-keyed cache on every call; the fold runs
+# for every event of every replay, so the resolved handlers are kept in a plain dict.
+_handlers: dict[type, Callable[[Any, TaskState], TaskState]] = {}
+
+
+def _handler(event_type: type) -> Callable[[Any, TaskState], TaskState]:
+    handler = _handlers.get(event_type)
+    if handler is None:
+        handler = _handlers[event_type] = _apply.dispatch(event_type)
+    return handler
+
+
 def evolve_task(state: TaskState, item: Envelope | DomainEvent) -> TaskState:
     """Fold one event (or envelope) of the task's stream into its state."""
     if isinstance(item, Envelope):
-        new = _apply(item.event, state)
-        return replace(new, version=item.stream_version)
-    return replace(_apply(item, state), version=state.version + 1)
+        event = item.event
+        return replace(_handler(type(event))(event, state), version=item.stream_version)
+    return replace(_handler(type(item))(item, state), version=state.version + 1)
 
 
 def replay_task(task_id: str, events: Iterable[Envelope | DomainEvent]) -> TaskState:
