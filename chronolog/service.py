@@ -15,7 +15,6 @@ import collections
 import concurrent.futures
 import functools
 import threading
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -34,6 +33,7 @@ from chronolog.errors import (
     ValidationError,
 )
 from chronolog.events import Cause, EventMetadata, TaskDefinition
+from chronolog.ids import new_id
 from chronolog.projections import queries
 from chronolog.result import ErrorInfo, Result
 from chronolog.task_spec import (
@@ -100,7 +100,9 @@ async def _reply_of(
 
     send(lambda answer: loop.call_soon_threadsafe(resolve, answer))
     try:
-        return await asyncio.wait_for(future, timeout)
+        # asyncio.timeout, not wait_for: no extra Task per call.
+        async with asyncio.timeout(timeout):
+            return await future
     except TimeoutError:
         raise RequestTimeoutError(f"{who} did not answer within {timeout:.0f} s") from None
 
@@ -216,7 +218,7 @@ class SchedulerService:
             module_id=module_id,
             parameters=dict(parameters) if parameters is not None else None,
         )
-        task_id = uuid.uuid4().hex if event_id is None else check_id(event_id)
+        task_id = new_id() if event_id is None else check_id(event_id)
         definition, is_recurring = self.validate_schedule(request)
         await self._send(
             task_id,
@@ -538,7 +540,7 @@ class SchedulerService:
         new_task: bool = False,
     ) -> CommandOutcome:
         runtime = self._module.require_runtime()
-        metadata = EventMetadata(correlation_id=uuid.uuid4().hex, caused_by=_cause(caused_by))
+        metadata = EventMetadata(correlation_id=new_id(), caused_by=_cause(caused_by))
         outcome: CommandOutcome = await _reply_of(
             lambda reply: runtime.send(
                 task_id, command, metadata=metadata, reply=reply, new_task=new_task

@@ -24,7 +24,7 @@ from chronolog.triggers import (
     DateTrigger,
     IntervalTrigger,
     TriggerSpec,
-    local_zone_name,
+    machine_zone,
     validate,
 )
 from chronolog.triggers.spec import AmbiguousPolicy, IntervalUnit, MonthEndPolicy, NonexistentPolicy
@@ -87,7 +87,7 @@ def _choice(field: str, value: str | None, allowed: Any) -> Any:
 
 def resolve_zone(name: str | None, settings: Settings) -> str:
     """The zone a task uses: its own, else the settings' default, else the machine's."""
-    zone = name or settings.default_timezone or local_zone_name()
+    zone = name or settings.default_timezone or machine_zone()
     try:
         ZoneInfo(zone)
     except Exception:

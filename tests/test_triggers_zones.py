@@ -14,7 +14,9 @@ from chronolog.triggers import (
     DateTrigger,
     IntervalTrigger,
     local_zone_name,
+    machine_zone,
     rule_applications,
+    zones,
 )
 
 JAN_2027 = datetime(2027, 1, 1, tzinfo=UTC)
@@ -52,6 +54,24 @@ class TestLocalZoneName:
         assert local_zone_name() == "Africa/Casablanca"
         monkeypatch.setattr(Path, "read_text", lambda *_, **__: "not a zone")
         assert local_zone_name() == "UTC"
+
+    def test_machine_zone_rereads_files_after_a_while_and_tz_at_once(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The cached answer follows a TZ change at once and a file change within the TTL."""
+        monkeypatch.delenv("TZ", raising=False)
+        link = ["../usr/share/zoneinfo/Pacific/Apia"]
+        monkeypatch.setattr(os, "readlink", lambda _: link[0])
+        clock = [1000.0]
+        monkeypatch.setattr(zones.time, "monotonic", lambda: clock[0])
+        monkeypatch.setattr(zones, "_machine_zone", None)
+        assert machine_zone() == "Pacific/Apia"
+        link[0] = "/usr/share/zoneinfo/Asia/Tokyo"
+        assert machine_zone() == "Pacific/Apia"  # trusted for a while
+        clock[0] += zones.MACHINE_ZONE_TTL
+        assert machine_zone() == "Asia/Tokyo"
+        monkeypatch.setenv("TZ", "Europe/Berlin")
+        assert machine_zone() == "Europe/Berlin"  # at once
 
     def test_real_machine_answer_loads(self) -> None:
         """Whatever this machine says is a loadable IANA zone."""

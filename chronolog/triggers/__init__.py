@@ -19,7 +19,7 @@ from chronolog.triggers.spec import (
     TriggerSpec,
 )
 from chronolog.triggers.validation import validate
-from chronolog.triggers.zones import local_zone_name
+from chronolog.triggers.zones import local_zone_name, machine_zone
 
 __all__ = [
     "AmbiguousPolicy",
@@ -32,6 +32,7 @@ __all__ = [
     "NonexistentPolicy",
     "TriggerSpec",
     "local_zone_name",
+    "machine_zone",
     "next_fire",
     "preview",
     "rule_applications",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import time
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -157,6 +158,28 @@ def local_zone_name() -> str:
             continue
         return name
     return "UTC"
+
+
+#: How long :func:`machine_zone` trusts its last look at the system files (seconds).
+MACHINE_ZONE_TTL = 60.0
+_machine_zone: tuple[str, float, str] | None = None  # (TZ value, checked at, zone name)
+
+
+def machine_zone() -> str:
+    """:func:`local_zone_name`, re-read at most once a minute (and whenever ``TZ`` changes).
+
+    Scheduling calls ask for the default zone on every call; reading ``/etc/localtime``
+    and ``/etc/timezone`` each time cost more than the rest of the validation together.
+    """
+    global _machine_zone
+    tz_env = os.environ.get("TZ", "")
+    now = time.monotonic()
+    cached = _machine_zone
+    if cached is not None and cached[0] == tz_env and now - cached[1] < MACHINE_ZONE_TTL:
+        return cached[2]
+    name = local_zone_name()
+    _machine_zone = (tz_env, now, name)
+    return name
 
 
 def _zone_name_from_path(value: str) -> str:
