@@ -26,28 +26,28 @@ from chronolog.clock import Clock
 MAX_SLEEP = 5.0
 
 
-class FireDue(msgspec.Struct, frozen=True):
+class FireDue(msgspec.Struct, frozen=True, gc=False):
     """The task's pending fire is due."""
 
     task_id: str
     nominal_time: datetime
 
 
-class RetryDue(msgspec.Struct, frozen=True):
+class RetryDue(msgspec.Struct, frozen=True, gc=False):
     """The retry of a failed execution is due."""
 
     task_id: str
     execution_id: str
 
 
-class TimeoutDue(msgspec.Struct, frozen=True):
+class TimeoutDue(msgspec.Struct, frozen=True, gc=False):
     """An execution has reached its timeout."""
 
     task_id: str
     execution_id: str
 
 
-class WakeDue(msgspec.Struct, frozen=True):
+class WakeDue(msgspec.Struct, frozen=True, gc=False):
     """A periodic wake-up for housekeeping work (passivating idle actors)."""
 
     name: str

@@ -49,7 +49,7 @@ Outcome = Literal["succeeded", "failed", "timed_out", "cancelled", "interrupted"
 _FAILED_OUTCOMES = ("failed", "timed_out", "interrupted")
 
 
-class OpenExecution(msgspec.Struct, frozen=True, kw_only=True):
+class OpenExecution(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """An execution that has started and not yet finished."""
 
     execution_id: str
@@ -59,7 +59,7 @@ class OpenExecution(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key: str | None = None
 
 
-class PendingRetry(msgspec.Struct, frozen=True, kw_only=True):
+class PendingRetry(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """A failed execution (``execution_id``) waiting to be tried again as ``attempt``."""
 
     execution_id: str
@@ -69,7 +69,7 @@ class PendingRetry(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key: str | None = None
 
 
-class TaskState(msgspec.Struct, frozen=True, kw_only=True):
+class TaskState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """Everything the decider knows about one task.
 
     ``fires`` counts nominal times consumed by the schedule (run, queued or skipped), which

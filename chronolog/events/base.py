@@ -11,7 +11,11 @@ import msgspec
 CauseKind = Literal["host", "module", "agent", "http", "cli", "scheduler"]
 
 
-class DomainEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+# gc=False here and on the other value types of the log and the domain (envelopes,
+# definitions, triggers, task states): they are immutable trees that never form reference
+# cycles, so reference counting frees them, and leaving them out of the cyclic collector
+# keeps its full collections (which stop every thread) short on a heap of 100,000 tasks.
+class DomainEvent(msgspec.Struct, frozen=True, gc=False, kw_only=True, tag_field="type"):
     """An immutable fact in the log.
 
     Subclasses are tagged with their class name (the ``type`` column of the log) and carry
@@ -26,7 +30,7 @@ class DomainEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
         return type(self).__name__
 
 
-class Cause(msgspec.Struct, frozen=True, kw_only=True):
+class Cause(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """Who asked for a change: a kind and, where known, an identifier (module id, agent name)."""
 
     kind: CauseKind = "host"
@@ -36,7 +40,7 @@ class Cause(msgspec.Struct, frozen=True, kw_only=True):
 SCHEDULER = Cause(kind="scheduler")
 
 
-class EventMetadata(msgspec.Struct, frozen=True, kw_only=True):
+class EventMetadata(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """What links an event to the request that caused it.
 
     ``correlation_id`` is shared by every event one request produced (and by what those

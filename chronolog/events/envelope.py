@@ -8,7 +8,7 @@ from chronolog.clock import AwareDatetime
 from chronolog.events.base import DomainEvent, EventMetadata
 
 
-class Envelope(msgspec.Struct, frozen=True, kw_only=True):
+class Envelope(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """One record of the log as readers see it.
 
     ``position`` is the event's place in the whole log (gapless, increasing); ``stream_id``

@@ -15,7 +15,7 @@ CatchupPolicy = Literal["run_once", "run_all", "skip"]
 CompletionReason = Literal["one_shot", "end_date", "max_runs"]
 
 
-class TaskPolicies(msgspec.Struct, frozen=True, kw_only=True):
+class TaskPolicies(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """How a task's executions behave: retries, timeout, overlap and catch-up."""
 
     max_retries: int = 0
@@ -30,7 +30,7 @@ class TaskPolicies(msgspec.Struct, frozen=True, kw_only=True):
     misfire_grace_seconds: float | None = 60.0
 
 
-class TaskDefinition(msgspec.Struct, frozen=True, kw_only=True):
+class TaskDefinition(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """Everything that defines a task apart from its id: what runs, with what, and when."""
 
     name: str

@@ -11,7 +11,7 @@ _ZERO = timedelta(0)
 _TWO_64 = float(1 << 64)
 
 
-class Fire(msgspec.Struct, frozen=True):
+class Fire(msgspec.Struct, frozen=True, gc=False):
     """One instant a trigger chose.
 
     ``nominal`` is the instant the rules picked (aware UTC); it names the execution and is

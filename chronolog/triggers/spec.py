@@ -28,7 +28,7 @@ AmbiguousPolicy = Literal["auto", "first", "last", "both"]
 MonthEndPolicy = Literal["clamp", "skip"]
 
 
-class _TriggerBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
+class _TriggerBase(msgspec.Struct, frozen=True, gc=False, kw_only=True, tag_field="kind"):
     """Options every trigger kind shares."""
 
     timezone: str = "UTC"
