@@ -11,6 +11,7 @@ blocking, for hosts without an event loop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import functools
 import threading
@@ -22,7 +23,6 @@ import structlog
 
 from chronolog.actors.housekeeper import Housekeeper, Registration, RunOutcome
 from chronolog.actors.messages import CommandOutcome
-from chronolog.admission import LoopAdmission
 from chronolog.domain import commands as cmd
 from chronolog.domain.task_state import TaskState, replay_task
 from chronolog.errors import (
@@ -33,6 +33,7 @@ from chronolog.errors import (
     ValidationError,
 )
 from chronolog.events import Cause, EventMetadata, TaskDefinition
+from chronolog.host_loop import LoopAdmission, inbox_of
 from chronolog.ids import new_id
 from chronolog.projections import queries
 from chronolog.result import ErrorInfo, Result
@@ -59,9 +60,10 @@ T = TypeVar("T")
 
 #: How long a facade call waits for the scheduler to answer (seconds).
 REPLY_TIMEOUT = 30.0
+#: Task-list pages kept per projection position (UIs poll the same pages).
+_CACHE_ENTRIES = 256
 
-
-#: Spreads bursts of calls over loop turns (see chronolog.admission).
+#: Spreads bursts of calls over loop turns (see chronolog.host_loop).
 _admission = LoopAdmission()
 
 
@@ -91,17 +93,18 @@ async def _reply_of(
 ) -> Any:
     """Send a message whose answer arrives on another thread, and await that answer.
 
-    The reply is handed to the loop with ``call_soon_threadsafe``: awaiting a pykka future
-    instead would block the event loop.
+    The reply is handed to the loop through its inbox (``call_soon_threadsafe`` underneath,
+    once per batch of replies): awaiting a pykka future instead would block the event loop.
     """
     loop = asyncio.get_running_loop()
+    inbox = inbox_of(loop)
     future: asyncio.Future[Any] = loop.create_future()
 
     def resolve(answer: Any) -> None:
         if not future.done():
             future.set_result(answer)
 
-    send(lambda answer: loop.call_soon_threadsafe(resolve, answer))
+    send(lambda answer: inbox.post(resolve, answer))
     try:
         # asyncio.timeout, not wait_for: no extra Task per call.
         async with asyncio.timeout(timeout):
@@ -119,6 +122,8 @@ class SchedulerService:
         self._written_lock = threading.Lock()
         self._queries: concurrent.futures.ThreadPoolExecutor | None = None
         self._local = threading.local()
+        self._cache: collections.OrderedDict[tuple[Any, ...], Any] = collections.OrderedDict()
+        self._cache_lock = threading.Lock()
         self._sync: SyncSchedulerService | None = None
 
     # --- functions ------------------------------------------------------------------------
@@ -306,22 +311,32 @@ class SchedulerService:
         sort: str = "created_at",
         descending: bool = False,
     ) -> queries.Page[queries.TaskRow]:
-        """Tasks with filters and pagination; ``total`` counts every match.
-
-        Answered from the projector's in-memory task board (the ``tasks`` projection kept
-        in memory too), so a page costs microseconds however the list is paged.
-        """
-        query = queries.task_query(
-            status=status,
-            module_id=module_id,
-            function_name=function_name,
-            recurring=recurring,
-            sort=sort,
-            descending=descending,
-            limit=limit,
-            offset=offset,
+        """Tasks with filters and pagination; ``total`` counts every match."""
+        key = (
+            "list_events",
+            status,
+            module_id,
+            function_name,
+            recurring,
+            limit,
+            offset,
+            sort,
+            descending,
         )
-        return await self._read(lambda projector: projector.list_tasks(query))
+        return await self._query(
+            cache_key=key,
+            run=lambda conn: queries.list_tasks(
+                conn,
+                status=status,
+                module_id=module_id,
+                function_name=function_name,
+                recurring=recurring,
+                sort=sort,
+                descending=descending,
+                limit=limit,
+                offset=offset,
+            ),
+        )
 
     @_as_result
     async def get_executions(
@@ -544,13 +559,14 @@ class SchedulerService:
         self._note_written(outcome.last_position)
         return outcome
 
-    async def _query(self, run: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-        """Run a DuckDB query on the projections (see :meth:`_read`)."""
-        return await self._read(lambda projector: run(self._cursor(projector)))
-
-    async def _read(self, run: Callable[[Projector], T]) -> T:
-        """Run a read of the projections on the query pool, after the projector has applied
-        what this facade wrote (read-your-writes)."""
+    async def _query(
+        self,
+        run: Callable[[duckdb.DuckDBPyConnection], T],
+        cache_key: tuple[Any, ...] | None = None,
+    ) -> T:
+        """Run a projection query on the query pool, after the projector has applied what
+        this facade wrote (read-your-writes); with ``cache_key``, reuse an answer computed
+        at the same projection position."""
         projector = self._module.require_projector()
         written = self._written
 
@@ -559,7 +575,22 @@ class SchedulerService:
                 written, REPLY_TIMEOUT
             ):
                 raise RequestTimeoutError("the projections did not catch up in time")
-            return run(projector)
+            if cache_key is None:
+                return run(self._cursor(projector))
+            # Keyed by the position read *before* querying: any applied event changes the
+            # key, so a cached answer is never older than its key says.
+            key = (*cache_key, projector.position)
+            with self._cache_lock:
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+                    cached: T = self._cache[key]
+                    return cached
+            value = run(self._cursor(projector))
+            with self._cache_lock:
+                self._cache[key] = value
+                while len(self._cache) > _CACHE_ENTRIES:
+                    self._cache.popitem(last=False)
+            return value
 
         return await asyncio.get_running_loop().run_in_executor(self._query_pool(), job)
 

@@ -44,7 +44,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: recently used idle ones are passivated to stay under it.
     max_live_actors: PositiveInt = 20_000
     #: Threads that host the job actors; each appends its actors' decisions in batches.
-    job_shards: PositiveInt = 4
+    job_shards: PositiveInt = 8
     #: Seconds a job actor may idle before it is passivated.
     actor_idle_seconds: PositiveFloat = 30.0
     #: Seconds a fire may be late and still count as on time (None: always on time).

@@ -1,10 +1,11 @@
-"""The admission line: a burst of facade calls leaves the event loop turns for others."""
+"""Sharing the host's loop: admission of bursts, and answers posted from other threads."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 
-from chronolog.admission import LoopAdmission
+from chronolog.host_loop import LoopAdmission, inbox_of
 
 
 def test_a_burst_is_admitted_in_turns_and_timers_run_between() -> None:
@@ -61,3 +62,44 @@ def test_each_event_loop_has_its_own_line() -> None:
 
     assert asyncio.run(burst()) == 10
     assert asyncio.run(burst()) == 10
+
+
+def test_answers_from_many_threads_arrive_in_order_with_few_wake_ups() -> None:
+    """4 threads post 2,000 answers each; all arrive, each thread's in its order, and the
+    loop is woken far fewer times than there are answers."""
+
+    async def main() -> tuple[dict[int, list[int]], int]:
+        loop = asyncio.get_running_loop()
+        inbox = inbox_of(loop)
+        wakes = 0
+        original = loop.call_soon_threadsafe
+
+        def counting(*args: object) -> object:
+            nonlocal wakes
+            wakes += 1
+            return original(*args)  # type: ignore[arg-type]
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        got: dict[int, list[int]] = {k: [] for k in range(4)}
+        done = asyncio.Event()
+
+        def record(item: tuple[int, int]) -> None:
+            got[item[0]].append(item[1])
+            if sum(len(v) for v in got.values()) == 8000:
+                done.set()
+
+        def produce(k: int) -> None:
+            for i in range(2000):
+                inbox.post(record, (k, i))
+
+        threads = [threading.Thread(target=produce, args=(k,)) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        await asyncio.wait_for(done.wait(), 10)
+        for thread in threads:
+            thread.join()
+        return got, wakes
+
+    got, wakes = asyncio.run(main())
+    assert all(values == list(range(2000)) for values in got.values())
+    assert wakes < 8000

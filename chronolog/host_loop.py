@@ -1,4 +1,7 @@
-"""Keeps a burst of facade calls from holding the host's event loop.
+"""How the facade shares the host's event loop: bursts are admitted in turns, and the
+answers coming back from the scheduler's threads wake the loop once per batch.
+
+**Admission.**
 
 ``asyncio.gather`` over 10,000 ``schedule_event`` calls queues 10,000 first steps in one
 loop iteration; each validates its input and posts a message, and nothing else on the
@@ -7,13 +10,22 @@ Every facade call therefore passes :meth:`LoopAdmission.enter` first. At most
 ``per_turn`` calls go straight through per loop turn; the rest wait in line and are let
 in ``per_turn`` at a time, each batch from a callback that the loop runs in its turn,
 after the timers and I/O callbacks that became due. A lone call pays one comparison.
+
+**Answers.** Job actors answer from their shard threads, a round of up to 64 answers at a
+time. ``loop.call_soon_threadsafe`` per answer writes to the loop's wake-up socket each
+time, a system call that also gives up the GIL; :class:`LoopInbox` queues the answers and
+wakes the loop once for all that arrive before it gets to them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import threading
 import weakref
+from collections.abc import Callable
+from typing import Any
 
 #: Calls admitted per loop turn (each costs tens of microseconds on the loop).
 PER_TURN = 32
@@ -69,3 +81,44 @@ class LoopAdmission:
                 state.admitted += 1
         if state.waiting or state.admitted:
             self._arm(loop, state)
+
+
+class LoopInbox:
+    """Runs callbacks on one event loop, posted from any thread, with one wake-up per batch."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._items: list[tuple[Callable[[Any], object], Any]] = []
+        self._armed = False
+
+    def post(self, callback: Callable[[Any], object], argument: Any) -> None:
+        """Call ``callback(argument)`` on the loop soon (thread-safe)."""
+        with self._lock:
+            self._items.append((callback, argument))
+            if self._armed:
+                return
+            self._armed = True
+        # A closed loop raises RuntimeError: nobody is waiting for these answers any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+            self._armed = False
+        for callback, argument in items:
+            callback(argument)
+
+
+_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopInbox] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def inbox_of(loop: asyncio.AbstractEventLoop) -> LoopInbox:
+    """The inbox of ``loop`` (made on first use; call it on the loop's own thread)."""
+    inbox = _inboxes.get(loop)
+    if inbox is None:
+        inbox = _inboxes[loop] = LoopInbox(loop)
+    return inbox
