@@ -438,6 +438,8 @@ def main() -> None:
             **extra,
         )
         emit("open_1m_last_position_read_only", ro_value, "s", target_max=1.0, runs=ro_runs)
+        # The machine is shared: the load at the end says whether the run was disturbed.
+        emit("load_after", os.getloadavg()[0], "load", load=[round(x, 2) for x in os.getloadavg()])
     finally:
         work.cleanup()
 

@@ -21,8 +21,13 @@ from chronolog.events import (
     UPCASTERS,
     Cause,
     DomainEvent,
+    EncodedEvent,
     Envelope,
     EventCodec,
+    EventMetadata,
+    ExecutionSucceeded,
+    NextFireDecided,
+    TaskCompleted,
     TaskPaused,
     TaskScheduled,
     UpcasterRegistry,
@@ -294,3 +299,81 @@ class TestUpcasting:
         assert lifted == {"task_id": "t", "note": "r", "paused_by": {"kind": "host", "id": None}}
         with pytest.raises(LookupError):
             UPCASTERS.upcast("TaskCompleted", 1, 2, {})
+
+
+_T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _undecodable_events() -> list[DomainEvent]:
+    """Events msgspec encodes without complaint but could never decode again."""
+    return [
+        NextFireDecided(task_id="t", nominal_time=datetime(2026, 1, 1), fire_at=_T0),
+        ExecutionSucceeded(task_id="t", execution_id="e", duration_seconds=float("nan")),
+        TaskCompleted(task_id=5, reason="one_shot"),  # type: ignore[arg-type]
+        TaskCompleted(task_id="t", reason="bored"),  # type: ignore[arg-type]
+        NextFireDecided(task_id="t", nominal_time=_T0, fire_at=_T0, notes=(1,)),  # type: ignore[arg-type]
+    ]
+
+
+class TestEncodeBatch:
+    @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(cst.domain_events(), max_size=8))
+    def test_batch_encoding_equals_encoding_one_by_one(self, events: list[DomainEvent]) -> None:
+        """``encode_batch`` gives, in order, exactly what ``encode_event`` gives per event."""
+        batch = DEFAULT_CODEC.encode_batch(events)
+        assert len(batch) == len(events)
+        assert list(batch) == [DEFAULT_CODEC.encode_event(event) for event in events]
+
+    @pytest.mark.parametrize("bad", _undecodable_events(), ids=lambda e: type(e).__name__)
+    def test_undecodable_event_is_refused_in_a_batch(self, bad: DomainEvent) -> None:
+        """A naive datetime, a NaN duration, a wrong field type or a value outside a
+        ``Literal`` encodes fine but would not decode: refused, alone or inside a batch."""
+        good = TaskCompleted(task_id="t", reason="one_shot")
+        with pytest.raises(EventCodecError):
+            DEFAULT_CODEC.encode_event(bad)
+        with pytest.raises(EventCodecError):
+            DEFAULT_CODEC.encode_batch([good, bad, good])
+
+    def test_unknown_class_is_refused_in_a_batch(self) -> None:
+        """An unregistered event class raises ``UnknownEventTypeError`` from a batch too."""
+
+        class Rogue(DomainEvent, frozen=True, kw_only=True):
+            task_id: str
+
+        with pytest.raises(UnknownEventTypeError):
+            DEFAULT_CODEC.encode_batch(
+                [TaskCompleted(task_id="t", reason="one_shot"), Rogue(task_id="t")]
+            )
+
+    def test_an_overridden_encode_event_is_still_called(self) -> None:
+        """A codec subclass that overrides ``encode_event`` sees every event of a batch."""
+        seen: list[DomainEvent] = []
+
+        class Spy(EventCodec):
+            def encode_event(self, event: DomainEvent) -> EncodedEvent:
+                seen.append(event)
+                return super().encode_event(event)
+
+        events = [TaskCompleted(task_id=str(i), reason="one_shot") for i in range(3)]
+        assert list(Spy().encode_batch(events)) == [DEFAULT_CODEC.encode_event(e) for e in events]
+        assert seen == events
+
+
+class TestMetadataEncoding:
+    def test_empty_metadata_is_stored_as_an_empty_object(self) -> None:
+        """No metadata and default metadata are both stored as ``{}``, which decodes to the
+        defaults."""
+        assert DEFAULT_CODEC.encode_metadata(None) == b"{}"
+        assert DEFAULT_CODEC.encode_metadata(EventMetadata()) == b"{}"
+        assert DEFAULT_CODEC.decode_metadata(b"{}") == EventMetadata()
+
+    def test_spelled_out_defaults_written_before_still_decode(self) -> None:
+        """Rows written when the defaults were spelled out read back as the same value."""
+        old = msgspec.json.encode(EventMetadata())
+        assert old != b"{}"
+        assert DEFAULT_CODEC.decode_metadata(old) == EventMetadata()
+
+    def test_other_metadata_keeps_every_field(self) -> None:
+        """Metadata that differs from the defaults is encoded in full."""
+        meta = EventMetadata(correlation_id="c", caused_by=Cause(kind="agent", id="a"))
+        assert DEFAULT_CODEC.decode_metadata(DEFAULT_CODEC.encode_metadata(meta)) == meta

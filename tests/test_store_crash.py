@@ -118,14 +118,14 @@ def _check_log(store: SQLiteEventStore, acked: dict[str, Ack]) -> int:
         assert {e.stream_id for e in members} == {first.stream_id}
 
     for ack in acked.values():
-        members = batches.get(ack.batch_id)
-        assert members is not None, f"acknowledged batch {ack.batch_id} was lost"
+        found = batches.get(ack.batch_id)
+        assert found is not None, f"acknowledged batch {ack.batch_id} was lost"
         assert (
-            members[0].stream_id,
-            members[0].position,
-            members[-1].position,
-            members[0].stream_version,
-            members[-1].stream_version,
+            found[0].stream_id,
+            found[0].position,
+            found[-1].position,
+            found[0].stream_version,
+            found[-1].stream_version,
         ) == (
             ack.stream,
             ack.first_position,

@@ -3,15 +3,24 @@ readers in other processes, durability across reopening, and its options."""
 
 from __future__ import annotations
 
+import itertools
+import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
+import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from chronolog.clock import SystemClock
 from chronolog.errors import (
+    ConcurrencyError,
     ReadOnlyStoreError,
     StorageError,
     StoreClosedError,
@@ -22,12 +31,14 @@ from chronolog.events import (
     Cause,
     DomainEvent,
     EncodedEvent,
+    Envelope,
     EventCodec,
     EventMetadata,
     TaskCompleted,
 )
-from chronolog.store import SQLiteEventStore
-from chronolog.store.sqlite import DB_FILENAME
+from chronolog.store import InMemoryEventStore, SQLiteEventStore
+from chronolog.store.base import AppendRequest
+from chronolog.store.sqlite import DB_FILENAME, _Call, _hand
 from chronolog.testing.store_contract import numbered
 
 WORKER = Path(__file__).with_name("_store_worker.py")
@@ -293,3 +304,300 @@ class TestClosing:
         appender.join(2)
         assert not appender.is_alive(), "append() never returned after close()"
         assert len(outcome) == 1
+
+
+# --- how rows are written -------------------------------------------------------------------
+
+#: Request sizes around the writer's chunk boundaries (16, 64 and 256 rows).
+_SIZES = [0, 1, 2, 15, 16, 17, 63, 64, 65, 255, 256, 257, 300, 1000, 1041]
+
+
+def _placed(envelopes: list[Envelope]) -> list[tuple[object, ...]]:
+    """What two stores must agree on (everything but the recording time)."""
+    return [
+        (e.position, e.stream_id, e.stream_version, e.event_type, e.event, e.metadata)
+        for e in envelopes
+    ]
+
+
+class TestRowLayout:
+    def test_every_size_reads_back_as_returned(self, writer: SQLiteEventStore) -> None:
+        """Requests of every size around the chunk boundaries, small and large mixed in one
+        commit, read back exactly as returned: gapless positions, consecutive versions."""
+        meta = EventMetadata(correlation_id="c", caused_by=Cause(kind="module", id="m"))
+        answers = writer.append_many(
+            [
+                AppendRequest(
+                    stream_id=f"s{size}",
+                    events=numbered(size, f"t{size}"),
+                    metadata=meta if size % 2 else None,
+                )
+                for size in _SIZES
+            ]
+        )
+        returned = [e for answer in answers for e in answer]  # type: ignore[union-attr]
+        assert writer.read_all() == returned
+        assert [e.position for e in returned] == list(range(1, sum(_SIZES) + 1))
+        for size in _SIZES:
+            stream = writer.read_stream(f"s{size}")
+            assert [e.stream_version for e in stream] == list(range(1, size + 1))
+            assert [e.event for e in stream] == numbered(size, f"t{size}")
+        added = writer.append("s300", numbered(17), expected_version=300)
+        assert (added[0].position, added[0].stream_version) == (sum(_SIZES) + 1, 301)
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        calls=st.lists(
+            st.lists(
+                st.tuples(
+                    st.sampled_from(["a", "b", "c"]),
+                    st.sampled_from(_SIZES[:-2]),
+                    st.sampled_from(["right", "any", "stale"]),
+                ),
+                min_size=1,
+                max_size=5,
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    def test_agrees_with_the_in_memory_store(
+        self, tmp_path_factory: pytest.TempPathFactory, calls: list[list[tuple[str, int, str]]]
+    ) -> None:
+        """Any sequence of ``append_many`` calls (any sizes, same-stream requests in one call,
+        right, absent and stale expected versions) gets the same answers and leaves the same
+        log as the in-memory store, the reference."""
+        oracle = InMemoryEventStore()
+        store = SQLiteEventStore(tmp_path_factory.mktemp("oracle"))
+        try:
+            versions: dict[str, int] = {}
+            for n, call in enumerate(calls):
+                requests = []
+                for k, (stream, size, expectation) in enumerate(call):
+                    current = versions.get(stream, 0)
+                    expected = {"right": current, "any": None, "stale": current + 1}[expectation]
+                    requests.append(
+                        AppendRequest(
+                            stream_id=stream,
+                            events=numbered(size, f"{n}.{k}"),
+                            expected_version=expected,
+                        )
+                    )
+                    if expectation != "stale":
+                        versions[stream] = current + size
+                got = store.append_many(requests)
+                want = oracle.append_many(requests)
+                for g, w in zip(got, want, strict=True):
+                    if isinstance(w, list):
+                        assert isinstance(g, list)
+                        assert _placed(g) == _placed(w)
+                    else:
+                        assert type(g) is type(w)
+            assert _placed(store.read_all()) == _placed(oracle.read_all())
+        finally:
+            store.close()
+            oracle.close()
+
+    def test_rows_with_spelled_out_metadata_still_read(self, data_dir: Path) -> None:
+        """A row whose metadata was stored with every default spelled out (as chronolog did
+        before storing ``{}``) reads back with default metadata, and the log continues."""
+        with SQLiteEventStore(data_dir) as store:
+            store.append("s", _one())
+        with sqlite3.connect(data_dir / DB_FILENAME) as conn:
+            conn.execute(
+                "INSERT INTO events (position, stream_id, stream_version, type, schema_version,"
+                " recorded_at, data, metadata) VALUES (2, 's', 2, 'TaskCompleted', 1, 0, ?, ?)",
+                (msgspec.json.encode(_one(1)[0]), msgspec.json.encode(EventMetadata())),
+            )
+        conn.close()
+        with SQLiteEventStore(data_dir) as store:
+            stored = store.read_stream("s")
+            assert [e.metadata for e in stored] == [EventMetadata(), EventMetadata()]
+            assert stored[1].event == _one(1)[0]
+            added = store.append("s", _one(2), expected_version=2)
+            assert (added[0].position, added[0].stream_version) == (3, 3)
+
+
+# --- the hand-off between appenders and the writer --------------------------------------------
+
+
+class _SlowCodec(EventCodec):
+    """Encoding an event of task ``slow`` blocks until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def encode_event(self, event: DomainEvent) -> EncodedEvent:
+        if getattr(event, "task_id", None) == "slow":
+            self.entered.set()
+            assert self.gate.wait(10)
+        return super().encode_event(event)
+
+
+class _Interrupted:
+    """Stands in for a call's lock: waiting on it raises, as Ctrl-C would."""
+
+    def __init__(self, before: Callable[[], None] = lambda: None) -> None:
+        self.before = before
+        self.released = False
+
+    def acquire(self) -> bool:
+        self.before()
+        raise KeyboardInterrupt
+
+    def release(self) -> None:
+        self.released = True
+
+
+def _chain(n: int) -> list[_Call]:
+    calls = [_Call() for _ in range(n)]
+    for call, successor in itertools.pairwise(calls):
+        call.next = successor
+    return calls
+
+
+def _woken(call: _Call) -> bool:
+    return call._done.acquire(blocking=False)
+
+
+class TestWriterHandOff:
+    def test_a_slow_appender_does_not_hold_back_the_others(self, data_dir: Path) -> None:
+        """While one caller is still encoding, another caller's append is committed without
+        waiting for it (the writer waits a millisecond at most for a group to fill)."""
+        codec = _SlowCodec()
+        store = SQLiteEventStore(data_dir, codec=codec)
+        slow_result: list[list[Envelope]] = []
+        slow = threading.Thread(
+            target=lambda: slow_result.append(
+                store.append("slow", [TaskCompleted(task_id="slow", reason="one_shot")])
+            )
+        )
+        slow.start()
+        try:
+            assert codec.entered.wait(10)
+            started = time.monotonic()
+            for i in range(5):
+                store.append("fast", _one(i))
+            assert time.monotonic() - started < 5
+            assert store.last_position() == 5
+        finally:
+            codec.gate.set()
+            slow.join(10)
+            store.close()
+        assert [e.position for e in slow_result[0]] == [6]
+
+    def test_the_baton_skips_a_caller_that_gave_up(self) -> None:
+        """A caller interrupted while waiting marks itself abandoned; the chain wakes the
+        next caller instead, so nobody behind it waits forever."""
+        first, quitter, last = _chain(3)
+        quitter._done = _Interrupted()  # type: ignore[assignment]
+        with pytest.raises(KeyboardInterrupt):
+            quitter.wait()
+        _hand(first)
+        first.wait()
+        assert _woken(last)
+
+    def test_a_caller_interrupted_after_the_baton_came_passes_it_on(self) -> None:
+        """If the baton reached a caller just as it was interrupted, it hands it on before
+        raising."""
+        first, unlucky, last = _chain(3)
+
+        def baton_arrives() -> None:
+            first.wait()  # the first caller wakes and hands the baton to ``unlucky``
+
+        lock = _Interrupted(baton_arrives)
+        unlucky._done = lock  # type: ignore[assignment]
+        _hand(first)
+        with pytest.raises(KeyboardInterrupt):
+            unlucky.wait()
+        assert lock.released
+        assert _woken(last)
+
+    def test_many_threads_and_calls_all_get_answers(self, writer: SQLiteEventStore) -> None:
+        """Single appends, multi-stream calls and stale appends from 12 threads at once: every
+        call returns, accepted events are in the log once, refused ones not at all."""
+        errors: list[BaseException] = []
+        accepted: list[int] = []
+        lock = threading.Lock()
+
+        def work(k: int) -> None:
+            try:
+                for i in range(30):
+                    if i % 3 == 0:
+                        answers = writer.append_many(
+                            [
+                                AppendRequest(stream_id=f"m{k}-{j}", events=numbered(2, f"{k}"))
+                                for j in range(3)
+                            ]
+                        )
+                        count = sum(len(a) for a in answers if isinstance(a, list))
+                    elif i % 3 == 1:
+                        count = len(writer.append(f"s{k}", _one(i)))
+                    else:
+                        try:
+                            writer.append(f"s{k}", _one(i), expected_version=10_000)
+                        except ConcurrencyError:
+                            count = 0
+                    with lock:
+                        accepted.append(count)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []
+        assert not any(thread.is_alive() for thread in threads)
+        assert [e.position for e in writer.read_all()] == list(range(1, sum(accepted) + 1))
+        assert sum(accepted) == 12 * (10 * 6 + 10)
+
+
+class _FailingClock(SystemClock):
+    """A clock that fails the next ``fail`` readings (a stand-in for any writer failure)."""
+
+    def __init__(self) -> None:
+        self.fail = 0
+
+    def now(self) -> datetime:
+        if self.fail:
+            self.fail -= 1
+            raise OSError("clock unavailable")
+        return super().now()
+
+
+class TestWriterFailure:
+    def test_a_failed_commit_refuses_its_group_and_the_writer_goes_on(self, data_dir: Path) -> None:
+        """When a commit fails, every request in it gets ``StorageError``, nothing of it is
+        written, and the next append continues at the next position and version."""
+        clock = _FailingClock()
+        with SQLiteEventStore(data_dir, clock=clock) as store:
+            store.append("s", _one())
+            clock.fail = 1
+            answers = store.append_many(
+                [
+                    AppendRequest(stream_id="s", events=numbered(20), expected_version=1),
+                    AppendRequest(stream_id="s", events=_one(), expected_version=0),
+                ]
+            )
+            assert [type(a) for a in answers] == [StorageError, StorageError]
+            assert store.last_position() == 1
+            added = store.append("s", numbered(20), expected_version=1)
+            assert [e.position for e in added] == list(range(2, 22))
+            assert store.read_all() == [*store.read_stream("s", to_version=1), *added]
+
+
+def test_events_given_as_a_one_shot_iterable_are_read_once(writer: SQLiteEventStore) -> None:
+    """Events passed as a generator are encoded and returned like a list's (the store reads
+    them twice: to encode, and to build the envelopes after the commit)."""
+    events = numbered(3)
+    returned = writer.append("s", (e for e in events))  # type: ignore[arg-type]
+    assert [e.event for e in returned] == events
+    assert writer.read_all() == returned

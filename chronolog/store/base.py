@@ -108,7 +108,8 @@ def check_stream_id(stream_id: str) -> None:
         raise ValidationError(
             f"stream id must be a non-empty string of at most 200 characters, got {stream_id!r}"
         )
-    if any(ch in stream_id for ch in "\x00\n\r"):
+    # Three ``in`` tests rather than a generator: this runs for every append.
+    if "\x00" in stream_id or "\n" in stream_id or "\r" in stream_id:
         raise ValidationError(f"stream id {stream_id!r} contains a control character")
 
 

@@ -290,6 +290,23 @@ class EventStoreContract(ABC):
         assert [e.position for e in everything] == [1, 2, 3, 4, 5]
         assert everything[2:] == first + last
 
+    def test_append_many_mixes_large_and_small_requests(self) -> None:
+        """Large and small requests in one call keep their order: positions are gapless in
+        request order, versions count per stream, and the log reads back as returned."""
+        sizes = [300, 1, 17, 0, 64, 2]
+        answers = self.store.append_many(
+            [
+                AppendRequest(stream_id=f"s{k % 2}", events=numbered(size, f"r{k}"))
+                for k, size in enumerate(sizes)
+            ]
+        )
+        returned = [e for answer in answers if isinstance(answer, list) for e in answer]
+        assert [e.position for e in returned] == list(range(1, sum(sizes) + 1))
+        assert self.store.read_all() == returned
+        evens = [e.stream_version for e in returned if e.stream_id == "s0"]
+        assert evens == list(range(1, 300 + 17 + 64 + 1))
+        assert self.store.stream_version("s1") == 1 + 0 + 2
+
     def test_append_many_from_many_threads_keeps_streams_whole(self) -> None:
         """Concurrent multi-stream calls interleave whole requests, never parts of them."""
         errors: list[BaseException] = []
