@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import msgspec
 import structlog
 
 from chronolog.actors.executor import ExecutionRequest
@@ -48,30 +49,36 @@ def new_execution_id() -> str:
     return new_id()
 
 
-class JobActor:
-    """One task: decides commands against its state and acts on what was appended."""
+class JobActor(msgspec.Struct, gc=False):
+    """One task: decides commands against its state and acts on what was appended.
 
-    __slots__ = ("last_used", "runtime", "state", "stream_id", "task_id")
+    A msgspec struct kept out of the cyclic GC (a shard holds up to its share of
+    ``max_live_actors`` of them); the runtime is passed to the methods that need it rather
+    than held, so no reference cycle runs through an actor.
+    """
 
-    def __init__(self, runtime: Runtime, task_id: str, state: TaskState | None = None) -> None:
-        self.runtime = runtime
-        self.task_id = task_id
-        self.stream_id = task_stream(task_id)
-        self.state = state if state is not None else TaskState(task_id=task_id)
-        self.last_used = 0.0
+    task_id: str
+    stream_id: str
+    state: TaskState
+    last_used: float = 0.0
 
-    def reload(self) -> None:
+    @classmethod
+    def empty(cls, task_id: str) -> JobActor:
+        """The actor of a task with no events yet (or not loaded yet)."""
+        return cls(task_id, task_stream(task_id), TaskState(task_id=task_id))
+
+    def reload(self, runtime: Runtime) -> None:
         """Replace the cached state by a fresh fold of the task's stream."""
-        self.state = replay_task(self.task_id, self.runtime.store.read_stream(self.stream_id))
+        self.state = replay_task(self.task_id, runtime.store.read_stream(self.stream_id))
 
-    def orphaned_executions(self) -> bool:
+    def orphaned_executions(self, runtime: Runtime) -> bool:
         """Whether the log says an execution is open that nobody in this process runs."""
-        executor = self.runtime.executor
+        executor = runtime.executor
         return any(not executor.is_running(e.execution_id) for e in self.state.open_executions)
 
-    def decide(self, command: Command) -> list[DomainEvent]:
+    def decide(self, runtime: Runtime, command: Command) -> list[DomainEvent]:
         """The events ``command`` leads to now (raises ``ChronologError`` to refuse it)."""
-        return decide(self.state, command, self.runtime.clock.now(), new_execution_id)
+        return decide(self.state, command, runtime.clock.now(), new_execution_id)
 
     def apply(self, envelopes: Sequence[Envelope]) -> None:
         """Fold events that are now in the log into the cached state."""
@@ -80,9 +87,8 @@ class JobActor:
             state = evolve_task(state, envelope)
         self.state = state
 
-    def act_on(self, envelopes: Sequence[Envelope]) -> None:
+    def act_on(self, runtime: Runtime, envelopes: Sequence[Envelope]) -> None:
         """Start, cancel and re-arm what the appended events ask for."""
-        runtime = self.runtime
         definition = self.state.definition
         for envelope in envelopes:
             event = envelope.event

@@ -119,7 +119,9 @@ class JobShard(pykka.ThreadingActor):
         self.slot = slot
         self.jobs: OrderedDict[str, JobActor] = OrderedDict()
         for state in seeds[: slot.capacity]:
-            self.jobs[state.task_id] = JobActor(runtime, state.task_id, state)
+            job = JobActor.empty(state.task_id)
+            job.state = state
+            self.jobs[state.task_id] = job
         self.activated = 0
         self.passivated = 0
         # The messages of the drain in progress that have not been answered yet.
@@ -190,7 +192,7 @@ class JobShard(pykka.ThreadingActor):
                 self._done(message)
                 continue
             try:
-                events = job.decide(command)
+                events = job.decide(self.runtime, command)
             except ChronologError as exc:
                 self._done(message, CommandOutcome(state=job.state, error=exc))
                 continue
@@ -238,7 +240,7 @@ class JobShard(pykka.ThreadingActor):
             else:
                 try:
                     job.apply(answer)
-                    job.act_on(answer)
+                    job.act_on(self.runtime, answer)
                 except Exception as exc:
                     self._job_failed(message, exc)
                     continue
@@ -249,8 +251,8 @@ class JobShard(pykka.ThreadingActor):
         if isinstance(message, TaskCommand):
             return message.command
         # Resync, after a crash: reload, re-arm the timer, recover executions nobody runs.
-        job.reload()
-        if job.orphaned_executions():
+        job.reload(self.runtime)
+        if job.orphaned_executions(self.runtime):
             return Recover()
         self.runtime.sync_timer(job.state)
         return None
@@ -272,9 +274,9 @@ class JobShard(pykka.ThreadingActor):
         if job is None:
             while len(self.jobs) >= self.slot.capacity:
                 self._passivate(self._eviction_victim())
-            job = JobActor(self.runtime, task_id)
+            job = JobActor.empty(task_id)
             if not fresh:
-                job.reload()
+                job.reload(self.runtime)
             self.jobs[task_id] = job
             self.activated += 1
         else:

@@ -12,6 +12,8 @@ from functools import lru_cache
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+import msgspec
+
 from chronolog.errors import ValidationError
 from chronolog.triggers.cron import parse_cron
 from chronolog.triggers.cron_schedule import CronPlan
@@ -32,28 +34,38 @@ class _Plan(Protocol):
     def next_after(self, after: datetime) -> Found | None: ...
 
 
-class _DatePlan:
-    __slots__ = ("_run_at",)
-
-    def __init__(self, run_at: datetime) -> None:
-        self._run_at = run_at
+# The compiled forms are msgspec structs with gc=False: one exists per distinct spec (one
+# per task for one-shots), they hold no cycles, and leaving them out of the cyclic
+# collector keeps its full passes short.
+class _DatePlan(msgspec.Struct, frozen=True, gc=False):
+    run_at: datetime
 
     def next_after(self, after: datetime) -> Found | None:
-        return (self._run_at, ()) if self._run_at > after else None
+        return (self.run_at, ()) if self.run_at > after else None
 
 
-class _Compiled:
-    __slots__ = ("end", "jitter", "kind", "max_runs", "plan", "start", "zone", "zone_name")
+class _Compiled(msgspec.Struct, frozen=True, gc=False):
+    plan: _Plan
+    kind: str  # "date", "elapsed", "calendar" or "cron"
+    zone_name: str
+    zone: ZoneInfo
+    start: datetime | None
+    end: datetime | None
+    max_runs: int | None
+    jitter: float
 
-    def __init__(self, spec: TriggerSpec, plan: _Plan, kind: str) -> None:
-        self.plan = plan
-        self.kind = kind  # "date", "elapsed", "calendar" or "cron"
-        self.zone_name = spec.timezone
-        self.zone: ZoneInfo = get_zone(spec.timezone)
-        self.start = spec.start
-        self.end = spec.end
-        self.max_runs = spec.max_runs
-        self.jitter = spec.jitter_seconds
+
+def _compiled_as(spec: TriggerSpec, plan: _Plan, kind: str) -> _Compiled:
+    return _Compiled(
+        plan=plan,
+        kind=kind,
+        zone_name=spec.timezone,
+        zone=get_zone(spec.timezone),
+        start=spec.start,
+        end=spec.end,
+        max_runs=spec.max_runs,
+        jitter=spec.jitter_seconds,
+    )
 
 
 #: Units that are elapsed time (DST changes nothing); the others keep wall-clock time.
@@ -65,12 +77,12 @@ def _compile(spec: TriggerSpec) -> _Compiled:
     """Build the plan for a spec that :func:`validate` returned (cached by value)."""
     zone = get_zone(spec.timezone)
     if isinstance(spec, DateTrigger):
-        return _Compiled(spec, _DatePlan(spec.run_at), "date")
+        return _compiled_as(spec, _DatePlan(spec.run_at), "date")
     if isinstance(spec, IntervalTrigger):
         assert spec.start is not None  # validate() requires the anchor
         if spec.unit in _ELAPSED_UNITS:
             step = timedelta(**{spec.unit: spec.every})
-            return _Compiled(spec, ElapsedIntervalPlan(spec.start, step), "elapsed")
+            return _compiled_as(spec, ElapsedIntervalPlan(spec.start, step), "elapsed")
         plan = CalendarIntervalPlan(
             start=spec.start,
             zone=zone,
@@ -81,7 +93,7 @@ def _compile(spec: TriggerSpec) -> _Compiled:
             ambiguous=spec.ambiguous,
             month_end=spec.month_end,
         )
-        return _Compiled(spec, plan, "calendar")
+        return _compiled_as(spec, plan, "calendar")
     cron = CronPlan(
         parse_cron(spec.expression),
         zone,
@@ -91,7 +103,7 @@ def _compile(spec: TriggerSpec) -> _Compiled:
         spec.ambiguous,
         spec.start,
     )
-    return _Compiled(spec, cron, "cron")
+    return _compiled_as(spec, cron, "cron")
 
 
 # Every new spec object is validated, even when an equal one was compiled before: the value
