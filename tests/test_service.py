@@ -312,7 +312,7 @@ class TestBadInput:
 
 class TestEventLoop:
     def test_loop_stays_responsive_under_many_calls(self, tmp_path: Path, clock: FakeClock) -> None:
-        """2,000 concurrent facade calls never stall the event loop for long."""
+        """10,000 concurrent facade calls leave the event loop turning throughout."""
 
         async def main() -> list[float]:
             h = Host(tmp_path / "data", clock)
@@ -328,6 +328,7 @@ class TestEventLoop:
                     stalls.append(time.perf_counter() - before - 0.001)
 
             prober = asyncio.create_task(probe())
+            await asyncio.sleep(0.01)
             results = await asyncio.gather(
                 *(
                     h.svc.schedule_event(
@@ -335,7 +336,7 @@ class TestEventLoop:
                         function_name="backup_database",
                         next_execution=clock.now() + timedelta(days=1),
                     )
-                    for i in range(2000)
+                    for i in range(10_000)
                 )
             )
             stop.set()
@@ -344,7 +345,9 @@ class TestEventLoop:
             assert all(r.ok for r in results)
             return stalls
 
-        stalls = _run(main())
-        # A blocking facade would stall the loop for the whole batch (seconds).
-        assert len(stalls) > 10
-        assert max(stalls) < 0.5
+        stalls = sorted(_run(main()))
+        # A facade that blocked the loop, or took the whole burst in one loop turn, would
+        # give a handful of samples and a stall of seconds. Generous bounds: CI is shared.
+        assert len(stalls) > 100
+        assert stalls[len(stalls) // 2] < 0.005
+        assert stalls[-1] < 0.5
