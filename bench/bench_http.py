@@ -1,7 +1,7 @@
 """HTTP listing latency: 50 concurrent loopback clients over 100,000 scheduled tasks.
 
 Run: ``python bench/bench_http.py [--tasks N] [--clients N] [--seconds S] [--warmup S]
-[--dir PATH] [--setup durable|fast] [--client raw|httpx] [--prototype-cache] [--quick]``.
+[--dir PATH] [--setup durable|fast] [--client raw|httpx] [--quick]``.
 Prints one JSON object per line: ``{"bench", "value", "unit", ...}``.
 
 Setup schedules ``--tasks`` tasks through the facade in concurrent chunks of 1,000
@@ -21,10 +21,9 @@ Reported: p50/p90/p99/max latency as the client sees it (target: p99 < 50 ms), r
 and CPU per request in the server and client processes.
 
 Then, to show where the time goes, each part of one request measured alone in the server
-process: the facade's DuckDB page query (with its ``count(*) OVER ()``), the same page
-without the window count, the count alone, only the columns the API shows, building and
-encoding the JSON, and whole requests on an idle server. ``--prototype-cache`` memoises
-``list_events`` per projection position, to measure what such a facade cache would give.
+process: the page from the projector's in-memory task board (as summaries, the HTTP path,
+and as full rows), the same page as a DuckDB query (the path before the board), building
+and encoding the JSON, and whole requests on an idle server.
 """
 
 from __future__ import annotations
@@ -61,11 +60,6 @@ ROUND = 8_000
 PAGE = 100
 WARMUP = 3.0
 TARGET_P99_MS = 50.0
-API_COLUMNS = (
-    "task_id, name, function_name, module_id, status, recurring, trigger_kind, trigger, "
-    "timezone, next_fire, last_fire, last_outcome, runs, successes, failures, paused_at, "
-    "pause_note, end_reason, ended_at, created_at, updated_at"
-)
 
 
 def emit(bench: str, value: float, unit: str, **extra: Any) -> None:
@@ -307,7 +301,8 @@ def _timed(repeat: int, run: Any) -> float:
 
 def breakdown(module: SchedulerModule, server: HttpServer, matches: dict[str, int]) -> None:
     """Median cost of each part of one listing request, measured alone."""
-    reader = module.require_projector().reader()
+    projector = module.require_projector()
+    reader = projector.reader()
     rng = random.Random(7)
     picks = []
     for _ in range(200):
@@ -315,32 +310,22 @@ def breakdown(module: SchedulerModule, server: HttpServer, matches: dict[str, in
         pages = max(1, matches[module_id] // PAGE)
         picks.append((module_id, rng.randrange(pages) * PAGE))
 
-    def query(i: int) -> queries.Page[queries.TaskRow]:
+    def request_of(i: int) -> queries.TaskQuery:
         module_id, offset = picks[i % len(picks)]
-        return queries.list_tasks(
-            reader, status="scheduled", module_id=module_id, limit=PAGE, offset=offset
+        return queries.task_query(
+            status="scheduled", module_id=module_id, limit=PAGE, offset=offset
         )
 
-    where = "WHERE status = 'scheduled' AND module_id = $m"
-    page_sql = "ORDER BY created_at, task_id LIMIT 100 OFFSET $o"
-    all_columns = ", ".join(f'"{c}"' for c in queries.column_names("tasks"))
-    variants = {
-        # the same page without count(*) OVER (), which materialises every match first
-        "part_duckdb_page_without_count": f"SELECT {all_columns} FROM tasks {where} {page_sql}",
-        "part_duckdb_count_only": f"SELECT count(*) FROM tasks {where}",
-        # only what the HTTP answer shows (no parameters/policies JSON)
-        "part_duckdb_page_api_columns": f"SELECT {API_COLUMNS} FROM tasks {where} {page_sql}",
-    }
+    def board(i: int) -> queries.Page[queries.TaskSummary]:
+        return projector.list_tasks(request_of(i), queries.task_summary)
 
-    def run_sql(sql: str) -> Any:
-        def run(i: int) -> None:
-            module_id, offset = picks[i % len(picks)]
-            params = {"m": module_id, "o": offset} if "$o" in sql else {"m": module_id}
-            reader.execute(sql, params).fetchall()
+    def board_full_rows(i: int) -> queries.Page[queries.TaskRow]:
+        return projector.list_tasks(request_of(i), queries.task_row)
 
-        return run
+    def duckdb_page(i: int) -> queries.Page[queries.TaskRow]:
+        return queries.list_tasks_sql(reader, request_of(i))
 
-    page = query(0)
+    page = board(0)
 
     def encode(i: int) -> bytes:
         events = tuple(ScheduledEvent.from_row(row) for row in page.items)
@@ -354,9 +339,9 @@ def breakdown(module: SchedulerModule, server: HttpServer, matches: dict[str, in
             )
         )
 
-    emit("part_duckdb_list_tasks", _timed(200, query), "ms", note="the facade's query, 100 rows")
-    for name, sql in variants.items():
-        emit(name, _timed(200, run_sql(sql)), "ms")
+    emit("part_board_page", _timed(200, board), "ms", note="the facade's path: 100 summaries")
+    emit("part_board_page_full_rows", _timed(200, board_full_rows), "ms", note="100 TaskRows")
+    emit("part_duckdb_page", _timed(200, duckdb_page), "ms", note="the same page from DuckDB")
     emit("part_build_and_encode_json", _timed(200, encode), "ms", bytes=len(encode(0)))
     with httpx.Client(base_url=server.url) as client:
 
@@ -371,34 +356,6 @@ def breakdown(module: SchedulerModule, server: HttpServer, matches: dict[str, in
         emit("part_idle_request_list", _timed(200, request), "ms", note="one client, sequential")
         emit("part_idle_request_one_event", _timed(200, floor), "ms", note="HTTP + 1-row query")
     reader.close()
-
-
-# --- what a per-position query cache would give (an experiment, not product code) ---------------
-
-
-def install_prototype_cache(module: SchedulerModule) -> None:
-    """Memoise ``list_events`` per projection position (``--prototype-cache``).
-
-    A page computed when the projector stood at position P is what any query at P returns,
-    so keying on P is exact: the first event applied after P changes every key. This shows
-    what such a cache in the facade would buy; the product does not ship it.
-    """
-    service = module.service
-    projector = module.require_projector()
-    uncached = service.list_events
-    cache: dict[tuple[Any, ...], Any] = {}
-
-    async def list_events(**kwargs: Any) -> Any:
-        key = (projector.position, *sorted(kwargs.items()))
-        hit = cache.get(key)
-        if hit is None:
-            hit = await uncached(**kwargs)
-            if len(cache) > 10_000:
-                cache.clear()
-            cache[key] = hit
-        return hit
-
-    service.list_events = list_events  # type: ignore[method-assign]
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -417,9 +374,6 @@ def main() -> None:
         "--client", choices=("raw", "httpx"), default="raw", help="load generator (see above)"
     )
     parser.add_argument("--quick", action="store_true", help="2,000 tasks, 5 s")
-    parser.add_argument(
-        "--prototype-cache", action="store_true", help="measure a per-position query cache"
-    )
     args = parser.parse_args()
     if args.quick:
         args.tasks, args.seconds = 2_000, 5.0
@@ -432,9 +386,6 @@ def main() -> None:
         "client": args.client,
     }
     module, matches = prepare(args, data_dir)
-    if args.prototype_cache:
-        install_prototype_cache(module)
-        context["variant"] = "prototype_cache"
     try:
         with HttpServer(module.service, module.settings) as server:
             result = run_load(server.url, args, matches)

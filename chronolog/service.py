@@ -11,7 +11,6 @@ blocking, for hosts without an event loop.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import functools
 import threading
@@ -60,8 +59,7 @@ T = TypeVar("T")
 
 #: How long a facade call waits for the scheduler to answer (seconds).
 REPLY_TIMEOUT = 30.0
-#: Task-list pages kept per projection position (UIs poll the same pages).
-_CACHE_ENTRIES = 256
+
 
 #: Spreads bursts of calls over loop turns (see chronolog.host_loop).
 _admission = LoopAdmission()
@@ -122,8 +120,6 @@ class SchedulerService:
         self._written_lock = threading.Lock()
         self._queries: concurrent.futures.ThreadPoolExecutor | None = None
         self._local = threading.local()
-        self._cache: collections.OrderedDict[tuple[Any, ...], Any] = collections.OrderedDict()
-        self._cache_lock = threading.Lock()
         self._sync: SyncSchedulerService | None = None
 
     # --- functions ------------------------------------------------------------------------
@@ -311,32 +307,62 @@ class SchedulerService:
         sort: str = "created_at",
         descending: bool = False,
     ) -> queries.Page[queries.TaskRow]:
-        """Tasks with filters and pagination; ``total`` counts every match."""
-        key = (
-            "list_events",
-            status,
-            module_id,
-            function_name,
-            recurring,
-            limit,
-            offset,
-            sort,
-            descending,
+        """Tasks with filters and pagination; ``total`` counts every match.
+
+        Answered from the projector's in-memory task board (the ``tasks`` projection kept
+        in memory too), so a page costs microseconds however the list is paged. When the
+        board can answer at once it does so on the caller's loop: handing a sub-millisecond
+        read to the query pool would cost more (a thread hop, and a wait for the GIL while
+        the loop is busy) than the read itself.
+        """
+        query = queries.task_query(
+            status=status,
+            module_id=module_id,
+            function_name=function_name,
+            recurring=recurring,
+            sort=sort,
+            descending=descending,
+            limit=limit,
+            offset=offset,
         )
-        return await self._query(
-            cache_key=key,
-            run=lambda conn: queries.list_tasks(
-                conn,
-                status=status,
-                module_id=module_id,
-                function_name=function_name,
-                recurring=recurring,
-                sort=sort,
-                descending=descending,
-                limit=limit,
-                offset=offset,
-            ),
+        return await self._list_tasks(query, queries.task_row)
+
+    @_as_result
+    async def list_event_summaries(
+        self,
+        status: str | None = None,
+        module_id: str | None = None,
+        function_name: str | None = None,
+        recurring: bool | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        sort: str = "created_at",
+        descending: bool = False,
+    ) -> queries.Page[queries.TaskSummary]:
+        """:meth:`list_events` without each task's ``parameters`` and ``policies``: what a
+        list view shows, at about half the cost per row (the HTTP listing uses it)."""
+        query = queries.task_query(
+            status=status,
+            module_id=module_id,
+            function_name=function_name,
+            recurring=recurring,
+            sort=sort,
+            descending=descending,
+            limit=limit,
+            offset=offset,
         )
+        return await self._list_tasks(query, queries.task_summary)
+
+    async def _list_tasks(
+        self, query: queries.TaskQuery, row: Callable[[tuple[Any, ...]], T]
+    ) -> queries.Page[T]:
+        """A task-list page from the projector's board (at once on this loop if it can)."""
+        projector = self._module.require_projector()
+        if projector.position >= self._written:
+            page = projector.list_tasks_if_ready(query, row)
+            if page is not None:
+                return page
+        return await self._read(lambda projector: projector.list_tasks(query, row))
 
     @_as_result
     async def get_executions(
@@ -559,14 +585,13 @@ class SchedulerService:
         self._note_written(outcome.last_position)
         return outcome
 
-    async def _query(
-        self,
-        run: Callable[[duckdb.DuckDBPyConnection], T],
-        cache_key: tuple[Any, ...] | None = None,
-    ) -> T:
-        """Run a projection query on the query pool, after the projector has applied what
-        this facade wrote (read-your-writes); with ``cache_key``, reuse an answer computed
-        at the same projection position."""
+    async def _query(self, run: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run a DuckDB query on the projections (see :meth:`_read`)."""
+        return await self._read(lambda projector: run(self._cursor(projector)))
+
+    async def _read(self, run: Callable[[Projector], T]) -> T:
+        """Run a read of the projections on the query pool, after the projector has applied
+        what this facade wrote (read-your-writes)."""
         projector = self._module.require_projector()
         written = self._written
 
@@ -575,22 +600,7 @@ class SchedulerService:
                 written, REPLY_TIMEOUT
             ):
                 raise RequestTimeoutError("the projections did not catch up in time")
-            if cache_key is None:
-                return run(self._cursor(projector))
-            # Keyed by the position read *before* querying: any applied event changes the
-            # key, so a cached answer is never older than its key says.
-            key = (*cache_key, projector.position)
-            with self._cache_lock:
-                if key in self._cache:
-                    self._cache.move_to_end(key)
-                    cached: T = self._cache[key]
-                    return cached
-            value = run(self._cursor(projector))
-            with self._cache_lock:
-                self._cache[key] = value
-                while len(self._cache) > _CACHE_ENTRIES:
-                    self._cache.popitem(last=False)
-            return value
+            return run(projector)
 
         return await asyncio.get_running_loop().run_in_executor(self._query_pool(), job)
 

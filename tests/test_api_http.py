@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,7 +25,9 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
 from chronolog import SchedulerModule, Settings, ValidationError
+from chronolog.api import server as server_module
 from chronolog.api.http import create_app, decode_cursor, encode_cursor
+from chronolog.api.openapi import ScheduledEvent
 from chronolog.api.server import HttpServer, is_loopback, serve
 from chronolog.result import ErrorInfo, Result
 from chronolog.testing import FakeClock
@@ -296,6 +300,20 @@ class TestFilters:
         assert events["o07"]["failures"] == 1 and events["o07"]["last_outcome"] == "failed"
         assert "parameters" not in done and "policies" not in done
 
+    def test_the_listing_shows_what_the_facade_lists(
+        self, client: httpx.Client, module: SchedulerModule
+    ) -> None:
+        """The endpoint's events are the facade's full rows shaped for the API (it reads
+        them as summaries, which skip parameters and policies)."""
+        rows = module.service.sync.list_events(limit=1000).unwrap().items
+        body = client.get(EVENTS, params={"limit": 1000}).json()
+        shaped = [msgspec.to_builtins(ScheduledEvent.from_row(row)) for row in rows]
+        assert body["events"] == shaped
+        summaries = module.service.sync.list_event_summaries(limit=1000).unwrap().items
+        assert [ScheduledEvent.from_row(s) for s in summaries] == [
+            ScheduledEvent.from_row(row) for row in rows
+        ]
+
 
 class TestPagination:
     """limit/offset and opaque cursors walk a listing to its end."""
@@ -479,7 +497,7 @@ class TestErrors:
         async def boom(**_: Any) -> Result[Any]:
             raise RuntimeError("secret internals")
 
-        monkeypatch.setattr(module.service, "list_events", boom)
+        monkeypatch.setattr(module.service, "list_event_summaries", boom)
         response = client.get(EVENTS)
         assert_error(response, 500, "internal")
         assert "secret" not in response.text
@@ -555,6 +573,15 @@ class TestAuth:
 
 class TestServer:
     """Binding rules, free ports, and both ways to run uvicorn."""
+
+    def test_the_server_thread_uses_uvloop_when_installed(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """uvloop's loop when importable, asyncio's default otherwise."""
+        uvloop = pytest.importorskip("uvloop")
+        assert server_module._loop_factory() is uvloop.new_event_loop
+        monkeypatch.setitem(sys.modules, "uvloop", None)  # makes the import fail
+        assert server_module._loop_factory() is None
 
     @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1", "example.com", ""])
     def test_refuses_non_loopback_without_token(self, module: SchedulerModule, host: str) -> None:

@@ -22,6 +22,7 @@ from test_projections_helpers import (
 
 from chronolog.errors import StorageError, StoreClosedError, ValidationError
 from chronolog.projections import Projector, writer
+from chronolog.projections import projector as projector_module
 from chronolog.projections.schema import PROJECTION_VERSION
 from chronolog.projections.synthetic import synthetic_log
 from chronolog.store import InMemoryEventStore, SQLiteEventStore
@@ -79,7 +80,47 @@ class TestCheckpoint:
             assert projector.rebuild() == 2_000
             assert table_contents(projector.reader()) == before
             threshold = projector.reader().execute("SELECT current_setting('checkpoint_threshold')")
-            assert threshold.fetchone() == ("16.0 MiB",)
+            assert threshold.fetchone() == ("16.0 MiB",)  # the live setting again
+
+
+class TestCheckpointPolicy:
+    """DuckDB checkpoints (WAL folded into the file) happen where the projector says; no
+    setting of them loses or repeats an event."""
+
+    def test_the_live_threshold_is_the_projectors(self, tmp_path: Path) -> None:
+        """The projector's connection checkpoints at the threshold it was given."""
+        path = tmp_path / "p.duckdb"
+        query = "SELECT current_setting('checkpoint_threshold')"
+        with Projector(InMemoryEventStore(), path, checkpoint_threshold="4MB") as projector:
+            reader = projector.reader()
+            assert reader.execute(query).fetchall() == [("3.8 MiB",)]
+            projector.rebuild()  # a bulk load raises it for a while, then puts it back
+            assert reader.execute(query).fetchall() == [("3.8 MiB",)]
+        assert projector_module.CHECKPOINT_THRESHOLD == "16MiB"  # DuckDB's own default
+
+    @pytest.mark.parametrize("threshold", ["1KB", "4MB", "1GB"])
+    def test_frequent_or_rare_checkpoints_keep_every_event(
+        self, tmp_path: Path, threshold: str
+    ) -> None:
+        """A checkpoint after nearly every batch, or none until close: after reopening, the
+        tables equal a rebuild's."""
+        store = synthetic_store(3_000, seed=5)
+        path = tmp_path / "p.duckdb"
+        with Projector(store, path, batch_size=97, checkpoint_threshold=threshold) as projector:
+            projector.catch_up()
+        with Projector(store, path, checkpoint_threshold=threshold) as projector:
+            assert projector.position == 3_000
+            incremental = table_contents(projector.reader())
+        with Projector(store, tmp_path / "rebuilt.duckdb") as projector:
+            projector.rebuild()
+            assert table_contents(projector.reader()) == incremental
+
+    def test_a_bad_threshold_is_a_storage_error(self, tmp_path: Path) -> None:
+        """DuckDB's refusal surfaces as the one error type, and nothing is left open."""
+        with pytest.raises(StorageError):
+            Projector(InMemoryEventStore(), tmp_path / "p.duckdb", checkpoint_threshold="lots")
+        with Projector(InMemoryEventStore(), tmp_path / "p.duckdb") as projector:
+            assert projector.position == 0
 
 
 class TestSchemaVersion:

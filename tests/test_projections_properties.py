@@ -38,7 +38,7 @@ from test_projections_helpers import (
 )
 
 from chronolog.events import DomainEvent
-from chronolog.projections import Projector, writer
+from chronolog.projections import Projector, queries, writer
 from chronolog.store import InMemoryEventStore
 
 _OUTCOMES = {
@@ -208,6 +208,20 @@ def test_batched_and_restarted_projection_equals_a_rebuild(data: st.DataObject) 
     assert incremental == expected
 
 
+def _assert_board_matches(projector: Projector) -> None:
+    """The in-memory task board, however it got here (patched, or loaded after a reopen),
+    lists what DuckDB lists."""
+    reader = projector.reader()
+    try:
+        for sort in queries.TASK_SORTS:
+            for descending in (False, True):
+                for status in (None, "running", "scheduled"):
+                    query = queries.task_query(sort=sort, descending=descending, status=status)
+                    assert projector.list_tasks(query) == queries.list_tasks_sql(reader, query)
+    finally:
+        reader.close()
+
+
 def _project_in_steps(
     events: list[DomainEvent], plan: list[tuple[int, int, bool]], cache_rows: int
 ) -> tuple[dict[str, list[tuple[object, ...]]], dict[str, list[tuple[object, ...]]]]:
@@ -229,6 +243,7 @@ def _project_in_steps(
                     projector = Projector(store, path, batch_size=1, cache_rows=cache_rows)
             assert projector.position == store.last_position() == len(events)
             incremental = table_contents(projector.reader())
+            _assert_board_matches(projector)
         finally:
             projector.close()
         writer.APPENDER_MAX_ROWS = 0  # the rebuild always takes the JSON path

@@ -291,7 +291,8 @@ class _Endpoints:
         """``GET /events``: one page of scheduled events."""
         query = parse_list_query(request)
         recurring = query.filters.get("recurring")
-        result = await self._service.list_events(
+        # Summaries: the answer shows neither parameters nor policies, so skip decoding them.
+        result = await self._service.list_event_summaries(
             status=_text(query.filters.get("status")),
             module_id=_text(query.filters.get("module_id")),
             function_name=_text(query.filters.get("function_name")),

@@ -16,7 +16,7 @@ import msgspec
 
 from chronolog import __version__
 from chronolog.api.errors import ErrorEnvelope
-from chronolog.projections.queries import MAX_LIMIT, TASK_STATUSES, TaskRow
+from chronolog.projections.queries import MAX_LIMIT, TASK_STATUSES, TaskRow, TaskSummary
 
 API_PREFIX: Final = "/api/v1/scheduler"
 EVENTS_PATH: Final = f"{API_PREFIX}/events"
@@ -37,7 +37,7 @@ Instant = Annotated[datetime, msgspec.Meta(tz=True)]
 # --- response types ---------------------------------------------------------------------------
 
 
-class EventTrigger(msgspec.Struct, frozen=True, kw_only=True):
+class EventTrigger(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """When a scheduled event fires: the trigger ``kind`` and its full specification."""
 
     kind: Annotated[str, msgspec.Meta(description="date, interval or cron")]
@@ -47,8 +47,9 @@ class EventTrigger(msgspec.Struct, frozen=True, kw_only=True):
     ]
 
 
-class ScheduledEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """One scheduled event (a task) as the read model shows it."""
+class ScheduledEvent(msgspec.Struct, frozen=True, gc=False):
+    """One scheduled event (a task) as the read model shows it (untracked by the cyclic
+    GC, like the rows it is made from: a listing makes a hundred per request)."""
 
     id: str
     name: str | None
@@ -72,34 +73,37 @@ class ScheduledEvent(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: Instant
 
     @classmethod
-    def from_row(cls, row: TaskRow) -> ScheduledEvent:
-        """The API view of a ``tasks`` projection row (parameters and policies stay private)."""
+    def from_row(cls, row: TaskRow | TaskSummary) -> ScheduledEvent:
+        """The API view of a ``tasks`` projection row (parameters and policies stay private).
+
+        Positional (fields in the order above): a listing builds a hundred per request.
+        """
         trigger = None
         if row.trigger is not None:
             spec = dict(row.trigger)
             kind = spec.pop("kind", None) or row.trigger_kind or "unknown"
             trigger = EventTrigger(kind=str(kind), spec=spec)
         return cls(
-            id=row.task_id,
-            name=row.name,
-            function_name=row.function_name,
-            module_id=row.module_id,
-            status=row.status,
-            recurring=row.recurring,
-            trigger=trigger,
-            timezone=row.timezone,
-            next_fire=row.next_fire,
-            last_fire=row.last_fire,
-            last_outcome=row.last_outcome,
-            runs=row.runs,
-            successes=row.successes,
-            failures=row.failures,
-            paused_at=row.paused_at,
-            pause_note=row.pause_note,
-            end_reason=row.end_reason,
-            ended_at=row.ended_at,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
+            row.task_id,
+            row.name,
+            row.function_name,
+            row.module_id,
+            row.status,
+            row.recurring,
+            trigger,
+            row.timezone,
+            row.next_fire,
+            row.last_fire,
+            row.last_outcome,
+            row.runs,
+            row.successes,
+            row.failures,
+            row.paused_at,
+            row.pause_note,
+            row.end_reason,
+            row.ended_at,
+            row.created_at,
+            row.updated_at,
         )
 
 

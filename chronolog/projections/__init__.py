@@ -2,8 +2,9 @@
 
 The projector folds the log into tables (``tasks``, ``executions``, ``skips``, ``events``,
 ``cleanup_registrations``, ``cleanup_runs``, ``cleanup_files``, ``projection_meta``) in
-batches, exactly once; ``queries`` answers the facade's questions from them; ``analyst``
-gives people read-only SQL, snapshot exports and private rebuilds.
+batches, exactly once; ``queries`` answers the facade's questions from them; the task
+board (``board``) keeps the ``tasks`` rows in memory as well and answers task lists;
+``analyst`` gives people read-only SQL, snapshot exports and private rebuilds.
 """
 
 from chronolog.projections import queries
@@ -19,6 +20,7 @@ from chronolog.projections.rows import (
     SkipRow,
     TaskRow,
     TaskStats,
+    TaskSummary,
 )
 from chronolog.projections.schema import PROJECTION_VERSION, SCHEMA_VERSION
 
@@ -36,6 +38,7 @@ __all__ = [
     "SqlResult",
     "TaskRow",
     "TaskStats",
+    "TaskSummary",
     "export",
     "queries",
     "read_only_sql",

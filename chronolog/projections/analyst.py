@@ -34,7 +34,8 @@ from typing import Any, Literal, NamedTuple
 import duckdb
 
 from chronolog.errors import ConflictError, RequestTimeoutError, StorageError, ValidationError
-from chronolog.projections.projector import Projector, connect, duckdb_errors
+from chronolog.projections.db import connect, duckdb_errors
+from chronolog.projections.projector import REBUILD_BATCH_SIZE, Projector
 from chronolog.projections.schema import TABLES
 from chronolog.store.sqlite import SQLiteEventStore
 
@@ -360,7 +361,7 @@ def rebuild_private(
     data_dir: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
     *,
-    batch_size: int = 100_000,
+    batch_size: int = REBUILD_BATCH_SIZE,
 ) -> int:
     """Build a private DuckDB file at ``out_path`` from the SQLite log in ``data_dir``.
 

@@ -19,8 +19,8 @@ import msgspec
 from chronolog.clock import ensure_utc
 from chronolog.errors import NotFoundError, ValidationError
 from chronolog.events import DEFAULT_CODEC, EVENT_TYPES
+from chronolog.projections.db import duckdb_errors
 from chronolog.projections.explain import decision
-from chronolog.projections.projector import duckdb_errors
 from chronolog.projections.rows import (
     CleanupFileRow,
     CleanupRow,
@@ -31,6 +31,7 @@ from chronolog.projections.rows import (
     SkipRow,
     TaskRow,
     TaskStats,
+    TaskSummary,
 )
 from chronolog.projections.schema import column_names
 
@@ -67,8 +68,10 @@ __all__ = [
     "ExecutionRow",
     "Page",
     "SkipRow",
+    "TaskQuery",
     "TaskRow",
     "TaskStats",
+    "TaskSummary",
     "explain",
     "get_execution",
     "get_task",
@@ -78,8 +81,12 @@ __all__ = [
     "list_executions",
     "list_skips",
     "list_tasks",
+    "list_tasks_sql",
     "projection_position",
+    "task_query",
+    "task_row",
     "task_stats",
+    "task_summary",
 ]
 
 # --- validation ------------------------------------------------------------------------------
@@ -136,11 +143,38 @@ def _json(text: str | None) -> Any:
     return None if text is None else _json_decode(text)
 
 
-def _task(row: Sequence[Any]) -> TaskRow:
-    values = dict(zip(column_names("tasks"), row, strict=True))
-    for name in ("trigger", "parameters", "policies"):
-        values[name] = _json(values[name])
-    return TaskRow(**values)
+def _json_or_none(text: str | None) -> Any:
+    return None if text is None else _json_decode(text)
+
+
+def task_row(r: Sequence[Any]) -> TaskRow:
+    """A ``tasks`` row (columns in schema order) as a :class:`TaskRow`, JSON decoded.
+
+    Spelled out positionally on purpose (:data:`TASK_JSON_COLUMNS` says where the JSON
+    columns are; a test pins the order): this runs for every row of every task-list page,
+    and explicit arguments cost a third less than building a list to unpack.
+    """
+    return TaskRow(
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], _json_or_none(r[7]), r[8],
+        _json_or_none(r[9]), _json_or_none(r[10]), r[11], r[12], r[13], r[14], r[15],
+        r[16], r[17], r[18], r[19], r[20], r[21], r[22], r[23], r[24], r[25], r[26],
+    )  # fmt: skip
+
+
+def task_summary(r: Sequence[Any]) -> TaskSummary:
+    """A ``tasks`` row (columns in schema order) as a :class:`TaskSummary`: like
+    :func:`task_row` without ``parameters`` (9) and ``policies`` (10)."""
+    trigger = r[7]
+    return TaskSummary(
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6],
+        None if trigger is None else _json_decode(trigger), r[8], r[11], r[12], r[13],
+        r[14], r[15], r[16], r[17], r[18], r[19], r[20], r[21], r[22], r[23], r[24],
+        r[25], r[26],
+    )  # fmt: skip
+
+
+#: Where ``task_row`` expects the JSON columns (a test pins them to the schema).
+TASK_JSON_COLUMNS: Final = {"trigger": 7, "parameters": 9, "policies": 10}
 
 
 def _execution(row: Sequence[Any]) -> ExecutionRow:
@@ -243,6 +277,61 @@ def _filters(
     return where, params
 
 
+class TaskQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """A validated task-list request: the filters (``None``: any), the order and the page."""
+
+    status: str | None = None
+    module_id: str | None = None
+    function_name: str | None = None
+    recurring: bool | None = None
+    sort: str = "created_at"
+    descending: bool = False
+    limit: int = 100
+    offset: int = 0
+
+    def filters(self) -> dict[str, str | bool]:
+        """The filters given, by column name (each must equal its value)."""
+        given = {
+            "status": self.status,
+            "module_id": self.module_id,
+            "function_name": self.function_name,
+            "recurring": self.recurring,
+        }
+        return {column: value for column, value in given.items() if value is not None}
+
+
+def task_query(
+    *,
+    status: str | None = None,
+    module_id: str | None = None,
+    function_name: str | None = None,
+    recurring: bool | None = None,
+    sort: str = "created_at",
+    descending: bool = False,
+    limit: int = 100,
+    offset: int = 0,
+) -> TaskQuery:
+    """Validate the arguments of a task list (raises :class:`ValidationError`)."""
+    _check_choice("status", status, TASK_STATUSES)
+    _check_text("module_id", module_id)
+    _check_text("function_name", function_name)
+    _check_flag("recurring", recurring)
+    _check_flag("descending", descending)
+    if sort not in TASK_SORTS:
+        raise ValidationError(f"sort must be one of {', '.join(TASK_SORTS)}; got {sort!r}")
+    _check_page(limit, offset)
+    return TaskQuery(
+        status=status,
+        module_id=module_id,
+        function_name=function_name,
+        recurring=recurring,
+        sort=sort,
+        descending=descending,
+        limit=limit,
+        offset=offset,
+    )
+
+
 def list_tasks(
     conn: duckdb.DuckDBPyConnection,
     *,
@@ -255,26 +344,33 @@ def list_tasks(
     limit: int = 100,
     offset: int = 0,
 ) -> Page[TaskRow]:
-    """Tasks matching every given filter, sorted by ``sort`` (NULLs last, then task id)."""
-    _check_choice("status", status, TASK_STATUSES)
-    _check_text("module_id", module_id)
-    _check_text("function_name", function_name)
-    _check_flag("recurring", recurring)
-    _check_flag("descending", descending)
-    if sort not in TASK_SORTS:
-        raise ValidationError(f"sort must be one of {', '.join(TASK_SORTS)}; got {sort!r}")
-    _check_page(limit, offset)
-    where, params = _filters(
-        {
-            "status": status,
-            "module_id": module_id,
-            "function_name": function_name,
-            "recurring": recurring,
-        }
+    """Tasks matching every given filter, sorted by ``sort`` (NULLs last, then task id).
+
+    This reads DuckDB (any projection file or export). A running scheduler answers the
+    same question from the projector's in-memory index (:meth:`Projector.list_tasks`),
+    which gives the same pages without a query per request.
+    """
+    query = task_query(
+        status=status,
+        module_id=module_id,
+        function_name=function_name,
+        recurring=recurring,
+        sort=sort,
+        descending=descending,
+        limit=limit,
+        offset=offset,
     )
-    direction = "DESC" if descending else "ASC"
-    order = f"{TASK_SORTS[sort]} {direction} NULLS LAST, task_id {direction}"
-    return _page(conn, "tasks", where, params, order, limit, offset, _task, selective=False)
+    return list_tasks_sql(conn, query)
+
+
+def list_tasks_sql(conn: duckdb.DuckDBPyConnection, query: TaskQuery) -> Page[TaskRow]:
+    """:func:`list_tasks` for an already validated :class:`TaskQuery`."""
+    where, params = _filters(dict(query.filters()))
+    direction = "DESC" if query.descending else "ASC"
+    order = f"{TASK_SORTS[query.sort]} {direction} NULLS LAST, task_id {direction}"
+    return _page(
+        conn, "tasks", where, params, order, query.limit, query.offset, task_row, selective=False
+    )
 
 
 def get_task(conn: duckdb.DuckDBPyConnection, task_id: str) -> TaskRow | None:
@@ -283,7 +379,7 @@ def get_task(conn: duckdb.DuckDBPyConnection, task_id: str) -> TaskRow | None:
     rows = _fetch(
         conn, f"SELECT {_columns('tasks')} FROM tasks WHERE task_id = $id", {"id": task_id}
     )
-    return _task(rows[0]) if rows else None
+    return task_row(rows[0]) if rows else None
 
 
 # --- executions ------------------------------------------------------------------------------

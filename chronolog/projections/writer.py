@@ -81,6 +81,8 @@ class PreparedBatch:
     #: (table, JSON lines of the new rows, or the rows as tuples for the appender). Taken
     #: at prepare time: the states themselves may change while this batch waits to commit.
     inserts: list[tuple[str, bytes | list[tuple[Any, ...]]]] = field(default_factory=list)
+    #: The final ``tasks`` rows of this batch as column tuples, for the in-memory task board.
+    tasks: list[tuple[Any, ...]] = field(default_factory=list)
 
     @property
     def span(self) -> str:
@@ -153,18 +155,29 @@ def prepare(
         ("skips", fold.skips),
         ("events", fold.events),
     ]
+    # The board needs the task rows as tuples in any case; the appender takes the same list.
+    task_rows = [astuple(state) for state in fold.tasks.values()]
     return PreparedBatch(
         number=batch_number,
         first_position=envelopes[0].position,
         last_position=envelopes[-1].position,
         deletes=[entry for entry in deletes if entry[2]],
-        inserts=[(table, _snapshot(items)) for table, items in inserts if items],
+        inserts=[
+            (table, task_rows if table == "tasks" and _small(items) else _snapshot(items))
+            for table, items in inserts
+            if items
+        ],
+        tasks=task_rows,
     )
+
+
+def _small(rows: Sequence[Any]) -> bool:
+    return len(rows) <= APPENDER_MAX_ROWS
 
 
 def _snapshot(rows: Sequence[Any]) -> bytes | list[tuple[Any, ...]]:
     """Rows as JSON lines (many) or as tuples for the appender (few)."""
-    if len(rows) > APPENDER_MAX_ROWS:
+    if not _small(rows):
         return _ENCODER.encode_lines(rows)
     return [astuple(row) for row in rows]
 
