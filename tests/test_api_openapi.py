@@ -110,6 +110,24 @@ def _realistic_cursor(case: Case) -> Case:
     return case
 
 
+EVENTS_PATH = "/api/v1/scheduler/events"
+
+
+def _query_is_valid(case: Case) -> bool:
+    """Whether the server's own parameter rules accept the query as it goes on the wire."""
+    query = case.query if isinstance(case.query, dict) else {}
+    try:
+        for name, value in query.items():
+            param = PARAMS.get(name)
+            if param is None or isinstance(value, list | dict):
+                return False
+            raw = str(value).lower() if isinstance(value, bool) else str(value)
+            parse_value(name, param.schema, raw)
+    except BadParameter:
+        return False
+    return "cursor" not in query or "offset" not in query
+
+
 @pytest.fixture(scope="module")
 def live_schema(server: HttpServer) -> Any:
     """The document as schemathesis loads it from the live server."""
@@ -212,11 +230,20 @@ class TestLiveServer:
             max_examples=EXAMPLES,
             deadline=None,
             database=None,
+            # The same examples every run: a fuzz test that can fail on one run in many
+            # would make CI a lottery. The full run below still explores freely.
+            derandomize=True,
             suppress_health_check=list(hypothesis.HealthCheck),
         )
         @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
         def check(case: Case) -> None:
-            response = _realistic_cursor(case).call_and_validate(headers=AUTH)
+            case = _realistic_cursor(case)
+            if mode is GenerationMode.NEGATIVE and path == EVENTS_PATH:
+                # A value schemathesis meant as invalid can be valid once it is a query
+                # string (the integer 5 as function_name is the text "5"): the server is
+                # right to answer 200 then, so such a case is not a negative one.
+                hypothesis.assume(not _query_is_valid(case))
+            response = case.call_and_validate(headers=AUTH)
             calls.append(response.status_code)
 
         check()
