@@ -15,7 +15,9 @@ from chronolog.errors import ChronologError
 T = TypeVar("T")
 
 
-class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
+# gc=False: a host that keeps thousands of results (a gather of facade calls) should not
+# make every full collection of the cyclic GC longer; a result never holds itself.
+class ErrorInfo(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """A typed error as data: a stable code, a message for people, and details."""
 
     code: str
@@ -28,7 +30,7 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
         return cls(code=exc.code, message=exc.message, details=dict(exc.details))
 
 
-class Result(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
+class Result(msgspec.Struct, Generic[T], frozen=True, gc=False, kw_only=True):
     """Either a value (``ok``) or an error; never both."""
 
     value: T | None = None

@@ -288,9 +288,19 @@ class SchedulerService:
 
     @_as_result
     async def get_event(self, event_id: str) -> queries.TaskRow:
-        """One task as the projections show it."""
+        """One task as the projections show it.
+
+        From the projector's task board: on this loop when the board is loaded and has
+        what this facade wrote (a dictionary look-up), else on the query pool (which
+        loads the board the first time).
+        """
         check_id(event_id)
-        row = await self._query(lambda conn: queries.get_task(conn, event_id))
+        projector = self._module.require_projector()
+        ready, row = False, None
+        if projector.position >= self._written:
+            ready, row = projector.get_task_if_ready(event_id)
+        if not ready:
+            row = await self._read(lambda projector: projector.get_task(event_id))
         if row is None:
             raise NotFoundError(f"no scheduled event {event_id!r}", details={"event_id": event_id})
         return row

@@ -261,6 +261,13 @@ class TestViews:
         del expected["parameters"], expected["policies"]
         assert msgspec.structs.asdict(summary) == expected
 
+    def test_a_task_is_looked_up_only_once_loaded(self) -> None:
+        """Before a load the board says so; afterwards it answers from memory."""
+        board = TaskBoard()
+        assert board.task_if_loaded("x") == (False, None)
+        with pytest.raises(RuntimeError):
+            board.get_task("x")
+
     def test_an_unloaded_board_needs_a_loader(self) -> None:
         """Without a way to load, an unloaded board refuses rather than answer empty."""
         task_board = TaskBoard()
@@ -337,6 +344,10 @@ class TestProjectorTaskList:
         reader = projector.reader()
         for query in self._all_queries():
             assert projector.list_tasks(query) == queries.list_tasks_sql(reader, query)
+        for task_id in ("a", "b", "c", "missing"):
+            expected = queries.get_task(reader, task_id)
+            assert projector.get_task(task_id) == expected
+            assert projector.get_task_if_ready(task_id) == (True, expected)
         reader.close()
 
     def test_live_batches_keep_the_board_equal_to_duckdb(self, path: Path) -> None:

@@ -328,6 +328,32 @@ class TaskBoard:
             if page is not None:
                 return page
 
+    def get_task(
+        self,
+        task_id: str,
+        load: Callable[[], duckdb.DuckDBPyConnection] | None = None,
+    ) -> Values | None:
+        """One task's row values (None when there is no such task), loading the board
+        first if it is not loaded (``load`` as for :meth:`list_tasks`)."""
+        while True:
+            loaded, values = self.task_if_loaded(task_id)
+            if loaded:
+                return values
+            if load is None:
+                raise RuntimeError("the task board is not loaded")
+            cursor = load()
+            try:
+                self.load(cursor)
+            finally:
+                cursor.close()
+
+    def task_if_loaded(self, task_id: str) -> tuple[bool, Values | None]:
+        """Whether the board is loaded, and if so the task's row values (or None)."""
+        with self._lock:
+            if not self._loaded:
+                return False, None
+            return True, self._rows.get(task_id)
+
     def page_if_ready(
         self,
         query: TaskQuery,

@@ -31,7 +31,7 @@ from chronolog.projections.board import TaskBoard, Values
 from chronolog.projections.cache import StateCache
 from chronolog.projections.db import connect, duckdb_errors
 from chronolog.projections.queries import TaskQuery, task_row
-from chronolog.projections.rows import Page
+from chronolog.projections.rows import Page, TaskRow
 from chronolog.projections.schema import (
     PROJECTION_VERSION,
     create_statements,
@@ -424,6 +424,20 @@ class Projector:
         first call after opening the projector loads the board from DuckDB."""
         self._check_open()
         return self._board.list_tasks(query, self.reader, row)
+
+    def get_task(self, task_id: str) -> TaskRow | None:
+        """One task from the task board, as :func:`queries.get_task` gives it (None when
+        there is no such task); loads the board first if needed."""
+        self._check_open()
+        values = self._board.get_task(task_id, self.reader)
+        return None if values is None else task_row(values)
+
+    def get_task_if_ready(self, task_id: str) -> tuple[bool, TaskRow | None]:
+        """:meth:`get_task` if the board is loaded (a dictionary look-up, fine on an event
+        loop): ``(True, row or None)``; ``(False, None)`` while it is not."""
+        self._check_open()
+        loaded, values = self._board.task_if_loaded(task_id)
+        return loaded, None if values is None else task_row(values)
 
     def list_tasks_if_ready(
         self,
