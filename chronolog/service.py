@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 
 from chronolog.actors.housekeeper import Housekeeper, Registration, RunOutcome
+from chronolog.actors.job_actor import task_stream
 from chronolog.actors.messages import CommandOutcome
 from chronolog.domain import commands as cmd
 from chronolog.domain.task_state import TaskState, replay_task
@@ -568,7 +569,7 @@ class SchedulerService:
         """The task's state, replayed from its stream (the log is the truth)."""
         check_id(event_id)
         runtime = self._module.require_runtime()
-        state = replay_task(event_id, runtime.store.read_stream(f"task-{event_id}"))
+        state = replay_task(event_id, runtime.store.read_stream(task_stream(event_id)))
         if not state.exists:
             raise NotFoundError(f"no scheduled event {event_id!r}", details={"event_id": event_id})
         return state

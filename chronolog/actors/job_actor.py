@@ -18,7 +18,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import msgspec
-import structlog
 
 from chronolog.actors.executor import ExecutionRequest
 from chronolog.domain.commands import Command
@@ -36,17 +35,10 @@ from chronolog.ids import new_id
 if TYPE_CHECKING:
     from chronolog.actors.runtime import Runtime
 
-log = structlog.get_logger("chronolog.job")
-
 
 def task_stream(task_id: str) -> str:
     """The stream id of a task."""
     return f"task-{task_id}"
-
-
-def new_execution_id() -> str:
-    """A fresh, unique execution id."""
-    return new_id()
 
 
 class JobActor(msgspec.Struct, gc=False):
@@ -78,7 +70,7 @@ class JobActor(msgspec.Struct, gc=False):
 
     def decide(self, runtime: Runtime, command: Command) -> list[DomainEvent]:
         """The events ``command`` leads to now (raises ``ChronologError`` to refuse it)."""
-        return decide(self.state, command, runtime.clock.now(), new_execution_id)
+        return decide(self.state, command, runtime.clock.now(), new_id)
 
     def apply(self, envelopes: Sequence[Envelope]) -> None:
         """Fold events that are now in the log into the cached state."""

@@ -42,7 +42,7 @@ from chronolog.errors import (
     ServiceUnavailableError,
     StorageError,
 )
-from chronolog.store import AppendRequest
+from chronolog.store import AppendOutcome, AppendRequest
 
 if TYPE_CHECKING:
     from chronolog.actors.runtime import Runtime
@@ -214,7 +214,7 @@ class JobShard(pykka.ThreadingActor):
             waiting.append((message, job))
         if not requests:
             return []
-        answers: Sequence[list[Any] | ChronologError]
+        answers: Sequence[AppendOutcome]
         try:
             answers = self.runtime.store.append_many(requests)
         except ChronologError as exc:
