@@ -47,6 +47,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     job_shards: PositiveInt = 8
     #: Seconds a job actor may idle before it is passivated.
     actor_idle_seconds: PositiveFloat = 30.0
+    #: Seconds before a fire's instant that the scheduler commits it (appends its
+    #: ``ExecutionStarted``); the function is still released at the instant itself, so
+    #: the durable write is off the critical path. 0 commits at the instant.
+    fire_lead_seconds: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.05
     #: Seconds a fire may be late and still count as on time (None: always on time).
     default_misfire_grace: NonNegativeFloat | None = 60.0
     #: IANA zone for tasks that do not name one (None: the machine's zone, else UTC).

@@ -19,6 +19,7 @@ from chronolog.actors.runtime import Runtime
 from chronolog.domain import commands as cmd
 from chronolog.events import (
     EventMetadata,
+    ExecutionCancelled,
     ExecutionFailed,
     ExecutionInterrupted,
     ExecutionStarted,
@@ -34,6 +35,8 @@ from chronolog.settings import Settings
 from chronolog.store import InMemoryEventStore, SQLiteEventStore
 from chronolog.testing import FakeClock
 from chronolog.triggers import CronTrigger, DateTrigger, IntervalTrigger
+
+TEN_S = timedelta(seconds=10)
 
 
 class Harness:
@@ -189,6 +192,91 @@ class TestExecutions:
         late = harness.events("b", LateResultRecorded)
         assert len(late) == 1 and late[0].succeeded
         assert not harness.events("b", ExecutionSucceeded)
+
+
+class TestFireLead:
+    """A fire is committed ``fire_lead_seconds`` ahead; its function runs at the instant."""
+
+    def test_the_run_is_durable_ahead_and_begins_at_its_instant(self, harness: Harness) -> None:
+        harness.schedule("d", "record", DateTrigger(run_at=harness.clock.now() + TEN_S))
+        harness.advance(9.94)
+        assert harness.events("d", ExecutionStarted) == []
+        harness.advance(0.01)  # 50 ms ahead (the default lead): committed, held back
+        assert len(harness.events("d", ExecutionStarted)) == 1
+        assert harness.calls == []
+        harness.advance(0.049)
+        assert harness.calls == []
+        harness.advance(0.001)
+        assert len(harness.calls) == 1
+        assert len(harness.events("d", ExecutionSucceeded)) == 1
+
+    def test_without_a_lead_the_fire_is_committed_at_its_instant(self, clock: FakeClock) -> None:
+        h = Harness(clock, fire_lead_seconds=0)
+        h.runtime.start()
+        try:
+            h.schedule("d", "record", DateTrigger(run_at=clock.now() + TEN_S))
+            h.advance(9.999)
+            assert h.events("d", ExecutionStarted) == []
+            h.advance(0.001)
+            assert len(h.events("d", ExecutionStarted)) == 1 and len(h.calls) == 1
+        finally:
+            h.runtime.stop()
+
+    def test_a_run_cancelled_before_its_instant_never_begins(self, harness: Harness) -> None:
+        harness.schedule("d", "record", DateTrigger(run_at=harness.clock.now() + TEN_S))
+        harness.advance(9.97)
+        assert len(harness.events("d", ExecutionStarted)) == 1
+        outcome = harness.command("d", cmd.Cancel())
+        assert outcome.error is None
+        harness.advance(1)
+        assert harness.calls == []
+        assert len(harness.events("d", ExecutionCancelled)) == 1
+        assert harness.runtime.executor.running == 0
+
+    def test_the_timeout_counts_from_the_instant_not_the_commit(self, harness: Harness) -> None:
+        harness.schedule(
+            "b", "block", DateTrigger(run_at=harness.clock.now() + TEN_S), timeout_seconds=5
+        )
+        harness.advance(9.95, executions=False)  # committed 50 ms ahead
+        harness.advance(0.05, executions=False)  # released
+        harness.advance(4.99, executions=False)
+        assert harness.events("b", ExecutionTimedOut) == []
+        harness.advance(0.01, executions=False)
+        assert len(harness.events("b", ExecutionTimedOut)) == 1
+
+    def test_a_stop_inside_the_lead_leaves_the_run_to_recovery(
+        self, tmp_path: Any, clock: FakeClock
+    ) -> None:
+        """Under a fake clock the instant never comes: the stop does not hang, the run does
+        not begin early, and the next start records it interrupted and retries it."""
+        store = SQLiteEventStore(tmp_path, clock=clock)
+        first = Harness(clock, store)
+        first.runtime.start()
+        first.schedule(
+            "d",
+            "record",
+            DateTrigger(run_at=clock.now() + TEN_S),
+            max_retries=1,
+            retry_backoff_seconds=1,
+        )
+        first.advance(9.97)
+        assert len(first.events("d", ExecutionStarted)) == 1
+        first.runtime.stop()
+        assert first.calls == []
+        store.close()
+
+        store = SQLiteEventStore(tmp_path, clock=clock)
+        second = Harness(clock, store)
+        second.runtime.start()
+        try:
+            assert second.runtime.settle(10)
+            second.advance(5)
+            assert len(second.events("d", ExecutionInterrupted)) == 1
+            assert [s.attempt for s in second.events("d", ExecutionStarted)] == [1, 2]
+            assert len(second.calls) == 1
+        finally:
+            second.runtime.stop()
+            store.close()
 
 
 class TestRecovery:

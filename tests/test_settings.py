@@ -63,6 +63,13 @@ class TestErrors:
         assert "http_port" in raised.value.message and "environment" in raised.value.message
         assert raised.value.details["key"] == "http_port"
 
+    @pytest.mark.parametrize("lead", ["-0.01", "1.5"])
+    def test_fire_lead_is_bounded(self, lead: str) -> None:
+        """A fire may be committed at most a second ahead, and never after its instant."""
+        with pytest.raises(ValidationError) as raised:
+            load_settings(environ={"CHRONOLOG_FIRE_LEAD_SECONDS": lead})
+        assert raised.value.details["key"] == "fire_lead_seconds"
+
     def test_unknown_key_in_file(self, tmp_path: Path) -> None:
         """A misspelt key is an error, not silently ignored."""
         config = tmp_path / "c.toml"

@@ -91,6 +91,8 @@ class ExecutionRequest(msgspec.Struct, frozen=True, kw_only=True):
     nominal_time: datetime
     attempt: int
     idempotency_key: str
+    #: Not before this instant (a fire committed ahead of time); None: at once.
+    release_at: datetime | None = None
 
 
 FinishCallback = Callable[[str, Finish], None]
@@ -130,6 +132,7 @@ class Executor:
         self._loop_thread.start()
         self._running: dict[str, tuple[ExecutionContext, asyncio.Task[Any] | None]] = {}
         self._running_tasks: collections.Counter[str] = collections.Counter()
+        self._held: dict[str, ExecutionRequest] = {}
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._encoder = msgspec.json.Encoder()
@@ -139,6 +142,12 @@ class Executor:
 
     def submit(self, request: ExecutionRequest) -> None:
         """Start running ``request``; its outcome arrives through ``on_finish``."""
+        self.hold(request)
+        self.release(request.execution_id)
+
+    def hold(self, request: ExecutionRequest) -> None:
+        """Take ``request`` in without starting it: it counts as running (so it can be
+        cancelled, and nobody takes it for orphaned) until :meth:`release` starts it."""
         context = ExecutionContext(
             task_id=request.task_id,
             execution_id=request.execution_id,
@@ -146,14 +155,31 @@ class Executor:
             attempt=request.attempt,
             nominal_time=request.nominal_time,
         )
+        with self._lock:
+            self._running[request.execution_id] = (context, None)
+            self._running_tasks[request.task_id] += 1
+            self._held[request.execution_id] = request
+
+    def release(self, execution_id: str) -> None:
+        """Start a held execution (nothing happens if it is unknown or was cancelled)."""
+        with self._idle:
+            request = self._held.pop(execution_id, None)
+            found = self._running.get(execution_id)
+            if not self._held:
+                self._idle.notify_all()
+        if request is None or found is None:
+            return
+        context = found[0]
+        if context.is_cancelled or self._closed:
+            # Cancelled before it began (its end is in the log already), or stopping: a
+            # run never started stays open in the log and the next start recovers it.
+            self._forget(execution_id)
+            return
         try:
             entry = self._registry.get(request.function_name)
         except Exception as exc:  # the function was unregistered since scheduling
             self._report(request, context, time.perf_counter(), None, exc)
             return
-        with self._lock:
-            self._running[request.execution_id] = (context, None)
-            self._running_tasks[request.task_id] += 1
         if entry.is_async:
             asyncio.run_coroutine_threadsafe(
                 self._run_async(request, context, entry.function, entry.accepts_context), self._loop
@@ -189,10 +215,16 @@ class Executor:
         with self._lock:
             return len(self._running)
 
-    def wait_idle(self, timeout: float) -> bool:
-        """Block until nothing runs (for tests and orderly shutdown)."""
+    def wait_released(self, timeout: float) -> bool:
+        """Block until no execution is held back for its instant."""
         with self._idle:
-            return self._idle.wait_for(lambda: not self._running, timeout)
+            return self._idle.wait_for(lambda: not self._held, timeout)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until nothing runs (for tests and orderly shutdown); runs held back for
+        their instant have not begun, so they do not count."""
+        with self._idle:
+            return self._idle.wait_for(lambda: len(self._running) <= len(self._held), timeout)
 
     # --- running ---------------------------------------------------------------------------
 
@@ -303,7 +335,7 @@ class Executor:
                 self._running_tasks[task_id] -= 1
                 if self._running_tasks[task_id] <= 0:
                     del self._running_tasks[task_id]
-            if not self._running:
+            if len(self._running) <= len(self._held):
                 self._idle.notify_all()
         if self._on_forget is not None:
             self._on_forget(execution_id)
@@ -344,6 +376,10 @@ class Executor:
                 break
             if queued is not None:
                 self._forget(queued[0].execution_id)
+        with self._lock:
+            held, self._held = list(self._held), {}
+        for execution_id in held:
+            self._forget(execution_id)
         for _ in self._workers:
             self._work.put(None)
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -14,7 +14,7 @@ its function is called.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -79,20 +79,31 @@ class JobActor(msgspec.Struct, gc=False):
             state = evolve_task(state, envelope)
         self.state = state
 
-    def act_on(self, runtime: Runtime, envelopes: Sequence[Envelope]) -> None:
-        """Start, cancel and re-arm what the appended events ask for."""
+    def act_on(
+        self,
+        runtime: Runtime,
+        envelopes: Sequence[Envelope],
+        release_at: datetime | None = None,
+    ) -> None:
+        """Start, cancel and re-arm what the appended events ask for.
+
+        ``release_at``: the instant of the fire these events answer; a scheduled run that
+        was committed ahead of it is held back until then.
+        """
         definition = self.state.definition
         for envelope in envelopes:
             event = envelope.event
             if isinstance(event, ExecutionStarted) and definition is not None:
                 if self.state.open_execution(event.execution_id) is None:
                     continue  # started and already ended within this same decision
+                begins = envelope.recorded_at
+                held = release_at is not None and event.reason == "schedule"
+                if held and release_at is not None and release_at > begins:
+                    begins = release_at
                 timeout = definition.policies.timeout_seconds
                 if timeout is not None:
                     runtime.timer.add_timeout(
-                        self.task_id,
-                        event.execution_id,
-                        envelope.recorded_at + timedelta(seconds=timeout),
+                        self.task_id, event.execution_id, begins + timedelta(seconds=timeout)
                     )
                 runtime.submit_execution(
                     ExecutionRequest(
@@ -103,6 +114,7 @@ class JobActor(msgspec.Struct, gc=False):
                         nominal_time=event.nominal_time,
                         attempt=event.attempt,
                         idempotency_key=event.idempotency_key,
+                        release_at=release_at if held else None,
                     )
                 )
             elif isinstance(event, ExecutionCancelled | ExecutionTimedOut):

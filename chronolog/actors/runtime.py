@@ -22,7 +22,15 @@ from chronolog.actors.housekeeper import CLEANUP_STREAM_PREFIX, Housekeeper
 from chronolog.actors.messages import Passivate, Reply, Resync, ShardMessage, TaskCommand
 from chronolog.actors.shard import ShardSlot
 from chronolog.actors.supervisor import PASSIVATE_WAKE, RESTART_PREFIX, Supervisor
-from chronolog.actors.timer import Due, FireDue, RetryDue, TimeoutDue, Timer, WakeDue
+from chronolog.actors.timer import (
+    Due,
+    FireDue,
+    ReleaseDue,
+    RetryDue,
+    TimeoutDue,
+    Timer,
+    WakeDue,
+)
 from chronolog.clock import Clock, SystemClock
 from chronolog.domain import commands as cmd
 from chronolog.domain.cleanup_state import CleanupState, evolve_cleanup
@@ -58,7 +66,9 @@ class Runtime:
         self.registry = registry
         self.clock: Clock = clock or SystemClock()
         self.activity = ActivityCounter()
-        self.timer = Timer(self.clock, self._on_timer)
+        self.timer = Timer(
+            self.clock, self._on_timer, timedelta(seconds=settings.fire_lead_seconds)
+        )
         self.executor = Executor(
             registry,
             self._on_finish,
@@ -159,6 +169,10 @@ class Runtime:
             if not self._started or self._stopping:
                 return
             self._stopping = True
+        # Runs committed ahead of their instant begin at it (at most the fire lead away);
+        # the wait is bounded, so under a fake clock they are simply left for recovery.
+        self.timer.release_only()
+        self.executor.wait_released(self.settings.fire_lead_seconds + 0.25)
         self.timer.stop()
         self.executor.shutdown(wait=True, timeout=wait_for_executions)
         if self.housekeeper is not None:
@@ -223,8 +237,14 @@ class Runtime:
             self.activity.end()
 
     def submit_execution(self, request: ExecutionRequest) -> None:
-        """Run a function (its ``ExecutionStarted`` is already durable)."""
-        self.executor.submit(request)
+        """Run a function (its ``ExecutionStarted`` is already durable), at once or, when
+        it was committed ahead of its fire instant, when the timer reaches that instant."""
+        release_at = request.release_at
+        if release_at is None or release_at <= self.clock.now():
+            self.executor.submit(request)
+            return
+        self.executor.hold(request)
+        self.timer.add(release_at, ReleaseDue(request.task_id, request.execution_id))
 
     def sync_timer(self, state: TaskState) -> None:
         """Make the timer's entries for this task match its state."""
@@ -252,6 +272,8 @@ class Runtime:
                 self._command(due.task_id, cmd.RetryDue(execution_id=due.execution_id))
             elif isinstance(due, TimeoutDue):
                 self._command(due.task_id, cmd.TimeoutDue(execution_id=due.execution_id))
+            elif isinstance(due, ReleaseDue):
+                self.executor.release(due.execution_id)
             elif due.name == PASSIVATE_WAKE:
                 idle = self.settings.actor_idle_seconds
                 for slot in self._slots:

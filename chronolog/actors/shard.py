@@ -18,6 +18,7 @@ import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -34,7 +35,7 @@ from chronolog.actors.messages import (
     TaskCommand,
     TaskFailed,
 )
-from chronolog.domain.commands import Command, Recover
+from chronolog.domain.commands import Command, Fire, Recover
 from chronolog.domain.task_state import TaskState
 from chronolog.errors import (
     ChronologError,
@@ -179,7 +180,7 @@ class JobShard(pykka.ThreadingActor):
     ) -> list[ShardMessage]:
         """Decide each message, append every decision in one call, act; return retries."""
         requests: list[AppendRequest] = []
-        waiting: list[tuple[TaskCommand | Resync, JobActor]] = []
+        waiting: list[tuple[TaskCommand | Resync, JobActor, datetime | None]] = []
         for message in batch:
             try:
                 fresh = isinstance(message, TaskCommand) and message.new_task
@@ -211,7 +212,11 @@ class JobShard(pykka.ThreadingActor):
                     metadata=metadata,
                 )
             )
-            waiting.append((message, job))
+            # A fire arrives ahead of its instant (the fire lead): its run waits for it.
+            release_at = None
+            if isinstance(command, Fire):
+                release_at = job.state.next_fire_at or command.nominal_time
+            waiting.append((message, job, release_at))
         if not requests:
             return []
         answers: Sequence[AppendOutcome]
@@ -220,7 +225,7 @@ class JobShard(pykka.ThreadingActor):
         except ChronologError as exc:
             answers = [exc] * len(requests)
         retries: list[ShardMessage] = []
-        for (message, job), answer in zip(waiting, answers, strict=True):
+        for (message, job, release_at), answer in zip(waiting, answers, strict=True):
             if isinstance(answer, ConcurrencyError):
                 # Another writer got there first (a second process on a copied log, say):
                 # reload and decide again, a bounded number of times.
@@ -240,7 +245,7 @@ class JobShard(pykka.ThreadingActor):
             else:
                 try:
                     job.apply(answer)
-                    job.act_on(self.runtime, answer)
+                    job.act_on(self.runtime, answer, release_at)
                 except Exception as exc:
                     self._job_failed(message, exc)
                     continue

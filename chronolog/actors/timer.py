@@ -1,8 +1,12 @@
 """One timer for every task: a heap of due instants, woken exactly when the first is due.
 
-Entries are fires (one per task: the task's pending next fire), retries and execution
-timeouts. Replacing a task's fire leaves the old heap entry behind; it is recognised as
-stale when popped (lazy deletion), which keeps every update O(log n).
+Entries are fires (one per task: the task's pending next fire), retries, execution
+timeouts and releases. A fire is dispatched ``lead`` before its instant: the runtime
+commits it then, and holds the execution back until a release entry at the instant itself
+lets it run (see ``Settings.fire_lead_seconds``).
+
+Replacing a task's fire leaves the old heap entry behind; it is recognised as stale when
+popped (lazy deletion), which keeps every update O(log n).
 
 The wait is capped (``MAX_SLEEP``): a machine that suspends or whose wall clock is stepped
 does not move the monotonic clock the same way, so the timer re-reads the wall clock at
@@ -16,7 +20,7 @@ import heapq
 import itertools
 import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import msgspec
 
@@ -47,21 +51,29 @@ class TimeoutDue(msgspec.Struct, frozen=True, gc=False):
     execution_id: str
 
 
+class ReleaseDue(msgspec.Struct, frozen=True, gc=False):
+    """An execution committed ahead of its fire instant may run now."""
+
+    task_id: str
+    execution_id: str
+
+
 class WakeDue(msgspec.Struct, frozen=True, gc=False):
     """A periodic wake-up for housekeeping work (passivating idle actors)."""
 
     name: str
 
 
-Due = FireDue | RetryDue | TimeoutDue | WakeDue
+Due = FireDue | RetryDue | TimeoutDue | ReleaseDue | WakeDue
 Dispatch = Callable[[Sequence[Due]], None]
 
 
 class Timer:
     """The heap and the thread that waits on it."""
 
-    def __init__(self, clock: Clock, dispatch: Dispatch) -> None:
+    def __init__(self, clock: Clock, dispatch: Dispatch, lead: timedelta = timedelta(0)) -> None:
         self._clock = clock
+        self._lead = lead
         self._dispatch = dispatch
         self._heap: list[tuple[datetime, int, Due]] = []
         self._seq = itertools.count()
@@ -69,6 +81,7 @@ class Timer:
         self._retries: dict[str, set[str]] = {}
         self._cond = threading.Condition()
         self._stopped = False
+        self._releases_only = False
         self._dispatching = False
         self._thread: threading.Thread | None = None
 
@@ -88,7 +101,7 @@ class Timer:
                 self._fires.pop(task_id, None)
             elif self._fires.get(task_id) != fire:
                 self._fires[task_id] = fire
-                self._push(fire[1], FireDue(task_id, fire[0]))
+                self._push(fire[1] - self._lead, FireDue(task_id, fire[0]))
                 earliest_changed = True
             wanted = {execution_id for execution_id, _ in retries}
             known = self._retries.get(task_id, set())
@@ -139,7 +152,8 @@ class Timer:
         with self._cond:
             for at, _, due in sorted(self._heap)[:64]:
                 if self._peek_current(due):
-                    return at
+                    # A fire's entry waits ``lead`` ahead of it; report the fire's instant.
+                    return at + self._lead if isinstance(due, FireDue) else at
             return None
 
     def _peek_current(self, due: Due) -> bool:
@@ -160,6 +174,11 @@ class Timer:
         """Start waiting and dispatching."""
         self._thread = threading.Thread(target=self._run, name="chronolog-timer", daemon=True)
         self._thread.start()
+
+    def release_only(self) -> None:
+        """From now on dispatch only releases (a stop lets runs committed ahead begin)."""
+        with self._cond:
+            self._releases_only = True
 
     def stop(self) -> None:
         """Stop the thread; entries are kept (they are rebuilt from the log anyway)."""
@@ -185,6 +204,8 @@ class Timer:
                 batch: list[Due] = []
                 while self._heap and self._heap[0][0] <= now:
                     _, _, due = heapq.heappop(self._heap)
+                    if self._releases_only and not isinstance(due, ReleaseDue):
+                        continue
                     if self._is_current(due):
                         batch.append(due)
                 if not batch:
