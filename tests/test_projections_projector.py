@@ -175,6 +175,31 @@ class TestFollowing:
             projector.close()
         assert not thread.is_alive()
 
+    def test_position_listeners_hear_every_checkpoint(self, tmp_path: Path) -> None:
+        """A listener is called with each new checkpoint, on the committing thread; one that
+        fails does not stop the batch or the others; a removed one is no longer called."""
+        store = store_with(scheduled("a"))
+        heard: list[tuple[int, str]] = []
+
+        def failing(position: int) -> None:
+            raise RuntimeError("listener bug")
+
+        def listener(position: int) -> None:
+            heard.append((position, threading.current_thread().name))
+
+        with Projector(store, tmp_path / "p.duckdb") as projector:
+            projector.add_position_listener(failing)
+            projector.add_position_listener(listener)
+            worker = threading.Thread(target=projector.catch_up, name="committer")
+            worker.start()
+            worker.join()
+            assert projector.position == 1
+            projector.remove_position_listener(listener)
+            projector.remove_position_listener(listener)  # not registered any more: fine
+            append_all(store, [started("a", 1)])
+            projector.catch_up()
+        assert heard == [(1, "committer")]
+
     def test_wait_for_position_times_out(self, tmp_path: Path) -> None:
         """Waiting for a position nobody applies returns False after the timeout."""
         with Projector(store_with(scheduled("a")), tmp_path / "p.duckdb") as projector:

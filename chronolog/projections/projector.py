@@ -170,6 +170,9 @@ class Projector:
         # Serialises batches, rebuilds and close; waiters for a position use the condition.
         self._lock = threading.RLock()
         self._applied = threading.Condition()
+        # Copied on change, so publishing reads it without a lock.
+        self._position_listeners: tuple[Callable[[int], object], ...] = ()
+        self._listeners_lock = threading.Lock()
         self._closed = False
         self._position = 0
         self._batches_prepared = 0
@@ -396,10 +399,30 @@ class Projector:
         if self._on_applied is not None:
             self._on_applied(batch.last_position)
 
+    def add_position_listener(self, listener: Callable[[int], object]) -> None:
+        """Call ``listener(position)`` each time the checkpoint moves, on the thread that
+        moved it, after the waiters of :meth:`wait_for_position` were woken. Keep it cheap
+        (it delays the next batch); an exception it raises is logged and ignored."""
+        with self._listeners_lock:
+            self._position_listeners = (*self._position_listeners, listener)
+
+    def remove_position_listener(self, listener: Callable[[int], object]) -> None:
+        """Stop calling ``listener`` (one registration of it; none is fine)."""
+        with self._listeners_lock:
+            listeners = list(self._position_listeners)
+            with contextlib.suppress(ValueError):
+                listeners.remove(listener)
+            self._position_listeners = tuple(listeners)
+
     def _set_position(self, position: int) -> None:
         with self._applied:
             self._position = position
             self._applied.notify_all()
+        for listener in self._position_listeners:
+            try:
+                listener(position)
+            except Exception:
+                log.exception("a position listener failed", position=position)
 
     # --- reading ----------------------------------------------------------------------------
 
