@@ -1,11 +1,30 @@
-"""Sharing the host's loop: admission of bursts, and answers posted from other threads."""
+"""Sharing the host's loop: admission of bursts, answers posted from other threads, their
+timeouts, and waiting for a position another thread publishes."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from chronolog.host_loop import LoopAdmission, inbox_of
+import pytest
+
+from chronolog.actors.messages import TaskCommand
+from chronolog.domain import commands as cmd
+from chronolog.errors import RequestTimeoutError
+from chronolog.events import Cause
+from chronolog.host_loop import (
+    LoopAdmission,
+    PositionWaiter,
+    Reply,
+    ReplyBox,
+    inbox_of,
+    replies_of,
+)
 
 
 def test_a_burst_is_admitted_in_turns_and_timers_run_between() -> None:
@@ -103,3 +122,291 @@ def test_answers_from_many_threads_arrive_in_order_with_few_wake_ups() -> None:
     got, wakes = asyncio.run(main())
     assert all(values == list(range(2000)) for values in got.values())
     assert wakes < 8000
+
+
+# --- replies ---------------------------------------------------------------------------------
+
+
+def fake_clock(loop: asyncio.AbstractEventLoop) -> Callable[[float], None]:
+    """Make ``loop.time`` movable; returns ``advance(seconds)``. Timers follow it."""
+    offset = 0.0
+    real = loop.time
+
+    def now() -> float:
+        return real() + offset
+
+    def advance(seconds: float) -> None:
+        nonlocal offset
+        offset += seconds
+
+    loop.time = now  # type: ignore[method-assign]
+    return advance
+
+
+def counting_wakeups(loop: asyncio.AbstractEventLoop) -> list[int]:
+    """Count ``call_soon_threadsafe`` calls on ``loop`` (the wake-ups from other threads)."""
+    wakes = [0]
+    original = loop.call_soon_threadsafe
+
+    def counting(*args: Any) -> Any:
+        wakes[0] += 1
+        return original(*args)
+
+    loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+    return wakes
+
+
+def in_thread(work: Callable[[], object]) -> None:
+    """Run ``work`` on another thread and wait for it (blocking the loop meanwhile)."""
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+
+
+def ask_many(box: ReplyBox, count: int) -> tuple[list[asyncio.Future[Any]], list[Reply]]:
+    replies: list[Reply] = []
+    futures = [box.ask(replies.append) for _ in range(count)]
+    return futures, replies
+
+
+class TestReplies:
+    def test_answers_from_another_thread_settle_the_right_futures_with_one_wakeup(
+        self,
+    ) -> None:
+        """100 answers posted in reverse order from another thread, while the loop is busy,
+        reach their own callers, and wake the loop once."""
+
+        async def main() -> tuple[list[Any], int, int]:
+            loop = asyncio.get_running_loop()
+            box = replies_of(loop, 30.0, "the scheduler")
+            futures, replies = ask_many(box, 100)
+            wakes = counting_wakeups(loop)
+            in_thread(lambda: [reply(f"answer {reply.token}") for reply in reversed(replies)])
+            answers = await asyncio.gather(*futures)
+            return [(r.token, a) for r, a in zip(replies, answers, strict=True)], wakes[0], len(box)
+
+        answers, wakes, pending = asyncio.run(main())
+        assert all(answer == f"answer {token}" for token, answer in answers)
+        assert wakes == 1
+        assert pending == 0
+
+    def test_each_timeout_has_its_own_box(self) -> None:
+        """Boxes with different timeouts keep their deadlines apart."""
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            assert replies_of(loop, 30.0, "a") is replies_of(loop, 30.0, "a")
+            assert replies_of(loop, 30.0, "a") is not replies_of(loop, 300.0, "a")
+
+        asyncio.run(main())
+
+    def test_unanswered_requests_time_out_with_one_timer_for_all(self) -> None:
+        """1,000 requests pending keep one timer on the loop; those asked 31 s ago fail with
+        the usual message, those asked later (a later deadline) keep waiting."""
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            advance = fake_clock(loop)
+            box = ReplyBox(loop, 30.0, "the scheduler")
+            early, _ = ask_many(box, 1000)
+            assert len(loop._scheduled) <= 1  # type: ignore[attr-defined]
+            advance(10)
+            late, late_replies = ask_many(box, 10)
+            assert len(loop._scheduled) <= 1  # type: ignore[attr-defined]
+            advance(21)
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(*early, return_exceptions=True), timeout=5
+            )
+            assert all(isinstance(o, RequestTimeoutError) for o in outcomes)
+            assert str(outcomes[0]) == "the scheduler did not answer within 30 s"
+            assert not any(f.done() for f in late)
+            assert len(box) == 10  # the timed-out ones are gone
+            in_thread(lambda: [reply("ok") for reply in late_replies])
+            assert await asyncio.gather(*late) == ["ok"] * 10
+            assert len(box) == 0
+
+        asyncio.run(main())
+
+    def test_a_cancelled_caller_leaves_the_others_their_answers(self) -> None:
+        async def main() -> list[Any]:
+            loop = asyncio.get_running_loop()
+            box = ReplyBox(loop, 30.0, "the scheduler")
+            futures, replies = ask_many(box, 3)
+            callers = [asyncio.ensure_future(future) for future in futures]
+            await asyncio.sleep(0)
+            callers[1].cancel()
+            in_thread(lambda: [reply(reply.token) for reply in replies])
+            outcomes = await asyncio.gather(*callers, return_exceptions=True)
+            assert len(box) == 0
+            return outcomes
+
+        first, second, third = asyncio.run(main())
+        assert isinstance(second, asyncio.CancelledError)
+        assert (first, third) == (0, 2)
+
+    def test_answered_futures_are_released(self) -> None:
+        """Nothing keeps an answered future alive until its deadline."""
+
+        async def main() -> weakref.ref[asyncio.Future[Any]]:
+            loop = asyncio.get_running_loop()
+            box = ReplyBox(loop, 30.0, "the scheduler")
+            futures, replies = ask_many(box, 1)
+            ref = weakref.ref(futures[0])
+            in_thread(lambda: replies[0]("done"))
+            assert await futures.pop() == "done"
+            return ref
+
+        assert asyncio.run(main())() is None
+
+    def test_a_send_that_fails_leaves_nothing_pending(self) -> None:
+        def refuse(reply: Reply) -> None:
+            raise RuntimeError("not running")
+
+        async def main() -> int:
+            box = ReplyBox(asyncio.get_running_loop(), 30.0, "the scheduler")
+            with pytest.raises(RuntimeError):
+                box.ask(refuse)
+            return len(box)
+
+        assert asyncio.run(main()) == 0
+
+    def test_a_reply_and_its_command_stay_out_of_the_cyclic_gc(self) -> None:
+        """A command in a shard's mailbox costs the GC's full passes nothing."""
+
+        async def main() -> None:
+            box = ReplyBox(asyncio.get_running_loop(), 30.0, "the scheduler")
+            future, replies = ask_many(box, 1)
+            command = TaskCommand(
+                task_id="t", command=cmd.Resume(cause=Cause(kind="host")), reply=replies[0]
+            )
+            assert not gc.is_tracked(replies[0])
+            assert not gc.is_tracked(command)
+            replies[0](None)
+            await future[0]
+
+        asyncio.run(main())
+
+
+# --- waiting for a position ----------------------------------------------------------------
+
+
+class Source:
+    """A position published from other threads (as the projector does)."""
+
+    def __init__(self) -> None:
+        self.position = 0
+        self.listeners: list[Callable[[int], object]] = []
+
+    def add_position_listener(self, listener: Callable[[int], object]) -> None:
+        self.listeners.append(listener)
+
+    def remove_position_listener(self, listener: Callable[[int], object]) -> None:
+        self.listeners.remove(listener)
+
+    def publish(self, position: int) -> None:
+        self.position = position
+        for listener in list(self.listeners):
+            listener(position)
+
+
+def late() -> RequestTimeoutError:
+    return RequestTimeoutError("the projections did not catch up in time")
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+class TestPositionWaiter:
+    def test_a_position_published_from_another_thread_releases_its_waiters(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        source = Source()
+
+        async def main() -> None:
+            waiter = PositionWaiter(loop, source, 30.0, late)
+            assert waiter.wait(0) is None  # there already
+            five, seven = waiter.wait(5), waiter.wait(7)
+            assert five is not None and seven is not None
+            wakes = counting_wakeups(loop)
+            in_thread(lambda: source.publish(3))
+            assert wakes[0] == 0  # nobody waits for 3: the loop is not woken
+            in_thread(lambda: source.publish(5))
+            await asyncio.wait_for(five, timeout=5)
+            assert not seven.done()
+            in_thread(lambda: source.publish(8))
+            await asyncio.wait_for(seven, timeout=5)
+            assert wakes[0] == 2
+            assert source.listeners == []  # nobody waits: not listening
+            assert len(waiter) == 0
+
+        loop.run_until_complete(main())
+
+    def test_a_position_published_while_registering_is_not_missed(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """The position moves after the first check but before the listener is in place."""
+
+        class Racing(Source):
+            def add_position_listener(self, listener: Callable[[int], object]) -> None:
+                self.position = 10  # published to nobody
+                super().add_position_listener(listener)
+
+        source = Racing()
+
+        async def main() -> None:
+            waiter = PositionWaiter(loop, source, 30.0, late)
+            future = waiter.wait(5)
+            assert future is not None
+            await asyncio.wait_for(future, timeout=5)
+            assert source.listeners == []
+
+        loop.run_until_complete(main())
+
+    def test_cancelling_one_waiter_leaves_the_others_waiting(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        source = Source()
+
+        async def main() -> list[Any]:
+            waiter = PositionWaiter(loop, source, 30.0, late)
+
+            async def read() -> str:
+                future = waiter.wait(5)
+                if future is not None:
+                    await future
+                return "read"
+
+            readers = [asyncio.ensure_future(read()) for _ in range(3)]
+            await asyncio.sleep(0)
+            readers[0].cancel()
+            await asyncio.sleep(0)
+            assert not readers[1].done()
+            in_thread(lambda: source.publish(5))
+            return await asyncio.wait_for(
+                asyncio.gather(*readers, return_exceptions=True), timeout=5
+            )
+
+        outcomes = loop.run_until_complete(main())
+        assert isinstance(outcomes[0], asyncio.CancelledError)
+        assert outcomes[1:] == ["read", "read"]
+
+    def test_a_position_that_never_comes_times_out(self, loop: asyncio.AbstractEventLoop) -> None:
+        source = Source()
+
+        async def main() -> None:
+            advance = fake_clock(loop)
+            waiter = PositionWaiter(loop, source, 30.0, late)
+            futures = [waiter.wait(5) for _ in range(1000)]
+            assert len(loop._scheduled) <= 1  # type: ignore[attr-defined]
+            advance(31)
+            started = time.monotonic()
+            with pytest.raises(RequestTimeoutError, match="did not catch up in time"):
+                await asyncio.wait_for(asyncio.gather(*futures), timeout=5)  # type: ignore[arg-type]
+            assert time.monotonic() - started < 5
+            assert len(waiter) == 0
+
+        loop.run_until_complete(main())
