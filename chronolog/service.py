@@ -2,10 +2,11 @@
 
 Every method is async, validates its input, and returns a :class:`~chronolog.result.Result`
 instead of raising. Commands travel to the task's job actor as messages; the reply comes
-back through ``loop.call_soon_threadsafe`` (awaiting a pykka future would block the loop).
-Queries read the DuckDB projections on a small thread pool, after the projector has applied
-everything this service wrote (read-your-writes). ``svc.sync`` offers the same methods,
-blocking, for hosts without an event loop.
+back through the loop's reply box (see :mod:`chronolog.host_loop`; awaiting a pykka future
+would block the loop). Queries read the projections after the projector has applied
+everything this service wrote (read-your-writes): the task board on the caller's loop when
+it can answer at once, DuckDB on a small thread pool otherwise. ``svc.sync`` offers the
+same methods, blocking, for hosts without an event loop.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import concurrent.futures
 import functools
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -33,7 +35,7 @@ from chronolog.errors import (
     ValidationError,
 )
 from chronolog.events import Cause, EventMetadata, TaskDefinition
-from chronolog.host_loop import LoopAdmission, inbox_of
+from chronolog.host_loop import LoopAdmission, PositionWaiter, Reply, replies_of
 from chronolog.ids import new_id
 from chronolog.projections import queries
 from chronolog.result import ErrorInfo, Result
@@ -71,9 +73,13 @@ def _as_result(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[R
 
     @functools.wraps(method)
     async def wrapper(*args: Any, **kwargs: Any) -> Result[T]:
-        await _admission.enter()
+        admitted = _admission.admit()
+        if admitted is not None:
+            await admitted
         try:
-            return Result.success(await method(*args, **kwargs))
+            # Not Result.success(await ...): that would keep the bound classmethod on the
+            # coroutine's stack (a GC-tracked object) for as long as the call is in flight.
+            value = await method(*args, **kwargs)
         except ChronologError as exc:
             return Result.failure(exc)
         except TypeError as exc:  # wrong keyword arguments from the caller
@@ -83,33 +89,9 @@ def _as_result(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[R
             return Result.failure(
                 ErrorInfo(code="internal", message=f"{type(exc).__name__}: {exc}")
             )
+        return Result.success(value)
 
     return wrapper
-
-
-async def _reply_of(
-    send: Callable[[Callable[[Any], object]], None], timeout: float, who: str
-) -> Any:
-    """Send a message whose answer arrives on another thread, and await that answer.
-
-    The reply is handed to the loop through its inbox (``call_soon_threadsafe`` underneath,
-    once per batch of replies): awaiting a pykka future instead would block the event loop.
-    """
-    loop = asyncio.get_running_loop()
-    inbox = inbox_of(loop)
-    future: asyncio.Future[Any] = loop.create_future()
-
-    def resolve(answer: Any) -> None:
-        if not future.done():
-            future.set_result(answer)
-
-    send(lambda answer: inbox.post(resolve, answer))
-    try:
-        # asyncio.timeout, not wait_for: no extra Task per call.
-        async with asyncio.timeout(timeout):
-            return await future
-    except TimeoutError:
-        raise RequestTimeoutError(f"{who} did not answer within {timeout:.0f} s") from None
 
 
 class SchedulerService:
@@ -120,6 +102,9 @@ class SchedulerService:
         self._written = 0
         self._written_lock = threading.Lock()
         self._queries: concurrent.futures.ThreadPoolExecutor | None = None
+        self._catch_up: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PositionWaiter] = (
+            weakref.WeakKeyDictionary()
+        )
         self._local = threading.local()
         self._sync: SyncSchedulerService | None = None
 
@@ -223,11 +208,15 @@ class SchedulerService:
         )
         task_id = new_id() if event_id is None else check_id(event_id)
         definition, is_recurring = self.validate_schedule(request)
-        await self._send(
-            task_id,
-            cmd.Schedule(definition=definition, recurring=is_recurring, cause=_cause(caused_by)),
-            caused_by,
-            new_task=event_id is None,
+        self._settle(
+            await self._send(
+                task_id,
+                cmd.Schedule(
+                    definition=definition, recurring=is_recurring, cause=_cause(caused_by)
+                ),
+                caused_by,
+                new_task=event_id is None,
+            )
         )
         return task_id
 
@@ -240,10 +229,12 @@ class SchedulerService:
         assert state.definition is not None
         request = apply_changes(request_from_definition(state.definition), changes)
         definition, is_recurring = self.validate_schedule(request)
-        await self._send(
-            event_id,
-            cmd.Update(definition=definition, recurring=is_recurring, cause=_cause(caused_by)),
-            caused_by,
+        self._settle(
+            await self._send(
+                event_id,
+                cmd.Update(definition=definition, recurring=is_recurring, cause=_cause(caused_by)),
+                caused_by,
+            )
         )
         return event_id
 
@@ -252,8 +243,10 @@ class SchedulerService:
         self, event_id: str, note: str | None = None, *, caused_by: Cause | None = None
     ) -> str:
         """Cancel a task: it never fires again; running executions are signalled to stop."""
-        await self._send(
-            check_id(event_id), cmd.Cancel(note=_note(note), cause=_cause(caused_by)), caused_by
+        self._settle(
+            await self._send(
+                check_id(event_id), cmd.Cancel(note=_note(note), cause=_cause(caused_by)), caused_by
+            )
         )
         return event_id
 
@@ -262,22 +255,26 @@ class SchedulerService:
         self, event_id: str, note: str | None = None, *, caused_by: Cause | None = None
     ) -> str:
         """Pause a task, with an optional note saying why (kept in the log)."""
-        await self._send(
-            check_id(event_id), cmd.Pause(note=_note(note), cause=_cause(caused_by)), caused_by
+        self._settle(
+            await self._send(
+                check_id(event_id), cmd.Pause(note=_note(note), cause=_cause(caused_by)), caused_by
+            )
         )
         return event_id
 
     @_as_result
     async def resume_event(self, event_id: str, *, caused_by: Cause | None = None) -> str:
         """Resume a paused task from its next fire after now."""
-        await self._send(check_id(event_id), cmd.Resume(cause=_cause(caused_by)), caused_by)
+        self._settle(
+            await self._send(check_id(event_id), cmd.Resume(cause=_cause(caused_by)), caused_by)
+        )
         return event_id
 
     @_as_result
     async def execute_now(self, event_id: str, *, caused_by: Cause | None = None) -> str:
         """Run the task once now, leaving its schedule alone; returns the execution id."""
-        outcome = await self._send(
-            check_id(event_id), cmd.RunNow(cause=_cause(caused_by)), caused_by
+        outcome = self._settle(
+            await self._send(check_id(event_id), cmd.RunNow(cause=_cause(caused_by)), caused_by)
         )
         for envelope in outcome.envelopes:
             execution_id = getattr(envelope.event, "execution_id", None)
@@ -291,15 +288,17 @@ class SchedulerService:
     async def get_event(self, event_id: str) -> queries.TaskRow:
         """One task as the projections show it.
 
-        From the projector's task board: on this loop when the board is loaded and has
-        what this facade wrote (a dictionary look-up), else on the query pool (which
-        loads the board the first time).
+        From the projector's task board: on this loop when the board is loaded (a
+        dictionary look-up, once the projector has applied what this facade wrote, which
+        is awaited on the loop too), else on the query pool (which loads the board the
+        first time).
         """
         check_id(event_id)
         projector = self._module.require_projector()
-        ready, row = False, None
-        if projector.position >= self._written:
-            ready, row = projector.get_task_if_ready(event_id)
+        catching_up = self._catching_up(projector)
+        if catching_up is not None:
+            await catching_up
+        ready, row = projector.get_task_if_ready(event_id)
         if not ready:
             row = await self._read(lambda projector: projector.get_task(event_id))
         if row is None:
@@ -369,10 +368,12 @@ class SchedulerService:
     ) -> queries.Page[T]:
         """A task-list page from the projector's board (at once on this loop if it can)."""
         projector = self._module.require_projector()
-        if projector.position >= self._written:
-            page = projector.list_tasks_if_ready(query, row)
-            if page is not None:
-                return page
+        catching_up = self._catching_up(projector)
+        if catching_up is not None:
+            await catching_up
+        page = projector.list_tasks_if_ready(query, row)
+        if page is not None:
+            return page
         return await self._read(lambda projector: projector.list_tasks(query, row))
 
     @_as_result
@@ -544,8 +545,10 @@ class SchedulerService:
             raise ServiceUnavailableError("the Housekeeper is not running")
         return housekeeper
 
-    async def _ask_housekeeper(self, send: Callable[[Callable[[Any], object]], None]) -> Any:
-        answer = await _reply_of(send, REPLY_TIMEOUT * 10, "the Housekeeper")
+    async def _ask_housekeeper(self, send: Callable[[Reply], object]) -> Any:
+        """Ask the Housekeeper (a run may take long: ten times the usual timeout)."""
+        loop = asyncio.get_running_loop()
+        answer = await replies_of(loop, REPLY_TIMEOUT * 10, "the Housekeeper").ask(send)
         if isinstance(answer, ChronologError):
             raise answer
         self._note_written(self._module.require_runtime().store.last_position())
@@ -574,27 +577,49 @@ class SchedulerService:
             raise NotFoundError(f"no scheduled event {event_id!r}", details={"event_id": event_id})
         return state
 
-    async def _send(
+    def _send(
         self,
         task_id: str,
         command: cmd.Command,
         caused_by: Cause | None,
         *,
         new_task: bool = False,
-    ) -> CommandOutcome:
+    ) -> asyncio.Future[CommandOutcome]:
+        """Send a command to the task's job actor; the future of its outcome (settle it with
+        :meth:`_settle`).
+
+        A plain function, not a coroutine: while the answer is awaited, a call holds its
+        own coroutine and this future, and the job actor holds a :class:`Reply`.
+        """
         runtime = self._module.require_runtime()
         metadata = EventMetadata(correlation_id=new_id(), caused_by=_cause(caused_by))
-        outcome: CommandOutcome = await _reply_of(
+        box = replies_of(asyncio.get_running_loop(), REPLY_TIMEOUT, "the scheduler")
+        return box.ask(
             lambda reply: runtime.send(
                 task_id, command, metadata=metadata, reply=reply, new_task=new_task
-            ),
-            REPLY_TIMEOUT,
-            "the scheduler",
+            )
         )
+
+    def _settle(self, outcome: CommandOutcome) -> CommandOutcome:
+        """The outcome of a command: raise its error, or note what it wrote."""
         if outcome.error is not None:
             raise outcome.error
         self._note_written(outcome.last_position)
         return outcome
+
+    def _catching_up(self, projector: Projector) -> asyncio.Future[None] | None:
+        """None when the projector has applied what this facade wrote, else a future that
+        is done when it has (awaited on this loop, not on a pool thread)."""
+        written = self._written
+        if projector.position >= written:
+            return None
+        loop = asyncio.get_running_loop()
+        waiter = self._catch_up.get(loop)
+        if waiter is None or waiter.source is not projector:
+            waiter = self._catch_up[loop] = PositionWaiter(
+                loop, projector, REPLY_TIMEOUT, _projections_late
+            )
+        return waiter.wait(written)
 
     async def _query(self, run: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run a DuckDB query on the projections (see :meth:`_read`)."""
@@ -610,7 +635,7 @@ class SchedulerService:
             if projector.position < written and not projector.wait_for_position(
                 written, REPLY_TIMEOUT
             ):
-                raise RequestTimeoutError("the projections did not catch up in time")
+                raise _projections_late()
             return run(projector)
 
         return await asyncio.get_running_loop().run_in_executor(self._query_pool(), job)
@@ -639,6 +664,10 @@ class SchedulerService:
         if self._sync is not None:
             self._sync.close()
             self._sync = None
+
+
+def _projections_late() -> RequestTimeoutError:
+    return RequestTimeoutError("the projections did not catch up in time")
 
 
 def _cause(caused_by: Cause | None) -> Cause:

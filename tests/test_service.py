@@ -311,6 +311,34 @@ class TestBadInput:
 
 
 class TestEventLoop:
+    def test_a_read_waits_for_the_projector_on_the_loop(self, host: Host) -> None:
+        """A read that must see a write the projector has not applied yet waits on the
+        caller's loop (not on a query thread) and answers once the projector gets there."""
+
+        async def main() -> None:
+            svc = host.svc
+            created = await svc.schedule_event(
+                name="a", function_name="backup_database", next_execution=host.clock.now()
+            )
+            task_id = created.unwrap()
+            assert (await svc.get_event(task_id)).ok  # the task board is loaded now
+
+            async def no_pool(run: Any) -> Any:
+                raise AssertionError("the read went to the query pool")
+
+            svc._read = no_pool  # type: ignore[method-assign]
+            projector = host.module.require_projector()
+            svc._note_written(projector.position + 1)  # as if this facade wrote the next event
+            reading = asyncio.ensure_future(svc.get_event(task_id))
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert not reading.done()
+            await svc.pause_event(task_id)  # the next event: the projector applies it
+            result = await asyncio.wait_for(reading, timeout=10)
+            assert result.unwrap().name == "a"
+
+        _run(main())
+
     def test_loop_stays_responsive_under_many_calls(self, tmp_path: Path, clock: FakeClock) -> None:
         """10,000 concurrent facade calls leave the event loop turning throughout."""
 
