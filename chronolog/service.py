@@ -105,6 +105,9 @@ class SchedulerService:
         self._catch_up: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PositionWaiter] = (
             weakref.WeakKeyDictionary()
         )
+        self._board_waiting: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, list[asyncio.Future[None]]
+        ] = weakref.WeakKeyDictionary()
         self._local = threading.local()
         self._sync: SyncSchedulerService | None = None
 
@@ -288,10 +291,9 @@ class SchedulerService:
     async def get_event(self, event_id: str) -> queries.TaskRow:
         """One task as the projections show it.
 
-        From the projector's task board: on this loop when the board is loaded (a
-        dictionary look-up, once the projector has applied what this facade wrote, which
-        is awaited on the loop too), else on the query pool (which loads the board the
-        first time).
+        From the projector's task board, on this loop (a dictionary look-up), once the
+        projector has applied what this facade wrote (awaited on the loop too). The first
+        reads wait for the board to be loaded, by one job on the query pool for all of them.
         """
         check_id(event_id)
         projector = self._module.require_projector()
@@ -300,6 +302,9 @@ class SchedulerService:
             await catching_up
         ready, row = projector.get_task_if_ready(event_id)
         if not ready:
+            await self._board_loading(projector)
+            ready, row = projector.get_task_if_ready(event_id)
+        if not ready:  # the load failed, or the board was reset since: load it here
             row = await self._read(lambda projector: projector.get_task(event_id))
         if row is None:
             raise NotFoundError(f"no scheduled event {event_id!r}", details={"event_id": event_id})
@@ -620,6 +625,28 @@ class SchedulerService:
                 loop, projector, REPLY_TIMEOUT, _projections_late
             )
         return waiter.wait(written)
+
+    def _board_loading(self, projector: Projector) -> asyncio.Future[None]:
+        """A future done when a load of the projector's task board has ended: one load on
+        the query pool for all the callers on this loop, each awaiting a future of its own.
+        Done even when the load failed (the caller then reads on the pool, which reports
+        the error)."""
+        loop = asyncio.get_running_loop()
+        waiting = self._board_waiting.get(loop)
+        if waiting is None:
+            loading = loop.run_in_executor(self._query_pool(), projector.load_board)
+            loading.add_done_callback(functools.partial(self._board_loaded, loop))
+            waiting = self._board_waiting[loop] = []
+        future: asyncio.Future[None] = loop.create_future()
+        waiting.append(future)
+        return future
+
+    def _board_loaded(self, loop: asyncio.AbstractEventLoop, loading: asyncio.Future[None]) -> None:
+        if not loading.cancelled():
+            loading.exception()  # retrieved: the callers read on the pool and see it there
+        for future in self._board_waiting.pop(loop, ()):
+            if not future.done():
+                future.set_result(None)
 
     async def _query(self, run: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run a DuckDB query on the projections (see :meth:`_read`)."""

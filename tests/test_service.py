@@ -311,6 +311,37 @@ class TestBadInput:
 
 
 class TestEventLoop:
+    def test_the_first_reads_share_one_load_of_the_task_board(self, host: Host) -> None:
+        """Many reads arriving before the board is loaded wait on the loop for one load on
+        the query pool, instead of each taking a query thread."""
+
+        async def main() -> None:
+            svc = host.svc
+            created = await svc.schedule_event(
+                name="a", function_name="backup_database", next_execution=host.clock.now()
+            )
+            task_id = created.unwrap()
+            projector = host.module.require_projector()
+            assert not projector.get_task_if_ready(task_id)[0]  # not loaded yet
+            loads = 0
+            load_board = projector.load_board
+
+            def counting_load() -> None:
+                nonlocal loads
+                loads += 1
+                load_board()
+
+            async def no_pool(run: Any) -> Any:
+                raise AssertionError("the read went to the query pool")
+
+            projector.load_board = counting_load  # type: ignore[method-assign]
+            svc._read = no_pool  # type: ignore[method-assign]
+            results = await asyncio.gather(*(svc.get_event(task_id) for _ in range(200)))
+            assert all(r.unwrap().name == "a" for r in results)
+            assert loads == 1
+
+        _run(main())
+
     def test_a_read_waits_for_the_projector_on_the_loop(self, host: Host) -> None:
         """A read that must see a write the projector has not applied yet waits on the
         caller's loop (not on a query thread) and answers once the projector gets there."""

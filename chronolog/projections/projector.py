@@ -455,6 +455,17 @@ class Projector:
         values = self._board.get_task(task_id, self.reader)
         return None if values is None else task_row(values)
 
+    def load_board(self) -> None:
+        """Load the task board from DuckDB unless it is loaded (blocking: for a query thread)."""
+        self._check_open()
+        if self._board.loaded:
+            return
+        cursor = self.reader()
+        try:
+            self._board.load(cursor)
+        finally:
+            cursor.close()
+
     def get_task_if_ready(self, task_id: str) -> tuple[bool, TaskRow | None]:
         """:meth:`get_task` if the board is loaded (a dictionary look-up, fine on an event
         loop): ``(True, row or None)``; ``(False, None)`` while it is not."""
