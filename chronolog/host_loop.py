@@ -45,6 +45,8 @@ from chronolog.errors import RequestTimeoutError
 
 #: Calls admitted per loop turn (each costs tens of microseconds on the loop).
 PER_TURN = 32
+#: Reads answered from the in-memory task board per loop turn (a few microseconds each).
+BOARD_READS_PER_TURN = 128
 
 #: Futures added within this many seconds share one deadline (see :class:`PendingFutures`).
 DEADLINE_SLICE = 0.25

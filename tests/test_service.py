@@ -311,16 +311,37 @@ class TestBadInput:
 
 
 class TestEventLoop:
-    def test_the_first_reads_share_one_load_of_the_task_board(self, host: Host) -> None:
-        """Many reads arriving before the board is loaded wait on the loop for one load on
-        the query pool, instead of each taking a query thread."""
+    def test_a_new_projection_needs_no_board_load(self, host: Host) -> None:
+        """On a new data directory the task board starts complete: the first read is a
+        look-up on the loop, not a load."""
+
+        async def main() -> None:
+            created = await host.svc.schedule_event(
+                name="a", function_name="backup_database", next_execution=host.clock.now()
+            )
+            projector = host.module.require_projector()
+            assert projector.get_task_if_ready(created.unwrap())[0]
+
+        _run(main())
+
+    def test_the_first_reads_share_one_load_of_the_task_board(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """Many reads arriving before the board of a reopened projection is loaded wait on
+        the loop for one load on the query pool, instead of each taking a query thread."""
+        first = Host(tmp_path / "data", clock)
+        first.register()
+        first.module.start_blocking()
+        task_id = first.svc.sync.schedule_event(
+            name="a", function_name="backup_database", next_execution=clock.now()
+        ).unwrap()
+        first.module.stop_blocking()
+        host = Host(tmp_path / "data", clock)
+        host.register()
+        host.module.start_blocking()
 
         async def main() -> None:
             svc = host.svc
-            created = await svc.schedule_event(
-                name="a", function_name="backup_database", next_execution=host.clock.now()
-            )
-            task_id = created.unwrap()
             projector = host.module.require_projector()
             assert not projector.get_task_if_ready(task_id)[0]  # not loaded yet
             loads = 0
@@ -340,7 +361,10 @@ class TestEventLoop:
             assert all(r.unwrap().name == "a" for r in results)
             assert loads == 1
 
-        _run(main())
+        try:
+            _run(main())
+        finally:
+            host.module.stop_blocking()
 
     def test_a_read_waits_for_the_projector_on_the_loop(self, host: Host) -> None:
         """A read that must see a write the projector has not applied yet waits on the

@@ -21,10 +21,11 @@ kept: decoded JSON would triple the board's memory.
 
 The board is derived only from the log, like every projection: the projector applies each
 batch to it after the DuckDB commit and before publishing the new position, so a reader
-waiting for a position (read-your-writes) finds the board there too. It starts *unloaded*
-and costs nothing until the first task list, which loads it from a DuckDB snapshot (rows
-plus the position they reflect) and merges the batches committed while it loaded; from
-then on the projector keeps it current.
+waiting for a position (read-your-writes) finds the board there too. A new projection's
+board starts empty and complete; a reopened one's starts *unloaded* (reading 100,000
+tasks at every start would be slow) and costs nothing until the first read, which loads
+it from a DuckDB snapshot (rows plus the position they reflect) and merges the batches
+committed while it loaded; from then on the projector keeps it current.
 """
 
 from __future__ import annotations
@@ -210,13 +211,14 @@ class TaskBoard:
         """The position of the last batch applied."""
         return self._position
 
-    def reset(self, *, position: int = 0, keep_loaded: bool = False) -> None:
-        """Forget every row, as of ``position``. With ``keep_loaded`` a loaded board stays
-        loaded (the tables were just emptied: nothing to load); otherwise it is unloaded."""
+    def reset(self, *, position: int = 0, empty: bool = False) -> None:
+        """Forget every row, as of ``position``. ``empty``: the tables hold no task, so the
+        empty board is complete (loaded) and no first read has to wait for a load;
+        otherwise it is unloaded."""
         with self._lock:
             self._generation += 1
             self._rows = {}
-            self._loaded = self._loaded and keep_loaded
+            self._loaded = empty
             self._position = position
             self._changes = []
             self._changed_ids = 0

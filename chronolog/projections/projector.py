@@ -215,9 +215,10 @@ class Projector:
             self._reset()
             return 0
         # Rows exist that the cache has not seen: its misses must be looked up. The board
-        # loads them on the first task list (reading 100,000 rows would slow every start).
+        # loads them on the first read (reading 100,000 rows would slow every start); a
+        # projection at position 0 has no rows, so its board starts complete.
         self._cache.reset(complete=position == 0)
-        self._board.reset(position=position)
+        self._board.reset(position=position, empty=position == 0)
         return position
 
     def _reset(self) -> None:
@@ -237,7 +238,7 @@ class Projector:
                 conn.rollback()
                 raise
         self._cache.reset(complete=True)
-        self._board.reset(keep_loaded=True)
+        self._board.reset(empty=True)
         self._set_position(0)
 
     # --- applying -----------------------------------------------------------------------------
