@@ -50,7 +50,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: Seconds before a fire's instant that the scheduler commits it (appends its
     #: ``ExecutionStarted``); the function is still released at the instant itself, so
     #: the durable write is off the critical path. 0 commits at the instant.
-    fire_lead_seconds: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.05
+    fire_lead_seconds: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.1
     #: Seconds a fire may be late and still count as on time (None: always on time).
     default_misfire_grace: NonNegativeFloat | None = 60.0
     #: IANA zone for tasks that do not name one (None: the machine's zone, else UTC).

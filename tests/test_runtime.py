@@ -37,6 +37,8 @@ from chronolog.testing import FakeClock
 from chronolog.triggers import CronTrigger, DateTrigger, IntervalTrigger
 
 TEN_S = timedelta(seconds=10)
+#: The default fire lead (seconds).
+LEAD = Settings().fire_lead_seconds
 
 
 class Harness:
@@ -199,12 +201,12 @@ class TestFireLead:
 
     def test_the_run_is_durable_ahead_and_begins_at_its_instant(self, harness: Harness) -> None:
         harness.schedule("d", "record", DateTrigger(run_at=harness.clock.now() + TEN_S))
-        harness.advance(9.94)
+        harness.advance(10 - LEAD - 0.01)
         assert harness.events("d", ExecutionStarted) == []
-        harness.advance(0.01)  # 50 ms ahead (the default lead): committed, held back
+        harness.advance(0.01)  # the default lead ahead: committed, held back
         assert len(harness.events("d", ExecutionStarted)) == 1
         assert harness.calls == []
-        harness.advance(0.049)
+        harness.advance(LEAD - 0.001)
         assert harness.calls == []
         harness.advance(0.001)
         assert len(harness.calls) == 1
@@ -224,7 +226,7 @@ class TestFireLead:
 
     def test_a_run_cancelled_before_its_instant_never_begins(self, harness: Harness) -> None:
         harness.schedule("d", "record", DateTrigger(run_at=harness.clock.now() + TEN_S))
-        harness.advance(9.97)
+        harness.advance(10 - LEAD / 2)
         assert len(harness.events("d", ExecutionStarted)) == 1
         outcome = harness.command("d", cmd.Cancel())
         assert outcome.error is None
@@ -237,8 +239,8 @@ class TestFireLead:
         harness.schedule(
             "b", "block", DateTrigger(run_at=harness.clock.now() + TEN_S), timeout_seconds=5
         )
-        harness.advance(9.95, executions=False)  # committed 50 ms ahead
-        harness.advance(0.05, executions=False)  # released
+        harness.advance(10 - LEAD, executions=False)  # committed ahead
+        harness.advance(LEAD, executions=False)  # released
         harness.advance(4.99, executions=False)
         assert harness.events("b", ExecutionTimedOut) == []
         harness.advance(0.01, executions=False)
@@ -259,7 +261,7 @@ class TestFireLead:
             max_retries=1,
             retry_backoff_seconds=1,
         )
-        first.advance(9.97)
+        first.advance(10 - LEAD / 2)
         assert len(first.events("d", ExecutionStarted)) == 1
         first.runtime.stop()
         assert first.calls == []
