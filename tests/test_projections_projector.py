@@ -175,6 +175,36 @@ class TestFollowing:
             projector.close()
         assert not thread.is_alive()
 
+    def test_catch_ups_are_paced_but_an_idle_projector_starts_at_once(self, tmp_path: Path) -> None:
+        """Under a steady trickle catch-ups start ``pace`` apart (one DuckDB transaction
+        for several events, not one each); after an idle spell longer than ``pace`` a new
+        event is projected at once."""
+        store = store_with(scheduled("a"))
+        projector = Projector(store, tmp_path / "p.duckdb")
+        stop = threading.Event()
+        pace = 2.0
+        thread = threading.Thread(
+            target=projector.run_until_stopped, args=(stop, 5.0), kwargs={"pace": pace}
+        )
+        thread.start()
+        try:
+            assert projector.wait_for_position(1, timeout=10)
+            append_all(store, [started("a", 1)])
+            appended = time.monotonic()
+            assert projector.wait_for_position(2, timeout=10)
+            assert time.monotonic() - appended > pace / 2  # waited for its turn
+            time.sleep(pace)
+            append_all(store, [succeeded("a", 1)])
+            appended = time.monotonic()
+            assert projector.wait_for_position(3, timeout=10)
+            assert time.monotonic() - appended < pace / 2  # idle long enough: no wait
+        finally:
+            stop.set()
+            append_all(store, [started("a", 2)])
+            thread.join(timeout=10)
+            projector.close()
+        assert not thread.is_alive()
+
     def test_position_listeners_hear_every_checkpoint(self, tmp_path: Path) -> None:
         """A listener is called with each new checkpoint, on the committing thread; one that
         fails does not stop the batch or the others; a removed one is no longer called."""

@@ -335,6 +335,7 @@ class TestEventLoop:
         task_id = first.svc.sync.schedule_event(
             name="a", function_name="backup_database", next_execution=clock.now()
         ).unwrap()
+        assert first.svc.sync.get_event(task_id).ok  # projected: the reopened board has rows
         first.module.stop_blocking()
         host = Host(tmp_path / "data", clock)
         host.register()
@@ -373,7 +374,9 @@ class TestEventLoop:
         async def main() -> None:
             svc = host.svc
             created = await svc.schedule_event(
-                name="a", function_name="backup_database", next_execution=host.clock.now()
+                name="a",
+                function_name="backup_database",
+                next_execution=host.clock.now() + timedelta(days=1),
             )
             task_id = created.unwrap()
             assert (await svc.get_event(task_id)).ok  # the task board is loaded now
