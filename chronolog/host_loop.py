@@ -11,6 +11,8 @@ Every facade call therefore passes :meth:`LoopAdmission.admit` first. At most
 ``per_turn`` calls go straight through per loop turn; the rest wait in line and are let
 in ``per_turn`` at a time, each batch from a callback that the loop runs in its turn,
 after the timers and I/O callbacks that became due. A lone call pays one comparison.
+Reads the in-memory task board answers cost a few microseconds, not tens, and have a line
+of their own that lets :data:`BOARD_READS_PER_TURN` in per turn.
 
 **Answers.** Job actors answer from their shard threads, a round of up to 64 answers at a
 time. ``loop.call_soon_threadsafe`` per answer writes to the loop's wake-up socket each
