@@ -96,10 +96,11 @@ class JobActor(msgspec.Struct, gc=False):
             if isinstance(event, ExecutionStarted) and definition is not None:
                 if self.state.open_execution(event.execution_id) is None:
                     continue  # started and already ended within this same decision
+                # Only a scheduled run waits for its instant; retries and manual runs go now.
+                release = release_at if event.reason == "schedule" else None
                 begins = envelope.recorded_at
-                held = release_at is not None and event.reason == "schedule"
-                if held and release_at is not None and release_at > begins:
-                    begins = release_at
+                if release is not None and release > begins:
+                    begins = release
                 timeout = definition.policies.timeout_seconds
                 if timeout is not None:
                     runtime.timer.add_timeout(
@@ -114,7 +115,7 @@ class JobActor(msgspec.Struct, gc=False):
                         nominal_time=event.nominal_time,
                         attempt=event.attempt,
                         idempotency_key=event.idempotency_key,
-                        release_at=release_at if held else None,
+                        release_at=release,
                     )
                 )
             elif isinstance(event, ExecutionCancelled | ExecutionTimedOut):
