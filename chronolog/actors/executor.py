@@ -142,12 +142,24 @@ class Executor:
 
     def submit(self, request: ExecutionRequest) -> None:
         """Start running ``request``; its outcome arrives through ``on_finish``."""
-        self.hold(request)
-        self.release(request.execution_id)
+        self._start(request, self._register(request, held=False))
 
     def hold(self, request: ExecutionRequest) -> None:
         """Take ``request`` in without starting it: it counts as running (so it can be
         cancelled, and nobody takes it for orphaned) until :meth:`release` starts it."""
+        self._register(request, held=True)
+
+    def release(self, execution_id: str) -> None:
+        """Start a held execution (nothing happens if it is unknown)."""
+        with self._idle:
+            request = self._held.pop(execution_id, None)
+            found = self._running.get(execution_id)
+            if not self._held:
+                self._idle.notify_all()
+        if request is not None and found is not None:
+            self._start(request, found[0])
+
+    def _register(self, request: ExecutionRequest, *, held: bool) -> ExecutionContext:
         context = ExecutionContext(
             task_id=request.task_id,
             execution_id=request.execution_id,
@@ -158,22 +170,15 @@ class Executor:
         with self._lock:
             self._running[request.execution_id] = (context, None)
             self._running_tasks[request.task_id] += 1
-            self._held[request.execution_id] = request
+            if held:
+                self._held[request.execution_id] = request
+        return context
 
-    def release(self, execution_id: str) -> None:
-        """Start a held execution (nothing happens if it is unknown or was cancelled)."""
-        with self._idle:
-            request = self._held.pop(execution_id, None)
-            found = self._running.get(execution_id)
-            if not self._held:
-                self._idle.notify_all()
-        if request is None or found is None:
-            return
-        context = found[0]
+    def _start(self, request: ExecutionRequest, context: ExecutionContext) -> None:
         if context.is_cancelled or self._closed:
             # Cancelled before it began (its end is in the log already), or stopping: a
             # run never started stays open in the log and the next start recovers it.
-            self._forget(execution_id)
+            self._forget(request.execution_id)
             return
         try:
             entry = self._registry.get(request.function_name)
