@@ -723,7 +723,8 @@ CALL = st.sampled_from(TOOL_NAMES).flatmap(lambda n: st.tuples(st.just(n), _argu
 
 def _placed(arguments: Any, clean: Path) -> Any:
     if isinstance(arguments, dict) and isinstance(arguments.get("directory"), str):
-        return {**arguments, "directory": arguments["directory"].format(clean=clean)}
+        # replace, not str.format: fuzzed directories may hold any braces ("{").
+        return {**arguments, "directory": arguments["directory"].replace("{clean}", str(clean))}
     return arguments
 
 
