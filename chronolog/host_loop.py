@@ -49,6 +49,10 @@ from chronolog.errors import RequestTimeoutError
 PER_TURN = 32
 #: Reads answered from the in-memory task board per loop turn (a few microseconds each).
 BOARD_READS_PER_TURN = 128
+#: Answers delivered, and waiting callers woken, per loop turn: each wakes a coroutine that
+#: then finishes its call (several microseconds), so 10,000 at once would hold the loop for
+#: tens of milliseconds.
+WAKEUPS_PER_TURN = 128
 
 #: Futures added within this many seconds share one deadline (see :class:`PendingFutures`).
 DEADLINE_SLICE = 0.25
@@ -144,8 +148,17 @@ class LoopInbox:
 
     def _drain(self) -> None:
         with self._lock:
-            items, self._items = self._items, []
-            self._armed = False
+            items = self._items[:WAKEUPS_PER_TURN]
+            del self._items[:WAKEUPS_PER_TURN]
+            more = bool(self._items)
+            # Still armed while more wait: the next turn's drain takes them, and posts
+            # meanwhile need no wake-up of their own.
+            self._armed = more
+        if more:
+            loop = self._loop()
+            if loop is not None:
+                # call_later(0), not call_soon: runs after the callbacks already due.
+                loop.call_later(0, self._drain)
         for callback, argument in items:
             callback(argument)
 
@@ -354,6 +367,7 @@ class PositionWaiter:
         self._targets: dict[int, list[int]] = {}  # target position -> tokens
         self._lowest: int | None = None  # the lowest target, read by the source's thread
         self._listening = False
+        self._release_armed = False  # more callers to wake in the next turn
 
     def __len__(self) -> int:
         """Callers still waiting."""
@@ -383,13 +397,31 @@ class PositionWaiter:
         if lowest is not None and position >= lowest:
             self._inbox.post(self._release, position)
 
+    def _release_next_turn(self) -> None:
+        self._release_armed = False
+        self._release(self.source.position)
+
     def _release(self, position: int) -> None:
+        """Wake the callers waiting for ``position`` or less, :data:`WAKEUPS_PER_TURN` per
+        loop turn (a burst of reads all waits for the same position)."""
+        if self._release_armed:
+            return  # the next turn's release goes on, to the newest position
         position = max(position, self.source.position)
-        for target in [t for t in self._targets if t <= position]:
-            for token in self._targets.pop(target):
+        budget = WAKEUPS_PER_TURN
+        for target in sorted(t for t in self._targets if t <= position):
+            tokens = self._targets[target]
+            woken, rest = tokens[:budget], tokens[budget:]
+            for token in woken:
                 future = self._pending.pop(token)
                 if future is not None and not future.done():
                     future.set_result(None)
+            budget -= len(woken)
+            if rest:
+                self._targets[target] = rest
+                self._release_armed = True
+                asyncio.get_running_loop().call_later(0, self._release_next_turn)
+                return
+            del self._targets[target]
         self._lowest = min(self._targets, default=None)
         if self._lowest is None and self._listening:
             self._listening = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import threading
 import time
 import weakref
@@ -18,6 +19,7 @@ from chronolog.domain import commands as cmd
 from chronolog.errors import RequestTimeoutError
 from chronolog.events import Cause
 from chronolog.host_loop import (
+    WAKEUPS_PER_TURN,
     LoopAdmission,
     PositionWaiter,
     Reply,
@@ -122,6 +124,56 @@ def test_answers_from_many_threads_arrive_in_order_with_few_wake_ups() -> None:
     got, wakes = asyncio.run(main())
     assert all(values == list(range(2000)) for values in got.values())
     assert wakes < 8000
+
+
+def turns_seen_by_a_timer(
+    loop: asyncio.AbstractEventLoop, progress: Callable[[], int]
+) -> list[int]:
+    """``progress()`` as seen at each loop turn (a timer re-armed with ``call_later(0)``,
+    so it runs once per turn, after the callbacks already due)."""
+    seen: list[int] = []
+
+    def tick() -> None:
+        seen.append(progress())
+        loop.call_later(0, tick)
+
+    loop.call_later(0, tick)
+    return seen
+
+
+def assert_a_slice_per_turn(seen: list[int], total: int) -> None:
+    """Between two turns at most WAKEUPS_PER_TURN more were woken, so ``total`` took at
+    least ``total / WAKEUPS_PER_TURN`` turns."""
+    steps = [b - a for a, b in itertools.pairwise(seen)]
+    assert max(steps) <= WAKEUPS_PER_TURN
+    assert len([s for s in steps if s]) >= total // WAKEUPS_PER_TURN
+
+
+def test_a_flood_of_answers_is_delivered_a_slice_per_turn() -> None:
+    """10,000 answers posted at once reach the loop WAKEUPS_PER_TURN per turn, in order,
+    with one wake-up: a timer runs between the slices."""
+
+    async def main() -> tuple[list[int], list[int], int]:
+        loop = asyncio.get_running_loop()
+        inbox = inbox_of(loop)
+        got: list[int] = []
+        seen = turns_seen_by_a_timer(loop, lambda: len(got))
+        wakes = counting_wakeups(loop)
+        done = asyncio.Event()
+
+        def record(i: int) -> None:
+            got.append(i)
+            if len(got) == 10_000:
+                done.set()
+
+        in_thread(lambda: [inbox.post(record, i) for i in range(10_000)])
+        await asyncio.wait_for(done.wait(), 10)
+        return got, seen, wakes[0]
+
+    got, seen, wakes = asyncio.run(main())
+    assert got == list(range(10_000))
+    assert wakes == 1
+    assert_a_slice_per_turn(seen, 10_000)
 
 
 # --- replies ---------------------------------------------------------------------------------
@@ -393,6 +445,45 @@ class TestPositionWaiter:
         outcomes = loop.run_until_complete(main())
         assert isinstance(outcomes[0], asyncio.CancelledError)
         assert outcomes[1:] == ["read", "read"]
+
+    def test_a_crowd_waiting_for_one_position_wakes_a_slice_per_turn(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """10,000 readers waiting for the same position are woken WAKEUPS_PER_TURN per loop
+        turn, not all in one; a later position and a cancelled reader are handled too."""
+        source = Source()
+
+        async def main() -> tuple[list[int], list[Any]]:
+            waiter = PositionWaiter(loop, source, 30.0, late)
+            woken: list[int] = []
+
+            async def read(i: int, target: int) -> int:
+                future = waiter.wait(target)
+                assert future is not None
+                await future
+                woken.append(i)
+                return i
+
+            readers = [asyncio.ensure_future(read(i, 5)) for i in range(10_000)]
+            later = asyncio.ensure_future(read(-1, 9))
+            await asyncio.sleep(0)
+            readers[7].cancel()
+            seen = turns_seen_by_a_timer(loop, lambda: len(woken))
+            in_thread(lambda: source.publish(6))
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(*readers, return_exceptions=True), timeout=10
+            )
+            assert not later.done()
+            assert len(waiter) == 1
+            in_thread(lambda: source.publish(9))
+            assert await asyncio.wait_for(later, timeout=5) == -1
+            assert source.listeners == []
+            return seen, outcomes
+
+        seen, outcomes = loop.run_until_complete(main())
+        assert isinstance(outcomes[7], asyncio.CancelledError)
+        assert [o for i, o in enumerate(outcomes) if i != 7] == [i for i in range(10_000) if i != 7]
+        assert_a_slice_per_turn(seen, 9_999)
 
     def test_a_position_that_never_comes_times_out(self, loop: asyncio.AbstractEventLoop) -> None:
         source = Source()

@@ -133,3 +133,27 @@ class TestNormalises:
         assert decoded == normal
         assert type(decoded) is type(normal)
         assert validate(decoded) == normal
+
+
+class TestCompileCaches:
+    def test_one_shots_stay_out_of_the_caches_and_are_validated_each_time(self) -> None:
+        """Recurring specs are compiled once; a one-shot's spec (unique to its task) is not
+        kept: thousands of cached one-shots would only lengthen every full GC pass."""
+        from chronolog.triggers import engine
+
+        engine.clear_caches()
+        for day in range(100):
+            spec = DateTrigger(run_at=T0 + timedelta(days=day))
+            assert next_fire(spec, T0 - timedelta(days=1)) is not None
+            assert next_fire(spec, T0 - timedelta(days=1)) is not None
+        assert engine._compile.cache_info().currsize == 0
+        assert not engine._by_identity
+        cron = CronTrigger(expression="0 9 * * *")
+        for _ in range(3):
+            next_fire(cron, T0)
+        assert engine._compile.cache_info().currsize == 1
+        assert engine._compile.cache_info().misses == 1
+        bad = DateTrigger(run_at=T0, jitter_seconds=-1)
+        for _ in range(2):  # rejected every time, not once and then served from a cache
+            with pytest.raises(InvalidTriggerError):
+                next_fire(bad, T0 - timedelta(days=1))

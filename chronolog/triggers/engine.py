@@ -72,9 +72,8 @@ def _compiled_as(spec: TriggerSpec, plan: _Plan, kind: str) -> _Compiled:
 _ELAPSED_UNITS = ("seconds", "minutes", "hours")
 
 
-@lru_cache(maxsize=16_384)
-def _compile(spec: TriggerSpec) -> _Compiled:
-    """Build the plan for a spec that :func:`validate` returned (cached by value)."""
+def _build(spec: TriggerSpec) -> _Compiled:
+    """Build the plan for a spec that :func:`validate` returned."""
     zone = get_zone(spec.timezone)
     if isinstance(spec, DateTrigger):
         return _compiled_as(spec, _DatePlan(spec.run_at), "date")
@@ -106,6 +105,10 @@ def _compile(spec: TriggerSpec) -> _Compiled:
     return _compiled_as(spec, cron, "cron")
 
 
+#: :func:`_build`, cached by value.
+_compile = lru_cache(maxsize=16_384)(_build)
+
+
 # Every new spec object is validated, even when an equal one was compiled before: the value
 # cache alone would let IntervalTrigger(every=True) through on the heels of every=1 (they
 # compare equal). The scheduler asks again and again with the *same* object, so an
@@ -124,6 +127,11 @@ def _validated_and_compiled(spec: TriggerSpec, _types: tuple[type, ...]) -> _Com
 
 
 def _compiled(spec: TriggerSpec) -> _Compiled:
+    if type(spec) is DateTrigger:
+        # A one-shot's spec is unique to its task and asked about twice or so: caching it
+        # gains nothing, and 10,000 cached one-shots would add milliseconds to every full
+        # pass of the host's cyclic GC (the caches' entries are traversed each time).
+        return _build(validate(spec))
     hit = _by_identity.get(id(spec))
     if hit is not None and hit[0] is spec:
         return hit[1]
