@@ -7,13 +7,14 @@ import concurrent.futures
 import os
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chronolog.actors.executor import ExecutionContext
 from chronolog.actors.messages import CommandOutcome, TaskCommand
 from chronolog.actors.runtime import Runtime
 from chronolog.domain import commands as cmd
@@ -54,6 +55,7 @@ class Harness:
         self.registry.register("fail", self._fail)
         self.registry.register("block", self._block)
         self.registry.register("arecord", self._arecord)
+        self.registry.register("patient", self._patient)
         self.runtime = Runtime(Settings(**settings), self.store, self.registry, clock=clock)
 
     def _record(self, tag: str = "", context: Any = None) -> str:
@@ -66,6 +68,10 @@ class Harness:
     def _block(self) -> str:
         self.release.wait(10)
         return "late"
+
+    def _patient(self, context: Any) -> str:
+        """Waits for its cancellation signal (a long job that checks it), up to 10 s."""
+        return "signalled" if context.cancelled.wait(10) else "never signalled"
 
     async def _arecord(self, tag: str = "") -> str:
         await asyncio.sleep(0)
@@ -194,6 +200,17 @@ class TestExecutions:
         late = harness.events("b", LateResultRecorded)
         assert len(late) == 1 and late[0].succeeded
         assert not harness.events("b", ExecutionSucceeded)
+
+    def test_a_timed_out_thread_is_signalled_through_its_context(self, harness: Harness) -> None:
+        """The timeout sets ``context.cancelled``: a function waiting on it stops at once."""
+        harness.schedule(
+            "p", "patient", DateTrigger(run_at=harness.clock.now()), settle=False, timeout_seconds=5
+        )
+        harness.advance(5, executions=False)
+        assert harness.events("p", ExecutionTimedOut)
+        assert harness.runtime.settle(5)  # no release needed: the signal ended the wait
+        late = harness.events("p", LateResultRecorded)
+        assert len(late) == 1 and late[0].result == "signalled"
 
 
 class TestFireLead:
@@ -584,3 +601,58 @@ def test_rounds_keep_each_tasks_order_and_hold_a_task_once(tasks: list[str], lim
     assert sorted(flat, key=id) == sorted(messages, key=id)
     for task in set(tasks):
         assert [m for m in flat if m.task_id == task] == [m for m in messages if m.task_id == task]
+
+
+class TestCancellationSignal:
+    """``ExecutionContext.cancelled`` is made on first use, and never misses a cancel."""
+
+    @staticmethod
+    def context() -> ExecutionContext:
+        return ExecutionContext(
+            task_id="t",
+            execution_id="e",
+            idempotency_key="t:0",
+            attempt=1,
+            nominal_time=datetime(2027, 1, 1, tzinfo=UTC),
+        )
+
+    def test_cancel_before_the_signal_is_asked_for(self) -> None:
+        context = self.context()
+        assert not context.is_cancelled
+        context.cancel()
+        assert context.is_cancelled and context.cancelled.is_set()
+
+    def test_cancel_after_the_signal_is_asked_for(self) -> None:
+        context = self.context()
+        signal = context.cancelled
+        assert not signal.is_set() and context.cancelled is signal
+        context.cancel()
+        assert signal.is_set() and context.is_cancelled
+
+    def test_a_cancel_racing_the_first_look_is_never_lost(self) -> None:
+        """Threads ask for the signal while another cancels: every one sees it set."""
+        for _ in range(200):
+            assert race_first_looks_against_a_cancel(self.context(), lookers=4) == [True] * 4
+
+
+def race_first_looks_against_a_cancel(context: ExecutionContext, lookers: int) -> list[bool]:
+    """Start ``lookers`` threads waiting on ``context.cancelled`` and one cancelling it, all
+    at once; what each looker's wait returned."""
+    start = threading.Barrier(lookers + 1)
+    seen: list[bool] = []
+
+    def look() -> None:
+        start.wait()
+        seen.append(context.cancelled.wait(5))
+
+    def cancel() -> None:
+        start.wait()
+        context.cancel()
+
+    threads = [threading.Thread(target=look) for _ in range(lookers)]
+    threads.append(threading.Thread(target=cancel))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return seen

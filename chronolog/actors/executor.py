@@ -32,18 +32,23 @@ _current: contextvars.ContextVar[ExecutionContext | None] = contextvars.ContextV
 _TRACEBACK_LIMIT = 16_384
 
 
+#: Guards the first creation of a context's cancellation event against a concurrent cancel.
+_SIGNAL_LOCK = threading.Lock()
+
+
 class ExecutionContext:
     """What a running task function may know about its run.
 
     ``idempotency_key`` (``task_id:nominal_time``) is the same for every attempt of one
     nominal time: delivery is at-least-once, so a function with side effects can use it
     to de-duplicate. ``cancelled`` is set when the run is timed out or cancelled;
-    long-running synchronous functions should check it.
+    long-running synchronous functions should check it (or ``is_cancelled``).
     """
 
     __slots__ = (
+        "_cancelled",
+        "_signal",
         "attempt",
-        "cancelled",
         "execution_id",
         "idempotency_key",
         "nominal_time",
@@ -64,12 +69,39 @@ class ExecutionContext:
         self.idempotency_key = idempotency_key
         self.attempt = attempt
         self.nominal_time = nominal_time
-        self.cancelled = threading.Event()
+        self._cancelled = False
+        # Made when a function first asks for it: a threading.Event is a condition, a lock
+        # and a deque, ten objects for the cyclic GC to track, and thousands of runs a
+        # second, most of which never look at it, would each pay for one.
+        self._signal: threading.Event | None = None
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """The cancellation signal: set when the scheduler asks this run to stop (wait on
+        it, or check ``is_set()``)."""
+        signal = self._signal
+        if signal is None:
+            with _SIGNAL_LOCK:
+                signal = self._signal
+                if signal is None:
+                    signal = threading.Event()
+                    if self._cancelled:
+                        signal.set()
+                    self._signal = signal
+        return signal
 
     @property
     def is_cancelled(self) -> bool:
         """Whether the scheduler has asked this run to stop."""
-        return self.cancelled.is_set()
+        return self._cancelled
+
+    def cancel(self) -> None:
+        """Ask the run to stop (the scheduler calls this on a timeout or a cancel)."""
+        with _SIGNAL_LOCK:
+            self._cancelled = True
+            signal = self._signal
+        if signal is not None:
+            signal.set()
 
     def __repr__(self) -> str:
         ids = f"task_id={self.task_id!r}, execution_id={self.execution_id!r}"
@@ -199,7 +231,7 @@ class Executor:
         if found is None:
             return False
         context, task = found
-        context.cancelled.set()
+        context.cancel()
         if task is not None:
             self._loop.call_soon_threadsafe(task.cancel)
         return True
