@@ -578,29 +578,98 @@ class TestShards:
             h.runtime.stop()
 
 
-@given(
-    tasks=st.lists(st.sampled_from("abcdef"), max_size=60),
-    limit=st.integers(min_value=1, max_value=8),
-)
-def test_rounds_keep_each_tasks_order_and_hold_a_task_once(tasks: list[str], limit: int) -> None:
-    """Splitting a backlog into rounds never reorders a task's messages nor loses one."""
-    from chronolog.actors.shard import _one_per_task
+def shard_message(task_id: str, kind: str, tag: int) -> TaskCommand:
+    """A task command of one of three kinds: a fire, a run's outcome, a facade command."""
+    command: cmd.Command
+    if kind == "fire":
+        command = cmd.Fire(nominal_time=datetime(2027, 1, 1, tzinfo=UTC))
+    elif kind == "finish":
+        command = cmd.Finish(execution_id=str(tag), outcome="succeeded", duration_seconds=0.0)
+    else:
+        command = cmd.RunNow()
+    return TaskCommand(
+        task_id=task_id, command=command, metadata=EventMetadata(correlation_id=str(tag))
+    )
 
-    messages: list[Any] = [
-        TaskCommand(task_id=t, command=cmd.RunNow(), metadata=EventMetadata(correlation_id=str(i)))
-        for i, t in enumerate(tasks)
+
+@given(
+    arrivals=st.lists(
+        st.lists(
+            st.tuples(st.sampled_from("abcdef"), st.sampled_from(["fire", "finish", "run"])),
+            max_size=20,
+        ),
+        max_size=6,
+    ),
+    limit=st.integers(min_value=1, max_value=8),
+    retry_every=st.integers(min_value=0, max_value=4),
+)
+def test_rounds_keep_each_tasks_order_and_hold_a_task_once(
+    arrivals: list[list[tuple[str, str]]], limit: int, retry_every: int
+) -> None:
+    """However messages arrive between rounds, and whichever a round gives back, the
+    rounds never reorder a task's messages, hold a task twice, or lose a message."""
+    from chronolog.actors.shard import _Backlog
+
+    backlog = _Backlog()
+    sent: list[TaskCommand] = []
+    done: list[TaskCommand] = []
+    retried: list[TaskCommand] = []
+    chunks = [
+        [shard_message(t, kind, 100 * a + i) for i, (t, kind) in enumerate(chunk)]
+        for a, chunk in enumerate(arrivals)
     ]
-    rounds = []
-    pending = messages
-    while pending:
-        batch, pending = _one_per_task(pending, limit)
+    rounds = 0
+    while chunks or backlog:
+        if chunks:
+            for message in chunks.pop(0):
+                sent.append(message)
+                backlog.add(message)
+        if not backlog:
+            continue
+        batch = backlog.next_round(limit)
         assert batch and len(batch) <= limit
         assert len({m.task_id for m in batch}) == len(batch)
-        rounds.append(batch)
-    flat = [m for batch in rounds for m in batch]
-    assert sorted(flat, key=id) == sorted(messages, key=id)
-    for task in set(tasks):
-        assert [m for m in flat if m.task_id == task] == [m for m in messages if m.task_id == task]
+        rounds += 1
+        # A round gives its last message back (a conflict), each message once at most.
+        given_back = [
+            m for m in batch[-1:] if retry_every and rounds % retry_every == 0 and m not in retried
+        ]
+        retried.extend(given_back)
+        done.extend(m for m in batch if m not in given_back)
+        backlog.retry(list(given_back))
+    assert sorted(map(id, done)) == sorted(map(id, sent))
+    for task in {m.task_id for m in sent}:
+        assert [m for m in done if m.task_id == task] == [m for m in sent if m.task_id == task]
+
+
+def test_rounds_take_fires_before_the_outcomes_of_other_tasks() -> None:
+    """Outcomes of finished runs wait behind fires and commands, but a task's own fire
+    never overtakes its outcome."""
+    from chronolog.actors.shard import _Backlog
+
+    backlog = _Backlog()
+    finish_a, finish_b, finish_c = (shard_message(t, "finish", i) for i, t in enumerate("abc"))
+    fire_d, fire_a, run_e = (
+        shard_message("d", "fire", 3),
+        shard_message("a", "fire", 4),
+        (shard_message("e", "run", 5)),
+    )
+    for message in (finish_a, finish_b, finish_c, fire_d, fire_a, run_e):
+        backlog.add(message)
+    assert backlog.next_round(3) == [fire_d, run_e, finish_a]
+    assert backlog.next_round(3) == [finish_b, finish_c, fire_a]
+    assert not backlog
+
+
+def test_a_flood_of_fires_leaves_a_quarter_of_each_round_to_outcomes() -> None:
+    from chronolog.actors.shard import _Backlog
+
+    backlog = _Backlog()
+    fires = [shard_message(f"fire-{i}", "fire", i) for i in range(20)]
+    finishes = [shard_message(f"done-{i}", "finish", i) for i in range(20)]
+    for message in finishes + fires:
+        backlog.add(message)
+    assert backlog.next_round(8) == fires[:6] + finishes[:2]
 
 
 class TestCancellationSignal:
