@@ -385,9 +385,7 @@ class _Backlog:
         self._last_routine = set()
         reserved = limit // 4 if self._routine else 0
         batch = _one_per_task(self._urgent, limit - reserved, seen)
-        if batch:
-            taken = {id(m) for m in batch}
-            self._urgent = [m for m in self._urgent if id(m) not in taken]
+        _remove_taken(self._urgent, batch)
         if len(batch) < limit and self._routine:
             # A task's urgent messages all came before its routine ones: while any of
             # them waits, its routine ones do too.
@@ -395,7 +393,7 @@ class _Backlog:
             more = _one_per_task(self._routine, limit - len(batch), seen)
             self._last_routine = {id(m) for m in more}
             if more:
-                self._routine = [m for m in self._routine if id(m) not in self._last_routine]
+                _remove_taken(self._routine, more)
                 for message in more:
                     left = self._in_routine[message.task_id] - 1
                     if left:
@@ -404,6 +402,17 @@ class _Backlog:
                         del self._in_routine[message.task_id]
                 batch += more
         return batch
+
+
+def _remove_taken(line: list[TaskCommand | Resync], taken: list[TaskCommand | Resync]) -> None:
+    """Remove the messages ``taken`` from ``line``, in place (usually its first ones: a
+    backlog of tasks with one message each is taken from the front)."""
+    count = len(taken)
+    if all(a is b for a, b in zip(line, taken, strict=False)):
+        del line[:count]
+    elif taken:
+        ids = {id(m) for m in taken}
+        line[:] = [m for m in line if id(m) not in ids]
 
 
 def _one_per_task(
