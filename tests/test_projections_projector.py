@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -21,6 +23,7 @@ from test_projections_helpers import (
 )
 
 from chronolog.errors import StorageError, StoreClosedError, ValidationError
+from chronolog.events import DomainEvent
 from chronolog.projections import Projector, writer
 from chronolog.projections import projector as projector_module
 from chronolog.projections.schema import PROJECTION_VERSION
@@ -152,15 +155,31 @@ class TestSchemaVersion:
             assert tasks == [("c",)]
 
 
+@contextlib.contextmanager
+def following(
+    store: InMemoryEventStore, projector: Projector, *, wake: DomainEvent, **options: float
+) -> Iterator[None]:
+    """Run ``projector.run_until_stopped`` (idle wait 5 s) on a thread for the block; then
+    stop it, appending ``wake`` so the wait sees the stop at once, and close the projector."""
+    stop = threading.Event()
+    thread = threading.Thread(target=projector.run_until_stopped, args=(stop, 5.0), kwargs=options)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        append_all(store, [wake])
+        thread.join(timeout=10)
+        projector.close()
+    assert not thread.is_alive()
+
+
 class TestFollowing:
     def test_run_until_stopped_follows_appends(self, tmp_path: Path) -> None:
         """The loop projects new events soon after they are appended, and stops when told."""
         store = store_with(scheduled("a"))
         projector = Projector(store, tmp_path / "p.duckdb")
-        stop = threading.Event()
-        thread = threading.Thread(target=projector.run_until_stopped, args=(stop, 5.0))
-        thread.start()
-        try:
+        with following(store, projector, wake=succeeded("a", 1)):
             assert projector.wait_for_position(1, timeout=10)
             append_all(store, [started("a", 1)])
             started_at = time.monotonic()
@@ -168,12 +187,6 @@ class TestFollowing:
             assert time.monotonic() - started_at < 4.0  # woken by the append, not idle_wait
             status = one(projector.reader(), "SELECT status FROM tasks")
             assert status == {"status": "running"}
-        finally:
-            stop.set()
-            append_all(store, [succeeded("a", 1)])  # wakes the wait, which then sees stop
-            thread.join(timeout=10)
-            projector.close()
-        assert not thread.is_alive()
 
     def test_catch_ups_are_paced_but_an_idle_projector_starts_at_once(self, tmp_path: Path) -> None:
         """Under a steady trickle catch-ups start ``pace`` apart (one DuckDB transaction
@@ -181,13 +194,8 @@ class TestFollowing:
         event is projected at once."""
         store = store_with(scheduled("a"))
         projector = Projector(store, tmp_path / "p.duckdb")
-        stop = threading.Event()
         pace = 2.0
-        thread = threading.Thread(
-            target=projector.run_until_stopped, args=(stop, 5.0), kwargs={"pace": pace}
-        )
-        thread.start()
-        try:
+        with following(store, projector, wake=started("a", 2), pace=pace):
             assert projector.wait_for_position(1, timeout=10)
             append_all(store, [started("a", 1)])
             appended = time.monotonic()
@@ -198,12 +206,6 @@ class TestFollowing:
             appended = time.monotonic()
             assert projector.wait_for_position(3, timeout=10)
             assert time.monotonic() - appended < pace / 2  # idle long enough: no wait
-        finally:
-            stop.set()
-            append_all(store, [started("a", 2)])
-            thread.join(timeout=10)
-            projector.close()
-        assert not thread.is_alive()
 
     def test_position_listeners_hear_every_checkpoint(self, tmp_path: Path) -> None:
         """A listener is called with each new checkpoint, on the committing thread; one that
