@@ -37,11 +37,16 @@ Workloads (``--quick`` divides every task count by 10):
 * ``loop_lag``: a probe coroutine sleeps 1 ms in a loop and records the overshoot while
   10,000 concurrent facade calls run (``schedule_event``, then ``get_event``). p99 and max
   (target p99 < 5 ms). Peer: ``AsyncIOScheduler`` with 10,000 concurrent coroutines calling
-  ``add_job`` then ``get_job``. The calls are started 250 per loop turn (all stay in
-  flight together): creating 10,000 tasks in one step would stall the loop by itself.
-  After each burst, its ``floor``: the same probe over 10,000 coroutines that only wait,
-  answered over as long as the burst took (no scheduler), in the same worker: what the
-  harness and Python's GC passes over its coroutines cost the loop by themselves.
+  ``add_job`` then ``get_job``. The calls are started 250 per loop turn and gathered 250
+  at a time (all stay in flight together): creating, or gathering, 10,000 tasks in one
+  step would stall the loop by itself. After each burst, its ``floor``: the same probe over
+  10,000 coroutines that only wait, answered over as long as the burst took (no
+  scheduler), in the same worker: what the harness and Python's GC passes over its
+  coroutines cost the loop by themselves. Two more runs: ``chronolog_frozen``, the same
+  with the host calling ``gc.collect(); gc.freeze()`` after ``start()`` (full GC passes
+  then skip everything that existed before), and ``bare``, the floors alone in a worker
+  that imports no scheduler, over as long as chronolog's bursts took: what any library
+  in a bare interpreter would measure at best.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import gc
 import json
 import math
 import os
@@ -76,6 +82,8 @@ TMP_PREFIX = "chronolog-bench-runtime-"
 WORKLOADS = ("one_shot", "interval", "throughput", "memory", "restart", "loop_lag")
 SUBJECTS = ("chronolog", "aps_memory", "aps_sqlite")
 PEERS = ("aps_memory", "aps_sqlite", "aps_asyncio")
+#: Extra loop-lag runs reported beside the peer (see the module docstring).
+LOOP_LAG_VARIANTS = ("chronolog_frozen", "bare")
 CHUNK = 1_000
 #: Tasks the loop-lag harness creates per loop turn (all stay in flight together).
 SPAWN_CHUNK = 250
@@ -689,16 +697,26 @@ async def probe_loop(stop: asyncio.Event, out: list[float]) -> None:
 async def start_all(call: Callable[[Any], Awaitable[Any]], arguments: Iterable[Any]) -> list[Any]:
     """``call`` on every argument, all in flight at once, and their results in order.
 
-    The tasks are created ``SPAWN_CHUNK`` per loop turn: creating 10,000 coroutines and
-    tasks in one step holds the loop for tens of milliseconds by itself, which is the
+    The tasks are created ``SPAWN_CHUNK`` per loop turn and gathered as many at a time:
+    creating 10,000 coroutines and tasks in one step, or one ``gather`` over all of them
+    (which adds a done-callback to each, and builds the results list in one callback when
+    the last ends), holds the loop for ten milliseconds or more by itself, which is the
     harness's lag, not the scheduler's.
     """
-    tasks: list[asyncio.Task[Any]] = []
+    chunks: list[asyncio.Future[list[Any]]] = []
+    chunk: list[Awaitable[Any]] = []
     for argument in arguments:
-        tasks.append(asyncio.ensure_future(call(argument)))
-        if len(tasks) % SPAWN_CHUNK == 0:
+        chunk.append(call(argument))
+        if len(chunk) == SPAWN_CHUNK:
+            chunks.append(asyncio.gather(*chunk))
+            chunk = []
             await asyncio.sleep(0)
-    return list(await asyncio.gather(*tasks))
+    if chunk:
+        chunks.append(asyncio.gather(*chunk))
+    results: list[Any] = []
+    for done in chunks:
+        results.extend(await done)
+    return results
 
 
 async def with_probe(work: Callable[[], Awaitable[Any]]) -> tuple[Any, list[float], float]:
@@ -743,7 +761,9 @@ async def burst(
     return value, found
 
 
-async def run_loop_lag(subject_name: str, data_dir: Path, n: int) -> dict[str, Any]:
+async def run_loop_lag(
+    subject_name: str, data_dir: Path, n: int, floor_seconds: tuple[float, float]
+) -> dict[str, Any]:
     """Event-loop lag while ``n`` concurrent calls schedule, then read, tasks."""
     idle: list[float] = []
     stop = asyncio.Event()
@@ -752,9 +772,19 @@ async def run_loop_lag(subject_name: str, data_dir: Path, n: int) -> dict[str, A
     stop.set()
     await probe
     found: dict[str, Any] = {"n": n, **lag_stats(idle, "idle")}
-    if subject_name == "chronolog":
+    if subject_name == "bare":
+        for label, seconds in zip(("schedule", "read"), floor_seconds, strict=True):
+            calls = functools.partial(start_all, answered_within(seconds, n), range(n))
+            _, lags, _ = await with_probe(calls)
+            found.update({f"{label}_s": seconds, f"{label}_samples": len(lags)})
+            found.update(**lag_stats(lags, label))
+        return found
+    if subject_name in ("chronolog", "chronolog_frozen"):
         subject = ChronologSubject(data_dir)
         await subject.start()
+        if subject_name == "chronolog_frozen":
+            gc.collect()
+            gc.freeze()
         try:
             svc = subject.svc
 
@@ -796,10 +826,16 @@ async def run_loop_lag(subject_name: str, data_dir: Path, n: int) -> dict[str, A
     return found
 
 
-async def worker(workload: str, subject_name: str, data_dir: Path, scale: int) -> dict[str, Any]:
+async def worker(
+    workload: str,
+    subject_name: str,
+    data_dir: Path,
+    scale: int,
+    floor_seconds: tuple[float, float] = (1.0, 0.15),
+) -> dict[str, Any]:
     """Run one (workload, subject) pair in this process."""
     if workload == "loop_lag":
-        return await run_loop_lag(subject_name, data_dir, 10_000 // scale)
+        return await run_loop_lag(subject_name, data_dir, 10_000 // scale, floor_seconds)
     if workload == "restart":
         return await run_aps_restart(data_dir, 100_000 // scale)
     subject = make_subject(subject_name, data_dir)
@@ -814,11 +850,11 @@ async def worker(workload: str, subject_name: str, data_dir: Path, scale: int) -
     raise SystemExit(f"unknown workload {workload!r}")
 
 
-def worker_main(spec: str, data_dir: Path, scale: int) -> None:
+def worker_main(spec: str, data_dir: Path, scale: int, floor_seconds: tuple[float, float]) -> None:
     """Entry point of a worker subprocess: print one result line."""
     workload, subject_name = spec.split(":", 1)
     started = time.perf_counter()
-    found = asyncio.run(worker(workload, subject_name, data_dir, scale))
+    found = asyncio.run(worker(workload, subject_name, data_dir, scale, floor_seconds))
     found["worker_wall_s"] = time.perf_counter() - started
     if _ERRORS:
         found["errors"] = _ERRORS
@@ -832,7 +868,9 @@ def worker_main(spec: str, data_dir: Path, scale: int) -> None:
 # --- the parent: run workers, print lines ----------------------------------------------------
 
 
-def run_worker(workload: str, subject_name: str, scale: int) -> dict[str, Any]:
+def run_worker(
+    workload: str, subject_name: str, scale: int, floor_seconds: tuple[float, float] | None = None
+) -> dict[str, Any]:
     """Run one worker subprocess in a fresh temp dir; its result or an error."""
     data_dir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX))
     command = [
@@ -845,6 +883,8 @@ def run_worker(workload: str, subject_name: str, scale: int) -> dict[str, Any]:
         "--scale",
         str(scale),
     ]
+    if floor_seconds is not None:
+        command += ["--floor-seconds", ",".join(str(s) for s in floor_seconds)]
     try:
         proc = subprocess.run(
             command, capture_output=True, text=True, timeout=WORKER_TIMEOUT, check=False
@@ -887,7 +927,7 @@ def emit(
         value = None
     peers: dict[str, Any] = {}
     ratios: dict[str, float | None] = {}
-    for name in PEERS:
+    for name in PEERS + LOOP_LAG_VARIANTS:
         if name not in results:
             continue
         theirs = results[name].get(peer_key or key)
@@ -1039,7 +1079,9 @@ def results_n(results: dict[str, dict[str, Any]]) -> Any:
 def plan(workload: str, subjects: list[str]) -> list[tuple[str, str, str]]:
     """(worker workload, subject, reported name) runs for a workload."""
     if workload == "loop_lag":
-        names = [("chronolog", "chronolog")] if "chronolog" in subjects else []
+        names = []
+        if "chronolog" in subjects:
+            names = [(name, name) for name in ("chronolog", *LOOP_LAG_VARIANTS)]
         if any(s.startswith("aps") for s in subjects):
             names.append(("aps_asyncio", "aps_asyncio"))
         return [(workload, s, r) for s, r in names]
@@ -1058,9 +1100,11 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--dir", help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--floor-seconds", default="1.0,0.15", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker_main(args.worker, Path(args.dir), args.scale)
+        schedule_s, read_s = (float(x) for x in args.floor_seconds.split(","))
+        worker_main(args.worker, Path(args.dir), args.scale, (schedule_s, read_s))
         return
     scale = 10 if args.quick else 1
     only = [w.strip() for w in args.only.split(",") if w.strip()]
@@ -1080,7 +1124,11 @@ def main() -> None:
             memory_results = {"chronolog": run_worker("memory", "chronolog", scale)}
         results: dict[str, dict[str, Any]] = {}
         for worker_workload, subject_name, reported in plan(workload, subjects):
-            results[reported] = run_worker(worker_workload, subject_name, scale)
+            floors = None
+            if subject_name == "bare":  # the floors over as long as chronolog's bursts took
+                ours = results.get("chronolog", {})
+                floors = (ours.get("schedule_s", 1.0), ours.get("read_s", 0.15))
+            results[reported] = run_worker(worker_workload, subject_name, scale, floors)
         if workload == "memory":
             memory_results = results
         if workload == "restart" and "chronolog" in memory_results:
