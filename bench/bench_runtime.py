@@ -46,7 +46,11 @@ Workloads (``--quick`` divides every task count by 10):
   with the host calling ``gc.collect(); gc.freeze()`` after ``start()`` (full GC passes
   then skip everything that existed before), and ``bare``, the floors alone in a worker
   that imports no scheduler, over as long as chronolog's bursts took: what any library
-  in a bare interpreter would measure at best.
+  in a bare interpreter would measure at best. A burst of reads is over in a fraction of
+  a second (a few dozen probe samples), so chronolog and its frozen variant also run
+  *sustained* windows: 10,000 callers each making its next call as soon as the last
+  returned, for 3 s (``schedule_event``, then ``get_event``), each followed by its floor
+  (10,000 callers whose calls only wait as long as a real one took on average).
 """
 
 from __future__ import annotations
@@ -87,6 +91,8 @@ LOOP_LAG_VARIANTS = ("chronolog_frozen", "bare")
 CHUNK = 1_000
 #: Tasks the loop-lag harness creates per loop turn (all stay in flight together).
 SPAWN_CHUNK = 250
+#: How long the loop-lag harness keeps 10,000 calls in flight in its sustained windows.
+SUSTAIN_SECONDS = 3.0
 ONE_SHOT_SPREAD = 2.0
 INTERVAL_EVERY = 10
 INTERVAL_SPREAD = 10.0
@@ -761,6 +767,55 @@ async def burst(
     return value, found
 
 
+async def keep_in_flight(
+    call: Callable[[int, int], Awaitable[object]], n: int, seconds: float
+) -> int:
+    """``n`` callers, each making its next call ``call(i, k)`` as soon as its last one
+    returned, for ``seconds``: ``n`` calls stay in flight throughout. Returns how many
+    calls completed."""
+    deadline = time.perf_counter() + seconds
+    completed = 0
+
+    async def caller(i: int) -> None:
+        nonlocal completed
+        k = 0
+        while time.perf_counter() < deadline:
+            await call(i, k)
+            k += 1
+            completed += 1
+
+    await start_all(caller, range(n))
+    return completed
+
+
+def answered_after(latency: float) -> Callable[[int, int], Awaitable[None]]:
+    """A floor call for :func:`keep_in_flight`: answered by a loop timer after
+    ``latency`` seconds, with no scheduler."""
+
+    async def call(i: int, k: int) -> None:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[None] = loop.create_future()
+        loop.call_later(latency, answer.set_result, None)
+        await answer
+
+    return call
+
+
+async def sustained(
+    label: str, n: int, call: Callable[[int, int], Awaitable[object]]
+) -> dict[str, Any]:
+    """The probe while ``n`` calls are kept in flight for :data:`SUSTAIN_SECONDS`, then
+    its floor: ``n`` callers whose calls only wait, each as long as a real call took on
+    average (so as many complete per second), in the same worker."""
+    completed, lags, seconds = await with_probe(lambda: keep_in_flight(call, n, SUSTAIN_SECONDS))
+    rate = completed / seconds
+    floor_calls = answered_after(n / rate if rate else 1.0)
+    _, floor, _ = await with_probe(lambda: keep_in_flight(floor_calls, n, SUSTAIN_SECONDS))
+    found: dict[str, Any] = {f"{label}_calls_per_s": rate, f"{label}_samples": len(lags)}
+    found.update(**lag_stats(lags, label), **lag_stats(floor, f"{label}_floor"))
+    return found
+
+
 async def run_loop_lag(
     subject_name: str, data_dir: Path, n: int, floor_seconds: tuple[float, float]
 ) -> dict[str, Any]:
@@ -801,6 +856,25 @@ async def run_loop_lag(
             results, stats = await burst("read", n, lambda: start_all(svc.get_event, ids))
             found.update(read_ok=sum(1 for r in results if r.ok), **stats)
             found["first_error"] = first_failure(results)
+            failures: list[Result[Any]] = []
+
+            async def schedule_again(i: int, k: int) -> None:
+                spec = far_future(n + i * 1_000 + k)
+                result = await svc.schedule_event(
+                    spec.name, "probe", datetime.fromtimestamp(spec.due, UTC)
+                )
+                if not result.ok:
+                    failures.append(result)
+
+            async def read_again(i: int, k: int) -> None:
+                result = await svc.get_event(ids[i % len(ids)])
+                if not result.ok:
+                    failures.append(result)
+
+            found.update(await sustained("sustained_schedule", n, schedule_again))
+            found.update(await sustained("sustained_read", n, read_again))
+            found["sustained_failures"] = len(failures)
+            found["sustained_first_error"] = first_failure(failures)
         finally:
             await stop_quietly(subject)
         return found
@@ -1060,6 +1134,20 @@ def report(workload: str, results: dict[str, dict[str, Any]]) -> None:
         emit("loop_lag.read_max", results, "read_max_ms", "ms")
         emit("loop_lag.schedule_floor_p99", results, "schedule_floor_p99_ms", "ms")
         emit("loop_lag.read_floor_p99", results, "read_floor_p99_ms", "ms")
+        sustained_extra = {"failures": ours.get("sustained_failures")}
+        for kind in ("schedule", "read"):
+            label = f"sustained_{kind}"
+            emit(
+                f"loop_lag.{label}_p99",
+                results,
+                f"{label}_p99_ms",
+                "ms",
+                "< 5",
+                below(5),
+                calls_per_s=ours.get(f"{label}_calls_per_s"),
+                **sustained_extra,
+            )
+            emit(f"loop_lag.{label}_floor_p99", results, f"{label}_floor_p99_ms", "ms")
     detail(workload + ".detail", results)
 
 
