@@ -49,6 +49,7 @@ from chronolog.errors import (
     ServiceUnavailableError,
     StorageError,
 )
+from chronolog.gil import let_others_run
 from chronolog.store import AppendOutcome, AppendRequest
 
 if TYPE_CHECKING:
@@ -159,6 +160,7 @@ class JobShard(pykka.ThreadingActor):
             while backlog:
                 batch = backlog.next_round(ROUND_SIZE)
                 backlog.retry(self._run_round(batch, conflicts))
+                let_others_run()  # a round is milliseconds of Python: the host's loop next
                 if backlog:
                     # A backlog: what arrived meanwhile joins it (fires due now get ahead
                     # of the run outcomes still waiting).

@@ -27,6 +27,7 @@ import structlog
 
 from chronolog.errors import StoreClosedError, ValidationError
 from chronolog.events import Envelope
+from chronolog.gil import let_others_run
 from chronolog.projections import writer
 from chronolog.projections.board import TaskBoard, Values
 from chronolog.projections.cache import StateCache
@@ -406,7 +407,11 @@ class Projector:
         self._batches_prepared += 1
         span = f"{envelopes[0].position}..{envelopes[-1].position}"
         with duckdb_errors(f"loading rows for positions {span}"):
-            return writer.prepare(self._load_cursor, envelopes, self._cache, self._batches_prepared)
+            batch = writer.prepare(
+                self._load_cursor, envelopes, self._cache, self._batches_prepared
+            )
+        let_others_run()  # the fold is milliseconds of Python: the host's loop next
+        return batch
 
     def _commit(self, batch: writer.PreparedBatch) -> None:
         """Commit a prepared batch; its cached states become evictable."""
