@@ -859,10 +859,7 @@ async def run_loop_lag(
             failures: list[Result[Any]] = []
 
             async def schedule_again(i: int, k: int) -> None:
-                spec = far_future(n + i * 1_000 + k)
-                result = await svc.schedule_event(
-                    spec.name, "probe", datetime.fromtimestamp(spec.due, UTC)
-                )
+                result = await schedule_one(n + i * 1_000 + k)
                 if not result.ok:
                     failures.append(result)
 
@@ -905,7 +902,7 @@ async def worker(
     subject_name: str,
     data_dir: Path,
     scale: int,
-    floor_seconds: tuple[float, float] = (1.0, 0.15),
+    floor_seconds: tuple[float, float],
 ) -> dict[str, Any]:
     """Run one (workload, subject) pair in this process."""
     if workload == "loop_lag":
