@@ -262,8 +262,9 @@ class ChronologSubject(Subject):
 
     name = "chronolog"
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, engine: str = "thread") -> None:
         self.data_dir = data_dir
+        self.engine = engine
         self.module: SchedulerModule | None = None
         self.service: SchedulerService | None = None
         self.aborted_at: int | None = None
@@ -274,7 +275,12 @@ class ChronologSubject(Subject):
         from chronolog import AppContext, SchedulerModule, Settings
 
         module = SchedulerModule(
-            Settings(data_dir=str(self.data_dir), log_level="warning", log_format="json")
+            Settings(
+                data_dir=str(self.data_dir),
+                log_level="warning",
+                log_format="json",
+                engine=self.engine,  # type: ignore[arg-type]
+            )
         )
         app = AppContext()
         module.register(app)
@@ -834,8 +840,9 @@ async def run_loop_lag(
             found.update({f"{label}_s": seconds, f"{label}_samples": len(lags)})
             found.update(**lag_stats(lags, label))
         return found
-    if subject_name in ("chronolog", "chronolog_frozen"):
-        subject = ChronologSubject(data_dir)
+    if subject_name in ("chronolog", "chronolog_frozen", "chronolog_process"):
+        engine = "process" if subject_name == "chronolog_process" else "thread"
+        subject = ChronologSubject(data_dir, engine)
         await subject.start()
         if subject_name == "chronolog_frozen":
             gc.collect()

@@ -229,6 +229,19 @@ class PendingFutures:
         """The future of ``token``, no longer kept; None when it timed out or was popped."""
         return self._futures.pop(token, None)
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop of the futures (None once it is gone)."""
+        return self._loop()
+
+    def fail_all(self, error: Callable[[], BaseException]) -> None:
+        """Fail every future still kept with ``error()`` (their answers will not come)."""
+        futures, self._futures = self._futures, {}
+        self._deadlines.clear()
+        for future in futures.values():
+            if not future.done():
+                future.set_exception(error())
+
     def _sweep(self) -> None:
         self._sweeper = None
         loop = self._loop()

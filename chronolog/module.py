@@ -11,21 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import structlog
 
+from chronolog.actors.executor import ExecutionBackend, FinishCallback
 from chronolog.actors.housekeeper import CLEANUP_FUNCTION, Housekeeper, make_cleanup_function
 from chronolog.actors.runtime import Runtime
 from chronolog.clock import Clock, SystemClock
 from chronolog.errors import NotFoundError, ServiceUnavailableError, ValidationError
-from chronolog.functions import FunctionRegistry
+from chronolog.functions import FunctionRegistry, RegisteredFunction
 from chronolog.logs import configure_logging
 from chronolog.projections import Projector
 from chronolog.service import SchedulerService
 from chronolog.settings import Settings
 from chronolog.store import EventStore, SQLiteEventStore
+
+if TYPE_CHECKING:
+    from chronolog.process.engine import ProcessEngine
 
 log = structlog.get_logger("chronolog.module")
 
@@ -82,11 +87,26 @@ class SchedulerModule:
         store: EventStore | None = None,
         projections_path: str | Path | None = None,
         fire_timers: bool = True,
+        executor_factory: Callable[[FinishCallback], ExecutionBackend] | None = None,
     ) -> None:
         """``fire_timers=False`` starts a maintenance instance: commands and queries work,
         but nothing fires on its own (the command line uses it on a stopped scheduler's
-        data directory)."""
+        data directory). ``executor_factory`` replaces the executor that runs functions
+        (the scheduler process of ``engine = "process"`` uses it).
+
+        ``engine = "process"`` in the settings runs the scheduler in a child process; it
+        has its own clock and store, so it takes neither ``clock`` nor ``store``, and is
+        not for a maintenance instance.
+        """
         self.settings = settings or Settings()
+        if self.settings.engine == "process" and (
+            clock is not None or store is not None or not fire_timers
+        ):
+            raise ValidationError(
+                "engine='process' runs the scheduler in a child process with its own clock "
+                "and store: pass neither clock nor store, nor fire_timers=False "
+                "(use engine='thread' for that)"
+            )
         self.clock: Clock = clock or SystemClock()
         self.registry = FunctionRegistry()
         self.registry.register(
@@ -104,6 +124,8 @@ class SchedulerModule:
         self._projector_thread: threading.Thread | None = None
         self._registered = False
         self._fire_timers = fire_timers
+        self._executor_factory = executor_factory
+        self._engine: ProcessEngine | None = None
 
     # --- phase 1 --------------------------------------------------------------------------
 
@@ -128,9 +150,12 @@ class SchedulerModule:
 
     def start_blocking(self) -> None:
         """Phase 2 for hosts without an event loop."""
-        if self._runtime is not None:
+        if self._runtime is not None or self._engine is not None:
             return
         configure_logging(self.settings.log_format, self.settings.log_level)
+        if self.settings.engine == "process":
+            self._start_process()
+            return
         data_dir = self.settings.data_path
         if self._store is None:
             self._store = SQLiteEventStore(
@@ -148,6 +173,7 @@ class SchedulerModule:
                 self.registry,
                 clock=self.clock,
                 fire_timers=self._fire_timers,
+                executor_factory=self._executor_factory,
             )
             runtime.start()
         except BaseException:
@@ -163,12 +189,23 @@ class SchedulerModule:
         )
         self._projector_thread.start()
 
+    def _start_process(self) -> None:
+        from chronolog.process.engine import ProcessEngine  # only this engine needs it
+
+        path = self._projections_path
+        engine = ProcessEngine(self.settings, self.registry, None if path is None else Path(path))
+        engine.start()
+        self._engine = engine
+
     async def stop(self) -> None:
         """Stop the actors (waiting briefly for running executions) and close storage."""
         await asyncio.to_thread(self.stop_blocking)
 
     def stop_blocking(self) -> None:
         """:meth:`stop` for hosts without an event loop."""
+        if self._engine is not None:
+            self._engine.stop()
+            self._engine = None
         if self._runtime is not None:
             self._runtime.stop()
             self._runtime = None
@@ -194,8 +231,18 @@ class SchedulerModule:
         """The running runtime (None before start and after stop)."""
         return self._runtime
 
+    @property
+    def engine(self) -> ProcessEngine | None:
+        """The scheduler process's engine while one runs (``engine = "process"``)."""
+        return self._engine
+
     def require_runtime(self) -> Runtime:
-        """The runtime, or :class:`ServiceUnavailableError` when not started."""
+        """The runtime, or :class:`ServiceUnavailableError` when not started (or when it
+        runs in a child process, ``engine = "process"``)."""
+        if self._engine is not None:
+            raise ServiceUnavailableError(
+                "the scheduler runs in its own process (engine='process'); use the facade"
+            )
         if self._runtime is None or not self._runtime.running:
             raise ServiceUnavailableError(
                 "the scheduler is not started: await module.start() first"
@@ -210,6 +257,10 @@ class SchedulerModule:
 
     def require_projector(self) -> Projector:
         """The projector, or :class:`ServiceUnavailableError` when not started."""
+        if self._engine is not None:
+            raise ServiceUnavailableError(
+                "the projections belong to the scheduler process (engine='process'); use the facade"
+            )
         if self._projector is None:
             raise ServiceUnavailableError(
                 "the scheduler is not started: await module.start() first"
@@ -218,11 +269,19 @@ class SchedulerModule:
 
     def settle(self, timeout: float = 10.0) -> bool:
         """Tests: wait until the runtime is quiet and the projections have caught up."""
+        if self._engine is not None:
+            return self._engine.settle(timeout)
         runtime = self.require_runtime()
         if not runtime.settle(timeout):
             return False
         projector = self.require_projector()
         return projector.wait_for_position(runtime.store.last_position(), timeout)
+
+    def function_registered(self, entry: RegisteredFunction) -> None:
+        """Called by the facade after a function was registered: a scheduler process
+        learns its name before the call returns (it validates schedules against it)."""
+        if self._engine is not None:
+            self._engine.share_function(entry)
 
     async def __aenter__(self) -> SchedulerModule:
         await self.start()

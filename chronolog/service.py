@@ -87,18 +87,32 @@ def _as_board_read(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitab
     return _facade_call(method, _board_admission)
 
 
+#: The names of the facade's calls (what a scheduler process answers for the host).
+FACADE_CALLS: set[str] = set()
+
+
 def _facade_call(
     method: Callable[..., Awaitable[T]], line: LoopAdmission
 ) -> Callable[..., Awaitable[Result[T]]]:
+    name = method.__name__
+    FACADE_CALLS.add(name)
+
     @functools.wraps(method)
-    async def wrapper(*args: Any, **kwargs: Any) -> Result[T]:
+    async def wrapper(self: SchedulerService, *args: Any, **kwargs: Any) -> Result[T]:
         admitted = line.admit()
         if admitted is not None:
             await admitted
+        engine = self._module.engine
+        if engine is not None:  # the scheduler runs in a child process: the call goes there
+            try:
+                forwarded: Result[T] = await engine.call(name, args, kwargs)
+            except ChronologError as exc:
+                return Result.failure(exc)
+            return forwarded
         try:
             # Not Result.success(await ...): that would keep the bound classmethod on the
             # coroutine's stack (a GC-tracked object) for as long as the call is in flight.
-            value = await method(*args, **kwargs)
+            value = await method(self, *args, **kwargs)
         except ChronologError as exc:
             return Result.failure(exc)
         except TypeError as exc:  # wrong keyword arguments from the caller
@@ -145,7 +159,10 @@ class SchedulerService:
         Raises :class:`~chronolog.errors.ValidationError` for a bad name or a non-callable:
         registration is part of the host's start-up code, where failing loudly is right.
         """
-        self._module.registry.register(name, function, module_id=module_id, description=description)
+        entry = self._module.registry.register(
+            name, function, module_id=module_id, description=description
+        )
+        self._module.function_registered(entry)
 
     def registered_functions(self) -> list[str]:
         """Names tasks may use."""

@@ -32,6 +32,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     #: Where the event log, the DuckDB projections and snapshots live.
     data_dir: str = "./chronolog-data"
+    #: Where the scheduler runs. ``thread``: in the host's process, on threads of its own.
+    #: ``process``: in a child process, with the facade and the host's functions in the
+    #: host; the host's event loop then shares neither its GIL nor its garbage collector
+    #: with the scheduler (its calls wait less), and each call crosses a socket.
+    engine: Literal["thread", "process"] = "thread"
     #: Threads that run synchronous task functions.
     executor_threads: PositiveInt = 8
     #: Retries after a failed execution, for tasks that do not say.

@@ -18,7 +18,7 @@ import time
 import traceback
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import structlog
@@ -128,6 +128,35 @@ class ExecutionRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 FinishCallback = Callable[[str, Finish], None]
+
+
+class ExecutionBackend(Protocol):
+    """What the runtime needs of an executor: :class:`Executor` runs functions in this
+    process; the scheduler process of ``engine = "process"`` has one that hands them to
+    the host (:class:`chronolog.process.remote_executor.RemoteExecutor`)."""
+
+    def submit(self, request: ExecutionRequest) -> None: ...
+
+    def hold(self, request: ExecutionRequest) -> None: ...
+
+    def release(self, execution_id: str) -> None: ...
+
+    def cancel(self, execution_id: str) -> bool: ...
+
+    def is_task_running(self, task_id: str) -> bool: ...
+
+    def is_running(self, execution_id: str) -> bool: ...
+
+    @property
+    def running(self) -> int: ...
+
+    def wait_released(self, timeout: float) -> bool: ...
+
+    def wait_idle(self, timeout: float) -> bool: ...
+
+    def shutdown(self, wait: bool = True, timeout: float = 10.0) -> None: ...
+
+
 _Work = tuple[ExecutionRequest, "ExecutionContext", Callable[..., Any], bool]
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 import pykka
 import structlog
 
 from chronolog.actors.activity import ActivityCounter
-from chronolog.actors.executor import ExecutionRequest, Executor
+from chronolog.actors.executor import ExecutionBackend, ExecutionRequest, Executor, FinishCallback
 from chronolog.actors.housekeeper import CLEANUP_STREAM_PREFIX, Housekeeper
 from chronolog.actors.messages import Passivate, Reply, Resync, ShardMessage, TaskCommand
 from chronolog.actors.shard import ShardSlot
@@ -59,7 +59,10 @@ class Runtime:
         *,
         clock: Clock | None = None,
         fire_timers: bool = True,
+        executor_factory: Callable[[FinishCallback], ExecutionBackend] | None = None,
     ) -> None:
+        """``executor_factory(on_finish)`` makes the executor (default: an
+        :class:`Executor` running functions in this process)."""
         self.settings = settings
         self.fire_timers = fire_timers
         self.store = store
@@ -69,11 +72,8 @@ class Runtime:
         self.timer = Timer(
             self.clock, self._on_timer, timedelta(seconds=settings.fire_lead_seconds)
         )
-        self.executor = Executor(
-            registry,
-            self._on_finish,
-            threads=settings.executor_threads,
-            max_result_bytes=settings.max_result_bytes,
+        self.executor: ExecutionBackend = (executor_factory or self._local_executor)(
+            self._on_finish
         )
         shards = min(settings.job_shards, settings.max_live_actors)
         capacity = max(settings.max_live_actors // shards, 1)
@@ -84,6 +84,14 @@ class Runtime:
         self._stopping = False
         self._lock = threading.Lock()
         self.recovered_tasks = 0
+
+    def _local_executor(self, on_finish: FinishCallback) -> Executor:
+        return Executor(
+            self.registry,
+            on_finish,
+            threads=self.settings.executor_threads,
+            max_result_bytes=self.settings.max_result_bytes,
+        )
 
     # --- life cycle ------------------------------------------------------------------------
 

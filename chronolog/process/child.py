@@ -1,0 +1,232 @@
+"""The scheduler process of ``engine = "process"``: ``python -m chronolog.process.child FD``.
+
+The host starts it with one end of a socketpair (``FD``), the control channel, and sends
+the settings and the names of its functions. This process then runs an ordinary
+thread-engine :class:`~chronolog.module.SchedulerModule` (the log, the projections, the
+shards, the timer, the projector and the Housekeeper) whose executor hands runs of host
+functions back to the host (:class:`~chronolog.process.remote_executor.RemoteExecutor`).
+
+Facade calls arrive on connections of their own, one per event loop of the host that
+calls (each connection's socket comes over the control channel); each call runs the same
+facade method here, on this process's event loop, and its ``Result`` goes back.
+
+It stops when the host says so, and also when the control channel ends: a host that dies
+takes its running functions with it, and this process must not outlive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+
+from chronolog.actors.executor import Executor, FinishCallback
+from chronolog.actors.housekeeper import CLEANUP_FUNCTION
+from chronolog.errors import ChronologError
+from chronolog.module import AppContext, SchedulerModule
+from chronolog.process import messages as msg
+from chronolog.process.frames import ChannelClosedError, ControlChannel, FrameProtocol, encode
+from chronolog.process.remote_executor import RemoteExecutor
+from chronolog.result import ErrorInfo, Result
+from chronolog.service import FACADE_CALLS, SchedulerService
+from chronolog.settings import Settings
+
+log = structlog.get_logger("chronolog.process")
+
+#: Threads of the local executor (only the Housekeeper's cleanup function runs here).
+_LOCAL_THREADS = 2
+
+
+def _runs_in_host(**_: Any) -> None:
+    """A host function: the host runs it (this stand-in only names it here)."""
+    raise RuntimeError("host functions run in the host process")
+
+
+class SchedulerProcess:
+    """The scheduler process: the module, its facade, and both kinds of channel."""
+
+    def __init__(self, channel: ControlChannel, start: msg.Start) -> None:
+        self.channel = channel
+        settings = msgspec.convert(start.settings, Settings)
+        projections = None if start.projections_path is None else Path(start.projections_path)
+        self.module = SchedulerModule(
+            settings, projections_path=projections, executor_factory=self._make_executor
+        )
+        self.module.register(AppContext())
+        self.register(start.functions)
+        self.executor: RemoteExecutor | None = None
+        self.loop = asyncio.new_event_loop()
+        self._calls: set[asyncio.Task[None]] = set()
+        self._stopping = threading.Event()
+
+    @property
+    def service(self) -> SchedulerService:
+        return self.module.service
+
+    def _make_executor(self, on_finish: FinishCallback) -> RemoteExecutor:
+        settings = self.module.settings
+        local = Executor(
+            self.module.registry,
+            on_finish,
+            threads=_LOCAL_THREADS,
+            max_result_bytes=settings.max_result_bytes,
+        )
+        self.executor = RemoteExecutor(local, self.channel.send, on_finish, {CLEANUP_FUNCTION})
+        return self.executor
+
+    def register(self, functions: list[msg.FunctionInfo]) -> None:
+        """Name the host's functions here, so schedules that use them validate."""
+        for function in functions:
+            if function.name == CLEANUP_FUNCTION:
+                continue  # this process's own
+            self.module.registry.register(
+                function.name,
+                _runs_in_host,
+                module_id=function.module_id,
+                description=function.description or "-",
+            )
+
+    # --- running ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start the module, answer until told to stop (or the host is gone)."""
+        try:
+            self.module.start_blocking()
+        except Exception as exc:
+            self.channel.send(msg.Failed(error=_error_info(exc)))
+            return 1
+        self.channel.send(msg.Ready(pid=os.getpid()))
+        reader = threading.Thread(target=self._read_control, name="chronolog-control", daemon=True)
+        reader.start()
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
+        return 0
+
+    def _read_control(self) -> None:
+        for message in self.channel.messages():
+            if isinstance(message, msg.Connect):
+                fd = self.channel.take_fd()
+                self.loop.call_soon_threadsafe(self._open_connection, fd)
+            elif isinstance(message, msg.Finished):
+                assert self.executor is not None
+                self.executor.finished(message.task_id, message.finish)
+            elif isinstance(message, msg.Forgotten):
+                assert self.executor is not None
+                self.executor.forget(message.execution_id)
+            elif isinstance(message, msg.Ask):
+                # Off this thread: settling waits for runs whose reports come through it.
+                threading.Thread(target=self._answer, args=(message,), daemon=True).start()
+            elif isinstance(message, msg.Stop):
+                self._stop_soon()
+        # The host is gone (or closed the channel after "stopped"): so are its runs.
+        if self.executor is not None:
+            self.executor.host_lost()
+        self._stop_soon()
+
+    def _answer(self, ask: msg.Ask) -> None:
+        try:
+            value: Any = self._question(ask)
+        except Exception as exc:
+            value = _error_info(exc)
+        with contextlib.suppress(ChannelClosedError):
+            self.channel.send(msg.Answer(number=ask.number, value=value))
+
+    def _question(self, ask: msg.Ask) -> Any:
+        if ask.question == "register":
+            self.register(ask.argument)
+            return None
+        if ask.question == "settle":
+            return self.module.settle(float(ask.argument))
+        raise ValueError(f"unknown question {ask.question!r}")
+
+    def _stop_soon(self) -> None:
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        threading.Thread(target=self._stop, name="chronolog-stop", daemon=True).start()
+
+    def _stop(self) -> None:
+        try:
+            self.module.stop_blocking()
+        finally:
+            with contextlib.suppress(ChannelClosedError):
+                self.channel.send(msg.Stopped())
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
+    # --- facade calls -----------------------------------------------------------------------
+
+    def _open_connection(self, fd: int) -> None:
+        sock = socket.socket(fileno=fd)
+        calls: list[FrameProtocol] = []
+
+        def handle(message: Any) -> None:
+            token, name, args, kwargs = message
+            task = self.loop.create_task(self._call(calls[0], token, name, args, kwargs))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
+
+        protocol = FrameProtocol(handle)
+        calls.append(protocol)
+        connecting = self.loop.create_task(self._connect(protocol, sock))
+        self._calls.add(connecting)
+        connecting.add_done_callback(self._calls.discard)
+
+    async def _connect(self, protocol: FrameProtocol, sock: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: protocol, sock)
+        except OSError as exc:
+            log.warning("a facade connection could not be opened", error=str(exc))
+            sock.close()
+
+    async def _call(
+        self,
+        protocol: FrameProtocol,
+        token: int,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        if name not in FACADE_CALLS:
+            result: Result[Any] = Result.failure(
+                ErrorInfo(code="validation_error", message=f"no facade call {name!r}")
+            )
+        else:
+            result = await getattr(self.service, name)(*args, **kwargs)
+        try:
+            frame = encode((token, result))
+        except Exception as exc:  # a value pickle cannot carry
+            text = f"the answer cannot reach the host: {type(exc).__name__}: {exc}"
+            frame = encode((token, Result.failure(ErrorInfo(code="internal", message=text))))
+        protocol.send_encoded(frame)
+
+
+def _error_info(exc: BaseException) -> ErrorInfo:
+    if isinstance(exc, ChronologError):
+        return ErrorInfo.from_exception(exc)
+    return ErrorInfo(code="internal", message=f"{type(exc).__name__}: {exc}")
+
+
+def main(argv: list[str]) -> int:
+    """Serve the host that passed the control channel's descriptor as ``argv[0]``."""
+    channel = ControlChannel(socket.socket(fileno=int(argv[0])))
+    try:
+        start = channel.receive()
+    except ChannelClosedError:
+        return 1
+    if not isinstance(start, msg.Start):
+        return 2
+    return SchedulerProcess(channel, start).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,230 @@
+"""Length-prefixed pickle frames between the host and its scheduler process.
+
+Both ends are this package, on one machine, over sockets only the two processes hold (a
+``socketpair`` made by the host), so pickle is safe here and carries every value the
+facade takes or returns (msgspec structs, datetimes, errors) without a schema of its own.
+
+Two kinds of channel use the frames:
+
+* :class:`ControlChannel`, blocking, one per engine: start-up, function runs and their
+  outcomes, new connections (their socket travels as ``SCM_RIGHTS`` ancillary data), stop.
+  Any thread may send; one thread reads.
+* :class:`FrameProtocol`, an asyncio protocol, one per event loop that calls the facade:
+  the facade calls and their results. Frames sent within one loop turn go out in one write,
+  and frames received are handled at most :data:`FRAMES_PER_TURN` per loop turn, so a burst
+  of answers does not hold the loop.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import collections
+import contextlib
+import pickle
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+#: Frame header: the pickled body's length.
+HEADER = struct.Struct("<I")
+#: Frames handled per loop turn (as many as the facade's own inbox wakes per turn).
+FRAMES_PER_TURN = 128
+#: Bytes read from a socket at a time.
+_READ_SIZE = 256 * 1024
+#: Most descriptors one read of the control channel can carry.
+_MAX_FDS = 16
+
+
+def encode(message: Any) -> bytes:
+    """One frame: header and pickled body."""
+    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(body)) + body
+
+
+class FrameBuffer:
+    """Bytes received so far, cut into whole frame bodies."""
+
+    def __init__(self) -> None:
+        self._received = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add ``data``; the bodies of the frames it completed, in order."""
+        self._received += data
+        buffer, start, end = self._received, 0, len(self._received)
+        bodies: list[bytes] = []
+        while end - start >= HEADER.size:
+            (size,) = HEADER.unpack_from(buffer, start)
+            body_start = start + HEADER.size
+            if end - body_start < size:
+                break
+            bodies.append(bytes(buffer[body_start : body_start + size]))
+            start = body_start + size
+        del self._received[:start]
+        return bodies
+
+
+class ChannelClosedError(ConnectionError):
+    """The other process closed the channel (or died)."""
+
+
+class ControlChannel:
+    """A blocking frame channel: any thread sends, one thread reads."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(True)
+        self._sock = sock
+        self._send_lock = threading.Lock()
+        self._buffer = FrameBuffer()
+        self._bodies: collections.deque[bytes] = collections.deque()
+        self._fds: collections.deque[int] = collections.deque()
+        self.closed = False
+
+    def send(self, message: Any) -> None:
+        """Send one frame; :class:`ChannelClosedError` when the other end is gone."""
+        frame = encode(message)
+        try:
+            with self._send_lock:
+                self._sock.sendall(frame)
+        except OSError as exc:
+            raise ChannelClosedError(str(exc)) from exc
+
+    def send_with_fd(self, message: Any, fd: int) -> None:
+        """Send one frame with a file descriptor attached (the other end gets a copy)."""
+        frame = encode(message)
+        try:
+            with self._send_lock:
+                sent = self._sock.sendmsg(
+                    [frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
+                )
+                if sent < len(frame):
+                    self._sock.sendall(frame[sent:])
+        except OSError as exc:
+            raise ChannelClosedError(str(exc)) from exc
+
+    def receive(self) -> Any:
+        """The next message (blocking); :class:`ChannelClosedError` at the end."""
+        while not self._bodies:
+            self._read()
+        return pickle.loads(self._bodies.popleft())
+
+    def take_fd(self) -> int:
+        """A descriptor that arrived with the frames read so far (oldest first)."""
+        return self._fds.popleft()
+
+    def _read(self) -> None:
+        try:
+            data, ancillary, _, _ = self._sock.recvmsg(
+                _READ_SIZE, socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)
+            )
+        except OSError as exc:
+            raise ChannelClosedError(str(exc)) from exc
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+                self._fds.extend(fds)
+        if not data:
+            raise ChannelClosedError("the other process closed the channel")
+        self._bodies.extend(self._buffer.feed(data))
+
+    def messages(self) -> Iterator[Any]:
+        """Every message until the channel closes."""
+        while True:
+            try:
+                yield self.receive()
+            except ChannelClosedError:
+                return
+
+    def close(self) -> None:
+        """Close this end (the other end's reads then end)."""
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+
+
+class FrameProtocol(asyncio.Protocol):
+    """Frames over a stream socket on an event loop.
+
+    ``handle(message)`` gets each message received, at most :data:`FRAMES_PER_TURN` per
+    loop turn (reading pauses while a backlog waits); ``lost(error)`` is called once when
+    the connection ends. Messages sent before the connection is made are queued.
+    """
+
+    def __init__(
+        self,
+        handle: Callable[[Any], None],
+        lost: Callable[[BaseException | None], None] | None = None,
+    ) -> None:
+        self._handle = handle
+        self._lost = lost
+        self._buffer = FrameBuffer()
+        self._bodies: collections.deque[bytes] = collections.deque()
+        self._outgoing: list[bytes] = []
+        self._flush_armed = False
+        self._drain_armed = False
+        self._transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.is_lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._loop = asyncio.get_running_loop()
+        self.flush()
+
+    def send(self, message: Any) -> None:
+        """Queue one frame (pickled now); it is written at the end of this loop turn."""
+        self.send_encoded(encode(message))
+
+    def send_encoded(self, frame: bytes) -> None:
+        """Queue one frame made by :func:`encode`. Call it on the protocol's loop."""
+        self._outgoing.append(frame)
+        if not self._flush_armed and self._loop is not None:
+            self._flush_armed = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write the queued frames now."""
+        self._flush_armed = False
+        if self._outgoing and self._transport is not None and not self.is_lost:
+            self._transport.write(b"".join(self._outgoing))
+            self._outgoing = []
+
+    def data_received(self, data: bytes) -> None:
+        self._bodies.extend(self._buffer.feed(data))
+        assert self._transport is not None and self._loop is not None
+        if len(self._bodies) > 4 * FRAMES_PER_TURN:
+            self._transport.pause_reading()
+        if self._bodies and not self._drain_armed:
+            self._drain_armed = True
+            # call_later(0), not call_soon: runs after the callbacks already due this turn.
+            self._loop.call_later(0, self._drain)
+
+    def _drain(self) -> None:
+        self._drain_armed = False
+        for _ in range(min(FRAMES_PER_TURN, len(self._bodies))):
+            self._handle(pickle.loads(self._bodies.popleft()))
+        if self._transport is None or self._loop is None:
+            return
+        if self._bodies:
+            self._drain_armed = True
+            self._loop.call_later(0, self._drain)
+        elif not self.is_lost and not self._transport.is_reading():
+            self._transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.is_lost = True
+        while self._bodies:  # answers that arrived before the end still count
+            self._handle(pickle.loads(self._bodies.popleft()))
+        if self._lost is not None:
+            self._lost(exc)
+
+    def close(self) -> None:
+        """Close the connection (queued frames are written first)."""
+        self.flush()
+        if self._transport is not None:
+            self._transport.close()
