@@ -99,16 +99,19 @@ def _facade_call(
 
     @functools.wraps(method)
     async def wrapper(self: SchedulerService, *args: Any, **kwargs: Any) -> Result[T]:
-        admitted = line.admit()
-        if admitted is not None:
-            await admitted
         engine = self._module.engine
-        if engine is not None:  # the scheduler runs in a child process: the call goes there
+        if engine is not None:
+            # The scheduler runs in a child process: the call goes there whole. No line:
+            # sending costs the loop a few microseconds, and the connection spreads a
+            # burst's sending and answers over loop turns itself.
             try:
                 forwarded: Result[T] = await engine.call(name, args, kwargs)
             except ChronologError as exc:
                 return Result.failure(exc)
             return forwarded
+        admitted = line.admit()
+        if admitted is not None:
+            await admitted
         try:
             # Not Result.success(await ...): that would keep the bound classmethod on the
             # coroutine's stack (a GC-tracked object) for as long as the call is in flight.

@@ -33,7 +33,7 @@ from chronolog.actors.housekeeper import CLEANUP_FUNCTION
 from chronolog.errors import ChronologError
 from chronolog.module import AppContext, SchedulerModule
 from chronolog.process import messages as msg
-from chronolog.process.frames import ChannelClosedError, ControlChannel, FrameProtocol, encode
+from chronolog.process.frames import ChannelClosedError, ControlChannel, FrameProtocol
 from chronolog.process.remote_executor import RemoteExecutor
 from chronolog.result import ErrorInfo, Result
 from chronolog.service import FACADE_CALLS, SchedulerService
@@ -167,19 +167,18 @@ class SchedulerProcess:
 
     def _open_connection(self, fd: int) -> None:
         sock = socket.socket(fileno=fd)
-        calls: list[FrameProtocol] = []
-
-        def handle(message: Any) -> None:
-            token, name, args, kwargs = message
-            task = self.loop.create_task(self._call(calls[0], token, name, args, kwargs))
-            self._calls.add(task)
-            task.add_done_callback(self._calls.discard)
-
-        protocol = FrameProtocol(handle)
-        calls.append(protocol)
+        protocol = FrameProtocol(
+            lambda call: self._start_call(protocol, call),
+            unsendable=lambda answer, error: protocol.send(_unsendable(answer, error)),
+        )
         connecting = self.loop.create_task(self._connect(protocol, sock))
         self._calls.add(connecting)
         connecting.add_done_callback(self._calls.discard)
+
+    def _start_call(self, protocol: FrameProtocol, call: tuple[Any, ...]) -> None:
+        task = self.loop.create_task(self._call(protocol, *call))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
 
     async def _connect(self, protocol: FrameProtocol, sock: socket.socket) -> None:
         try:
@@ -202,12 +201,13 @@ class SchedulerProcess:
             )
         else:
             result = await getattr(self.service, name)(*args, **kwargs)
-        try:
-            frame = encode((token, result))
-        except Exception as exc:  # a value pickle cannot carry
-            text = f"the answer cannot reach the host: {type(exc).__name__}: {exc}"
-            frame = encode((token, Result.failure(ErrorInfo(code="internal", message=text))))
-        protocol.send_encoded(frame)
+        protocol.send((token, result))
+
+
+def _unsendable(answer: tuple[int, Result[Any]], error: Exception) -> tuple[int, Result[Any]]:
+    """What the host gets instead of an answer pickle cannot carry."""
+    text = f"the answer cannot reach the host: {type(error).__name__}: {error}"
+    return answer[0], Result.failure(ErrorInfo(code="internal", message=text))
 
 
 def _error_info(exc: BaseException) -> ErrorInfo:

@@ -47,7 +47,7 @@ from chronolog.errors import (
 from chronolog.functions import FunctionRegistry, RegisteredFunction
 from chronolog.host_loop import PendingFutures
 from chronolog.process import messages as msg
-from chronolog.process.frames import ChannelClosedError, ControlChannel, FrameProtocol, encode
+from chronolog.process.frames import ChannelClosedError, ControlChannel, FrameProtocol
 from chronolog.result import ErrorInfo, Result
 from chronolog.settings import Settings
 
@@ -285,7 +285,7 @@ class LoopLink:
 
     def __init__(self, engine: ProcessEngine, loop: asyncio.AbstractEventLoop) -> None:
         self.ended = False
-        self._protocol = FrameProtocol(self._answered, self._lost)
+        self._protocol = FrameProtocol(self._answered, unsendable=self._unsendable, lost=self._lost)
         self._pending = PendingFutures(loop, CALL_TIMEOUT, _no_answer)
         ours, theirs = socket.socketpair()
         try:
@@ -305,19 +305,20 @@ class LoopLink:
             self._lost(exc)
 
     def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> asyncio.Future[Any]:
-        """Send one call; the future of its ``Result``."""
+        """Send one call (with the others of this loop turn); the future of its ``Result``."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        token = self._pending.add(future)
-        try:
-            frame = encode((token, name, args, kwargs))
-        except Exception as exc:
-            self._pending.pop(token)
-            raise ValidationError(
-                f"the arguments of {name} cannot be sent to the scheduler process "
-                f"({type(exc).__name__}: {exc})"
-            ) from None
-        self._protocol.send_encoded(frame)
+        self._protocol.send((self._pending.add(future), name, args, kwargs))
         return future
+
+    def _unsendable(self, call: tuple[Any, ...], error: Exception) -> None:
+        future = self._pending.pop(call[0])
+        if future is not None and not future.done():
+            future.set_exception(
+                ValidationError(
+                    f"the arguments of {call[1]} cannot be sent to the scheduler process "
+                    f"({type(error).__name__}: {error})"
+                )
+            )
 
     def _answered(self, message: tuple[int, Result[Any]]) -> None:
         token, result = message
