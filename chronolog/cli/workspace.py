@@ -67,7 +67,8 @@ class Workspace:
         log_path = self.settings.data_path / DB_FILENAME
         if not log_path.exists() and not write:
             raise NoDataError(f"no chronolog data in {self.settings.data_dir} (no {DB_FILENAME})")
-        module = SchedulerModule(self.settings, fire_timers=False)
+        # In this process whatever the settings say: it reads the projections directly.
+        module = SchedulerModule(self.settings.replace(engine="thread"), fire_timers=False)
         module.register(AppContext())
         register_configured_functions(module.service, self.settings)
         try:

@@ -90,6 +90,8 @@ class ProcessEngine:
 
     def start(self) -> None:
         """Start the scheduler process and wait until it has recovered and answers."""
+        if os.name != "posix":
+            raise ValidationError("engine='process' needs a POSIX system (it passes sockets)")
         host_end, child_end = socket.socketpair()
         package_root = str(Path(chronolog.__file__).resolve().parent.parent)
         env = dict(os.environ)
@@ -266,8 +268,17 @@ class ProcessEngine:
         loop = asyncio.get_running_loop()
         link = self._links.get(loop)
         if link is None or link.ended:
+            self._drop_closed_loops()
             link = self._links[loop] = LoopLink(self, loop)
         return link.call(name, args, kwargs)
+
+    def _drop_closed_loops(self) -> None:
+        """Close the connections of loops that were closed (``asyncio.run`` returned): a
+        link refers to its loop, so the weak dictionary alone would keep both."""
+        for loop, link in list(self._links.items()):
+            if loop.is_closed():
+                del self._links[loop]
+                link.discard()
 
     def _connect(self, sock: socket.socket) -> None:
         """Hand the scheduler process its end of a new facade connection."""
@@ -287,22 +298,24 @@ class LoopLink:
         self.ended = False
         self._protocol = FrameProtocol(self._answered, unsendable=self._unsendable, lost=self._lost)
         self._pending = PendingFutures(loop, CALL_TIMEOUT, _no_answer)
-        ours, theirs = socket.socketpair()
+        self._sock, theirs = socket.socketpair()
         try:
             engine._connect(theirs)
         except BaseException:
-            ours.close()
+            self._sock.close()
             raise
         finally:
             theirs.close()
-        self._connecting = loop.create_task(self._open(loop, ours))
+        self._connecting: asyncio.Task[None] | None = loop.create_task(self._open(loop))
 
-    async def _open(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
-            await loop.connect_accepted_socket(lambda: self._protocol, sock)
+            await loop.connect_accepted_socket(lambda: self._protocol, self._sock)
         except OSError as exc:
-            sock.close()
+            self._sock.close()
             self._lost(exc)
+        finally:
+            self._connecting = None
 
     def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> asyncio.Future[Any]:
         """Send one call (with the others of this loop turn); the future of its ``Result``."""
@@ -329,6 +342,11 @@ class LoopLink:
     def _lost(self, exc: BaseException | None) -> None:
         self.ended = True
         self._pending.fail_all(_gone)
+
+    def discard(self) -> None:
+        """Close the socket of a link whose loop is closed."""
+        self.ended = True
+        self._sock.close()
 
     def end(self) -> None:
         """The scheduler process is gone (called from any thread)."""

@@ -26,7 +26,7 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 #: Frame header: the pickled body's length.
 HEADER = struct.Struct("<I")
@@ -180,8 +180,8 @@ class FrameProtocol(asyncio.Protocol):
         self.is_lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A cast, not an isinstance check: uvloop's transports are not asyncio classes.
+        self._transport = cast(asyncio.Transport, transport)
         self._loop = asyncio.get_running_loop()
         if self._outgoing:
             self._arm_flush(soon=True)
