@@ -87,7 +87,9 @@ WORKLOADS = ("one_shot", "interval", "throughput", "memory", "restart", "loop_la
 SUBJECTS = ("chronolog", "aps_memory", "aps_sqlite")
 PEERS = ("aps_memory", "aps_sqlite", "aps_asyncio")
 #: Extra loop-lag runs reported beside the peer (see the module docstring).
-LOOP_LAG_VARIANTS = ("chronolog_frozen", "bare")
+LOOP_LAG_VARIANTS = ("chronolog_process", "chronolog_frozen", "bare")
+#: Subjects run only when named in ``--subjects``: chronolog with ``engine="process"``.
+EXTRA_SUBJECTS = ("chronolog_process",)
 CHUNK = 1_000
 #: Tasks the loop-lag harness creates per loop turn (all stay in flight together).
 SPAWN_CHUNK = 250
@@ -449,6 +451,8 @@ def make_subject(name: str, data_dir: Path) -> Subject:
     """The subject called ``name``."""
     if name == "chronolog":
         return ChronologSubject(data_dir)
+    if name == "chronolog_process":
+        return ChronologSubject(data_dir, "process")
     return ApsSubject(name.removeprefix("aps_"), data_dir)
 
 
@@ -996,17 +1000,19 @@ def emit(
     meets: Callable[[float], bool] | None = None,
     *,
     peer_key: str | None = None,
+    ours_name: str = "chronolog",
     **extra: Any,
 ) -> None:
-    """One JSON line: chronolog's ``key`` with every peer's figure and the ratios."""
-    ours = results.get("chronolog", {})
+    """One JSON line: chronolog's ``key`` (or ``ours_name``'s) with every peer's figure
+    and the ratios."""
+    ours = results.get(ours_name, {})
     value = ours.get(key)
     if isinstance(value, str):  # e.g. "skipped": "no seconds unit" is not a figure
         value = None
     peers: dict[str, Any] = {}
     ratios: dict[str, float | None] = {}
-    for name in PEERS + LOOP_LAG_VARIANTS:
-        if name not in results:
+    for name in ("chronolog", *PEERS, *LOOP_LAG_VARIANTS):
+        if name not in results or name == ours_name:
             continue
         theirs = results[name].get(peer_key or key)
         peers[name] = theirs
@@ -1131,28 +1137,53 @@ def report(workload: str, results: dict[str, dict[str, Any]]) -> None:
             tasks_in_log=ours.get("tasks_before_restart"),
         )
     elif workload == "loop_lag":
-        extra = {"schedule_ok": ours.get("schedule_ok"), "read_ok": ours.get("read_ok")}
-        emit("loop_lag.schedule_p99", results, "schedule_p99_ms", "ms", "< 5", below(5), **extra)
-        emit("loop_lag.schedule_max", results, "schedule_max_ms", "ms")
-        emit("loop_lag.read_p99", results, "read_p99_ms", "ms", "< 5", below(5), **extra)
-        emit("loop_lag.read_max", results, "read_max_ms", "ms")
-        emit("loop_lag.schedule_floor_p99", results, "schedule_floor_p99_ms", "ms")
-        emit("loop_lag.read_floor_p99", results, "read_floor_p99_ms", "ms")
-        sustained_extra = {"failures": ours.get("sustained_failures")}
-        for kind in ("schedule", "read"):
-            label = f"sustained_{kind}"
-            emit(
-                f"loop_lag.{label}_p99",
-                results,
-                f"{label}_p99_ms",
-                "ms",
-                "< 5",
-                below(5),
-                calls_per_s=ours.get(f"{label}_calls_per_s"),
-                **sustained_extra,
-            )
-            emit(f"loop_lag.{label}_floor_p99", results, f"{label}_floor_p99_ms", "ms")
+        # chronolog's default engine, then engine="process" with the same peers.
+        for prefix, name in (
+            ("loop_lag.", "chronolog"),
+            ("loop_lag.process.", "chronolog_process"),
+        ):
+            if name in results:
+                emit_loop_lag(prefix, results, name)
     detail(workload + ".detail", results)
+
+
+def emit_loop_lag(prefix: str, results: dict[str, dict[str, Any]], ours_name: str) -> None:
+    """The loop-lag lines of one chronolog engine."""
+    ours = results[ours_name]
+    extra = {"schedule_ok": ours.get("schedule_ok"), "read_ok": ours.get("read_ok")}
+    line = functools.partial(emit, results=results, ours_name=ours_name)
+    line(
+        bench=f"{prefix}schedule_p99",
+        key="schedule_p99_ms",
+        unit="ms",
+        target="< 5",
+        meets=below(5),
+        **extra,
+    )
+    line(bench=f"{prefix}schedule_max", key="schedule_max_ms", unit="ms")
+    line(
+        bench=f"{prefix}read_p99",
+        key="read_p99_ms",
+        unit="ms",
+        target="< 5",
+        meets=below(5),
+        **extra,
+    )
+    line(bench=f"{prefix}read_max", key="read_max_ms", unit="ms")
+    line(bench=f"{prefix}schedule_floor_p99", key="schedule_floor_p99_ms", unit="ms")
+    line(bench=f"{prefix}read_floor_p99", key="read_floor_p99_ms", unit="ms")
+    for kind in ("schedule", "read"):
+        label = f"sustained_{kind}"
+        line(
+            bench=f"{prefix}{label}_p99",
+            key=f"{label}_p99_ms",
+            unit="ms",
+            target="< 5",
+            meets=below(5),
+            calls_per_s=ours.get(f"{label}_calls_per_s"),
+            failures=ours.get("sustained_failures"),
+        )
+        line(bench=f"{prefix}{label}_floor_p99", key=f"{label}_floor_p99_ms", unit="ms")
 
 
 def below(limit: float) -> Callable[[float], bool]:
@@ -1205,8 +1236,9 @@ def main() -> None:
         if name not in WORKLOADS:
             parser.error(f"unknown workload {name!r} (known: {', '.join(WORKLOADS)})")
     for name in subjects:
-        if name not in SUBJECTS:
-            parser.error(f"unknown subject {name!r} (known: {', '.join(SUBJECTS)})")
+        if name not in SUBJECTS + EXTRA_SUBJECTS:
+            known = ", ".join(SUBJECTS + EXTRA_SUBJECTS)
+            parser.error(f"unknown subject {name!r} (known: {known})")
     machine_line()
     memory_results: dict[str, dict[str, Any]] = {}
     for workload in WORKLOADS:

@@ -171,6 +171,7 @@ class FrameProtocol(asyncio.Protocol):
         self._unsendable = unsendable
         self._lost = lost
         self._buffer = FrameBuffer()
+        self._bodies: collections.deque[bytes] = collections.deque()
         self._received: collections.deque[Any] = collections.deque()
         self._outgoing: list[Any] = []
         self._flush_armed = False
@@ -228,24 +229,30 @@ class FrameProtocol(asyncio.Protocol):
         return kept
 
     def data_received(self, data: bytes) -> None:
-        for body in self._buffer.feed(data):
-            self._received.extend(pickle.loads(body))
+        # Kept pickled until handled: one read can bring hundreds of answers, and
+        # unpickling them all here would hold the loop as long as handling them would.
+        self._bodies.extend(self._buffer.feed(data))
         assert self._transport is not None and self._loop is not None
-        if len(self._received) > 4 * MESSAGES_PER_TURN:
+        if len(self._bodies) > 4:
             self._transport.pause_reading()
-        if self._received and not self._drain_armed:
+        if self._bodies and not self._drain_armed:
             self._drain_armed = True
             # call_later(0), not call_soon: runs after the callbacks already due this turn.
             self._loop.call_later(0, self._drain)
 
     def _drain(self) -> None:
         self._drain_armed = False
-        received, handle = self._received, self._handle
-        for _ in range(min(MESSAGES_PER_TURN, len(received))):
+        received, bodies, handle = self._received, self._bodies, self._handle
+        for _ in range(MESSAGES_PER_TURN):
+            if not received:
+                if not bodies:
+                    break
+                received.extend(pickle.loads(bodies.popleft()))
+                continue
             handle(received.popleft())
         if self._transport is None or self._loop is None:
             return
-        if received:
+        if received or bodies:
             self._drain_armed = True
             self._loop.call_later(0, self._drain)
         elif not self.is_lost and not self._transport.is_reading():
@@ -253,7 +260,9 @@ class FrameProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.is_lost = True
-        while self._received:  # answers that arrived before the end still count
+        while self._bodies:  # answers that arrived before the end still count
+            self._received.extend(pickle.loads(self._bodies.popleft()))
+        while self._received:
             self._handle(self._received.popleft())
         if self._lost is not None:
             self._lost(exc)
