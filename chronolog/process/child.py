@@ -225,7 +225,10 @@ def main(argv: list[str]) -> int:
         return 1
     if not isinstance(start, msg.Start):
         return 2
-    return SchedulerProcess(channel, start).run()
+    try:
+        return SchedulerProcess(channel, start).run()
+    finally:
+        channel.close()  # after what is queued (Stopped, Failed) was written
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ socketpair, the control channel, and keeps three things in the host:
 * the facade, whose calls it forwards whole (method, arguments) over a connection per
   calling event loop (:class:`LoopLink`) and whose ``Result`` it hands back;
 * the host's functions, run by an ordinary :class:`~chronolog.actors.executor.Executor`
-  when the scheduler process asks, with their outcomes sent back;
+  when the scheduler process asks, with their outcomes sent back; a run committed ahead
+  of its instant arrives early and is held until a timer here releases it at the instant;
 * a reader thread for the control channel.
 
 Why: the scheduler's threads (shards, store writer, projector, timer) then share neither
@@ -29,6 +30,8 @@ import subprocess
 import sys
 import threading
 import weakref
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +39,9 @@ import msgspec
 import structlog
 
 import chronolog
-from chronolog.actors.executor import Executor
+from chronolog.actors.executor import ExecutionRequest, Executor
+from chronolog.actors.timer import Due, ReleaseDue, Timer
+from chronolog.clock import SystemClock
 from chronolog.domain.commands import Finish
 from chronolog.errors import (
     ChronologError,
@@ -85,6 +90,11 @@ class ProcessEngine:
         self._answered = threading.Condition()
         self._stopped = threading.Event()
         self._alive = False
+        # Runs committed ahead of their instant are held here and released by this
+        # process's own timer: the instant is then met without a hop between processes.
+        self._releases = Timer(SystemClock(), self._release)
+        self._reported: set[str] = set()
+        self._reported_lock = threading.Lock()
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -131,6 +141,7 @@ class ProcessEngine:
             max_result_bytes=self.settings.max_result_bytes,
             on_forget=self._forgotten,
         )
+        self._releases.start()
         self._alive = True
         self._reader = threading.Thread(
             target=self._read_control, name="chronolog-process-control", daemon=True
@@ -168,6 +179,7 @@ class ProcessEngine:
         self._reap(STOP_TIMEOUT)
         if self._reader is not None:
             self._reader.join(timeout=5)
+        self._releases.stop()
         if self._executor is not None:
             # Whatever still runs here was given up on by the scheduler process: its
             # execution stays open in the log and the next start recovers it.
@@ -196,8 +208,7 @@ class ProcessEngine:
         assert self._channel is not None
         for message in self._channel.messages():
             if isinstance(message, msg.Run):
-                assert self._executor is not None
-                self._executor.submit(message.request)
+                self._run(message.request)
             elif isinstance(message, msg.Cancel):
                 assert self._executor is not None
                 self._executor.cancel(message.execution_id)
@@ -206,6 +217,7 @@ class ProcessEngine:
                     self._answers[message.number] = [message.value]
                     self._answered.notify_all()
             elif isinstance(message, msg.Stopped):
+                self._alive = False  # the end of the channel that follows is no surprise
                 self._stopped.set()
         if self._alive:
             log.error("the scheduler process is gone", pid=self.pid)
@@ -216,10 +228,33 @@ class ProcessEngine:
         for link in list(self._links.values()):
             link.end()
 
+    def _run(self, request: ExecutionRequest) -> None:
+        assert self._executor is not None
+        release_at = request.release_at
+        if release_at is None or release_at <= datetime.now(UTC):
+            self._executor.submit(request)
+            return
+        self._executor.hold(request)
+        self._releases.add(release_at, ReleaseDue(request.task_id, request.execution_id))
+
+    def _release(self, batch: Sequence[Due]) -> None:
+        assert self._executor is not None
+        for due in batch:
+            if isinstance(due, ReleaseDue):
+                self._executor.release(due.execution_id)
+
     def _finished(self, task_id: str, finish: Finish) -> None:
+        with self._reported_lock:
+            self._reported.add(finish.execution_id)
         self._tell(msg.Finished(task_id, finish))
 
     def _forgotten(self, execution_id: str) -> None:
+        # A run that reported is forgotten by the scheduler process with its report; only
+        # runs that ended without one (cancelled before they began, stopped) need saying.
+        with self._reported_lock:
+            if execution_id in self._reported:
+                self._reported.discard(execution_id)
+                return
         self._tell(msg.Forgotten(execution_id))
 
     def _tell(self, message: object) -> None:

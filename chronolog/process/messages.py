@@ -40,14 +40,15 @@ class Connect(msgspec.Struct, frozen=True):
 
 
 class Finished(msgspec.Struct, frozen=True):
-    """A host function ran to its end (the run still counts until :class:`Forgotten`)."""
+    """A host function ran to its end; the run no longer counts as running."""
 
     task_id: str
     finish: Finish
 
 
 class Forgotten(msgspec.Struct, frozen=True):
-    """The host no longer runs that execution."""
+    """The host dropped that execution without a report (cancelled before it began, or
+    stopping)."""
 
     execution_id: str
 

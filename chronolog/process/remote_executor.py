@@ -8,8 +8,10 @@ to the host over the control channel, where the host's own
 :class:`~chronolog.actors.executor.Executor` runs it and reports back. Functions of the
 scheduler process itself (the Housekeeper's ``chronolog.cleanup``) run on a local executor.
 
-Held runs (committed ahead of their instant) stay here until the timer releases them, so
-the host sees a run only when it should start.
+Runs committed ahead of their instant go to the host at once, with their ``release_at``:
+the host holds them and starts each at its instant by a timer of its own, so the
+critical path (timer wake-up, hand-off to a worker) stays inside one process, as with
+the thread engine.
 """
 
 from __future__ import annotations
@@ -34,12 +36,11 @@ SendToHost = Callable[[object], None]
 class _Remote:
     """One execution of a host function, as the scheduler process knows it."""
 
-    __slots__ = ("cancelled", "held", "request")
+    __slots__ = ("held", "request")
 
     def __init__(self, request: ExecutionRequest, *, held: bool) -> None:
         self.request = request
         self.held = held
-        self.cancelled = False
 
 
 class RemoteExecutor:
@@ -74,41 +75,34 @@ class RemoteExecutor:
         self._start(request)
 
     def hold(self, request: ExecutionRequest) -> None:
-        """Take a run in without starting it, until :meth:`release`."""
+        """Take a run in that starts at its ``release_at``: the host gets it now and holds
+        it until then by its own timer (the instant is met without a hop between
+        processes); here it counts as held until :meth:`release`."""
         if request.function_name in self._local_functions:
             self._local.hold(request)
             return
         self._track(request, held=True)
+        self._start(request)
 
     def release(self, execution_id: str) -> None:
-        """Start a held run (nothing happens when it is unknown)."""
+        """The instant of a held run has come (the host starts it by itself)."""
         with self._idle:
             remote = self._remote.get(execution_id)
-            if remote is None or not remote.held:
-                remote = None
-            else:
+            if remote is not None and remote.held:
                 remote.held = False
                 self._held -= 1
-                if self._held == 0:
-                    self._idle.notify_all()
+                self._idle.notify_all()
+                return
         if remote is None:
             self._local.release(execution_id)
-        elif remote.cancelled or self._closed:
-            # Cancelled before it began (its end is in the log), or stopping: never started.
-            self.forget(execution_id)
-        else:
-            self._start(remote.request)
 
     def cancel(self, execution_id: str) -> bool:
         """Signal a run to stop (a held one then never starts)."""
         with self._lock:
             remote = self._remote.get(execution_id)
-            if remote is not None:
-                remote.cancelled = True
         if remote is None:
             return self._local.cancel(execution_id)
-        if not remote.held:
-            self._tell_host(Cancel(execution_id))
+        self._tell_host(Cancel(execution_id))
         return True
 
     def is_task_running(self, task_id: str) -> bool:
@@ -161,15 +155,19 @@ class RemoteExecutor:
         with self._lock:
             held = [i for i, r in self._remote.items() if r.held]
         for execution_id in held:  # never started: the next start recovers them
+            self._tell_host(Cancel(execution_id))
             self.forget(execution_id)
         self._local.shutdown(wait=wait, timeout=timeout)
 
     # --- the host's side ------------------------------------------------------------------
 
     def finished(self, task_id: str, finish: Finish) -> None:
-        """The host ran a function to its end: report it (it still counts as running
-        until :meth:`forget`, as in the local executor)."""
-        self._on_finish(task_id, finish)
+        """The host ran a function to its end: report it, then stop counting it as
+        running (in that order, as the local executor does)."""
+        try:
+            self._on_finish(task_id, finish)
+        finally:
+            self.forget(finish.execution_id)
 
     def forget(self, execution_id: str) -> None:
         """The run no longer counts as under way."""
