@@ -422,7 +422,8 @@ def test_a_failing_function_is_retried_and_both_failures_are_recorded(host: Host
 
 def test_cancelling_a_task_signals_its_running_function_in_the_host(host: Host) -> None:
     """cancel_event reaches the host: a sync function waiting on ``context.cancelled`` sees
-    it set (long before its 10 s wait ends); the execution is ``cancelled``."""
+    it set (long before its 10 s wait ends); the execution is ``cancelled``, and what the
+    function returned after that comes back as its late result (as on the thread engine)."""
     started, finished = (
         host.probe.event("started", "cancel"),
         host.probe.event("finished", "cancel"),
@@ -445,30 +446,35 @@ def test_cancelling_a_task_signals_its_running_function_in_the_host(host: Host) 
     [run] = host.probe.runs["cancel"]
     assert run.outcome == "cancelled"
     assert run.seconds < 5
-    assert [row.status for row in rows] == ["cancelled"]
+    [row] = rows
+    assert row.status == "cancelled"
+    assert (row.late_outcome, row.late_result) == ("succeeded", "released")
     assert status == "cancelled"
 
 
 def test_a_timed_out_coroutine_is_cancelled_in_the_host(host: Host) -> None:
     """An async function past its timeout (0.2 s) is cancelled in the host (it sees
-    CancelledError, long before its 30 s sleep ends) and the execution is ``timed_out``."""
+    CancelledError, long before its 30 s sleep ends); the execution is ``timed_out`` and the
+    one-shot task ends ``failed``."""
     finished = host.probe.event("finished", "timeout")
 
-    async def main() -> list[ExecutionRow]:
+    async def main() -> tuple[list[ExecutionRow], str]:
         r = await host.svc.schedule_event(
             "sleeps", "probe.sleepy", datetime.now(UTC), timeout=0.2, parameters={"key": "timeout"}
         )
         task_id = r.unwrap()
         assert await _wait(finished), "the coroutine was not cancelled"
         await _settle(host.module)
-        return await _executions(host.svc, task_id)
+        task = (await host.svc.get_event(task_id)).unwrap()
+        return await _executions(host.svc, task_id), task.status
 
-    rows = _run(main())
+    rows, status = _run(main())
     [run] = host.probe.runs["timeout"]
     assert run.outcome == "CancelledError"
     assert run.pid == os.getpid()
     assert run.seconds < 5
     assert [row.status for row in rows] == ["timed_out"]
+    assert status == "failed"
 
 
 # --- calling the facade ----------------------------------------------------------------------
