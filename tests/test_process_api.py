@@ -49,9 +49,10 @@ def module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SchedulerModule
 
 def test_http_lists_events_from_the_scheduler_process(module: SchedulerModule) -> None:
     """GET /api/v1/scheduler/events answers from the scheduler process, filters included."""
-    with HttpServer(module.service, module.settings) as server, httpx.Client(
-        base_url=server.url, timeout=10
-    ) as client:
+    with (
+        HttpServer(module.service, module.settings) as server,
+        httpx.Client(base_url=server.url, timeout=10) as client,
+    ):
         everything = client.get(EVENTS)
         assert everything.status_code == 200, everything.text
         assert everything.json()["total"] == 3
