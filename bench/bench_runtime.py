@@ -113,17 +113,31 @@ _ERRORS: list[str] = []
 # --- measuring helpers -------------------------------------------------------------------
 
 
+#: The scheduler process of ``engine="process"``, when one runs: its CPU, memory and
+#: threads count with the host's.
+_SCHEDULER_PIDS: list[int] = []
+
+
 def cpu_seconds() -> float:
-    """User + system CPU seconds of this process so far."""
+    """User + system CPU seconds of this process (and its scheduler process) so far."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    total = usage.ru_utime + usage.ru_stime
+    for pid in _SCHEDULER_PIDS:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 _STATUS_FILE: list[Any] = []
 
 
 def proc_status(field: str) -> int:
-    """An integer field of /proc/self/status (``VmRSS`` in KiB, ``Threads``).
+    """An integer field of /proc/self/status (``VmRSS`` in KiB, ``Threads``), plus the
+    scheduler process's.
 
     The file stays open, so the figure can still be read when the process is out of file
     descriptors (a finding in itself: see ``open_fds``).
@@ -132,7 +146,18 @@ def proc_status(field: str) -> int:
         _STATUS_FILE.append(open("/proc/self/status"))  # noqa: SIM115 - kept open on purpose
     fh = _STATUS_FILE[0]
     fh.seek(0)
-    for line in fh.read().splitlines():
+    found = _status_field(fh.read(), field)
+    for pid in _SCHEDULER_PIDS:
+        try:
+            with open(f"/proc/{pid}/status") as other:
+                found += max(_status_field(other.read(), field), 0)
+        except OSError:
+            continue
+    return found
+
+
+def _status_field(text: str, field: str) -> int:
+    for line in text.splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return -1
@@ -290,6 +315,8 @@ class ChronologSubject(Subject):
         service.register_function("probe", chronolog_probe)
         self.module, self.service = module, service
         await module.start()
+        if module.engine is not None and module.engine.pid is not None:
+            _SCHEDULER_PIDS.append(module.engine.pid)
 
     @property
     def svc(self) -> SchedulerService:
