@@ -131,6 +131,7 @@ class ProcessEngine:
         )
         first = self._first_answer(host_end)
         if isinstance(first, msg.Failed):
+            channel.close(0.0)
             self._reap(STOP_TIMEOUT)
             raise _error_of(first.error)
         self.pid = first.pid
@@ -158,6 +159,7 @@ class ProcessEngine:
         finally:
             sock.settimeout(None)
         if not isinstance(first, msg.Ready | msg.Failed):
+            self._channel.close(0.0)
             self._reap(0.0)
             raise ServiceUnavailableError(
                 f"the scheduler process did not start (exit code {self._process.returncode})"
