@@ -1179,26 +1179,17 @@ def emit_loop_lag(prefix: str, results: dict[str, dict[str, Any]], ours_name: st
     ours = results[ours_name]
     extra = {"schedule_ok": ours.get("schedule_ok"), "read_ok": ours.get("read_ok")}
     line = functools.partial(emit, results=results, ours_name=ours_name)
-    line(
-        bench=f"{prefix}schedule_p99",
-        key="schedule_p99_ms",
-        unit="ms",
-        target="< 5",
-        meets=below(5),
-        **extra,
-    )
-    line(bench=f"{prefix}schedule_max", key="schedule_max_ms", unit="ms")
-    line(
-        bench=f"{prefix}read_p99",
-        key="read_p99_ms",
-        unit="ms",
-        target="< 5",
-        meets=below(5),
-        **extra,
-    )
-    line(bench=f"{prefix}read_max", key="read_max_ms", unit="ms")
-    line(bench=f"{prefix}schedule_floor_p99", key="schedule_floor_p99_ms", unit="ms")
-    line(bench=f"{prefix}read_floor_p99", key="read_floor_p99_ms", unit="ms")
+    for kind in ("schedule", "read"):
+        line(
+            bench=f"{prefix}{kind}_p99",
+            key=f"{kind}_p99_ms",
+            unit="ms",
+            target="< 5",
+            meets=below(5),
+            **extra,
+        )
+        line(bench=f"{prefix}{kind}_max", key=f"{kind}_max_ms", unit="ms")
+        line(bench=f"{prefix}{kind}_floor_p99", key=f"{kind}_floor_p99_ms", unit="ms")
     for kind in ("schedule", "read"):
         label = f"sustained_{kind}"
         line(
