@@ -688,20 +688,25 @@ def test_orderly_stop_lets_a_running_host_function_finish(tmp_path: Path) -> Non
     assert (row.status, row.result) == ("succeeded", "finished")
 
 
-def test_a_killed_scheduler_process_answers_unavailable_and_recovers(tmp_path: Path) -> None:
-    """SIGKILL the scheduler process while the host runs a function: facade calls answer a
-    Result error ``unavailable`` within seconds, settle raises, stop returns promptly. A new
-    start on the data dir has every acknowledged task, and the run that was under way is
-    recorded ``interrupted``."""
+def test_a_killed_scheduler_process_is_replaced_and_recovers(tmp_path: Path) -> None:
+    """SIGKILL the scheduler process while the host runs a function: calls answer a Result
+    error ``unavailable`` until the engine has started a new scheduler process (a new pid,
+    ``restarts == 1``), which recovers every acknowledged task from the log, records the
+    run that was under way ``interrupted`` and retries it per policy; the old run in the
+    host is signalled to stop. Stop still returns promptly."""
     data = tmp_path / "data"
-    started, release = threading.Event(), threading.Event()
+    started, signalled, retried = threading.Event(), threading.Event(), threading.Event()
 
-    def hold() -> str:
+    def hold(context: ExecutionContext) -> str:
+        if context.attempt > 1:
+            retried.set()
+            return "retried"
         started.set()
-        release.wait(30)
+        if context.cancelled.wait(30):
+            signalled.set()
         return "released"
 
-    async def first_life() -> tuple[list[str], str, list[Result[Any]], float]:
+    async def life() -> tuple[list[Any], int, list[ExecutionRow], list[str], int, float]:
         module = _new_module(data)
         svc = module.service
         svc.register_function("hold", hold)
@@ -712,57 +717,101 @@ def test_a_killed_scheduler_process_answers_unavailable_and_recovers(tmp_path: P
                 (await svc.schedule_event(f"later-{i}", "quick", _later())).unwrap()
                 for i in range(5)
             ]
-            running = (await svc.schedule_event("held", "hold", datetime.now(UTC))).unwrap()
+            running = (
+                await svc.schedule_event(
+                    "held", "hold", datetime.now(UTC), max_retries=1, retry_backoff=0.05
+                )
+            ).unwrap()
             acked.append(running)
             assert await _wait(started), "the function did not start"
-            assert module.engine is not None and module.engine.pid is not None
-            os.kill(module.engine.pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5
-            while (listed := await svc.list_events()).ok:
-                assert time.monotonic() < deadline, "calls still answered after the kill"
-                await asyncio.sleep(0.02)
-            errors: list[Result[Any]] = [
-                listed,
-                await svc.schedule_event("after the kill", "quick", _later()),
-                await svc.get_event(running),
-            ]
-            engine = module.engine
-            assert engine is not None
-            while engine.alive:  # its control channel's reader notices the end, too
-                assert time.monotonic() < deadline, "the engine still reports alive"
-                await asyncio.sleep(0.02)
-            with pytest.raises(ServiceUnavailableError):
-                await asyncio.to_thread(module.settle, 1)
+            engine = _engine_of(module)
+            assert engine is not None and engine.pid is not None
+            first_pid = engine.pid
+            os.kill(first_pid, signal.SIGKILL)
+            codes: list[str] = []
+            deadline = time.monotonic() + 20
+            while engine.pid == first_pid or not engine.alive:
+                assert time.monotonic() < deadline, "no new scheduler process"
+                listed = await svc.list_events(limit=1)
+                if not listed.ok:
+                    assert listed.error is not None
+                    codes.append(listed.error.code)
+                await asyncio.sleep(0.01)
+            assert await _wait(signalled), "the old run was not signalled to stop"
+            assert await _wait(retried), "the interrupted run was not retried"
+            await _settle(module)
+            tasks = [await svc.get_event(task_id) for task_id in acked]
+            return (
+                tasks,
+                await _total(svc),
+                await _executions(svc, running),
+                codes,
+                engine.restarts,
+                0.0,
+            )
         finally:
             began = time.monotonic()
             await module.stop()
             stop_seconds = time.monotonic() - began
-            release.set()
+            assert stop_seconds < 10
             assert _engine_of(module) is None
-        return acked, running, errors, stop_seconds
 
-    async def second_life(acked: list[str], running: str) -> tuple[list[Any], int, list[Any]]:
+    tasks, total, rows, codes, restarts, _ = _run(life())
+    assert restarts == 1
+    assert set(codes) <= {"unavailable"}
+    assert [t.error for t in tasks if not t.ok] == []
+    assert total == 6
+    assert [(row.attempt, row.status) for row in rows] == [(1, "interrupted"), (2, "succeeded")]
+    assert rows[1].result == "retried"
+
+
+def test_a_replacement_that_cannot_start_is_retried_until_it_can(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the data directory is held by another scheduler (a thread-engine module in
+    this process), replacements of a killed scheduler process fail to start; the engine
+    keeps trying with growing delays and answers ``unavailable`` meanwhile, and once the
+    directory is free a replacement starts and answers."""
+    data = tmp_path / "data"
+    # The first replacement waits long enough for the blocker to take the directory.
+    monkeypatch.setattr("chronolog.process.engine.RESTART_DELAY", 0.5)
+
+    async def life() -> tuple[int, int, str]:
         module = _new_module(data)
-        module.service.register_function("hold", lambda: "again")
         module.service.register_function("quick", lambda: "ok")
         await module.start()
         try:
-            await _settle(module)
-            tasks = [await module.service.get_event(task_id) for task_id in acked]
-            total = await _total(module.service)
-            return tasks, total, await _executions(module.service, running)
+            task_id = (await module.service.schedule_event("later", "quick", _later())).unwrap()
+            engine = _engine_of(module)
+            assert engine is not None and engine.pid is not None
+            blocker = _new_module(data, engine="thread")
+            os.kill(engine.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while True:  # the lock is free once the killed process is gone
+                try:
+                    await blocker.start()
+                    break
+                except StoreLockedError:
+                    assert time.monotonic() < deadline, "the killed process kept its lock"
+                    await asyncio.sleep(0.01)
+            try:
+                await asyncio.sleep(1.0)  # replacements fail meanwhile
+                refused = await module.service.get_event(task_id)
+                assert not refused.ok and refused.error is not None
+                restarts_while_blocked = engine.restarts
+            finally:
+                await blocker.stop()
+            deadline = time.monotonic() + 20
+            while not (found := await module.service.get_event(task_id)).ok:
+                assert time.monotonic() < deadline, "no replacement after the lock was freed"
+                await asyncio.sleep(0.05)
+            return restarts_while_blocked, engine.restarts, found.unwrap().task_id
         finally:
             await module.stop()
 
-    acked, running, errors, stop_seconds = _run(first_life())
-    for error in errors:
-        assert not error.ok and error.error is not None
-        assert error.error.code == "unavailable"
-    assert stop_seconds < 10
-    tasks, total, rows = _run(second_life(acked, running))
-    assert [t.error for t in tasks if not t.ok] == []
-    assert total == len(acked) == 6
-    assert [row.status for row in rows] == ["interrupted"]
+    blocked, restarts, found = _run(life())
+    assert (blocked, restarts) == (0, 1)
+    assert found
 
 
 def test_a_killed_host_takes_its_scheduler_process_with_it(tmp_path: Path) -> None:
