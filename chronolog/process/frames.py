@@ -29,6 +29,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
+import structlog
+
+log = structlog.get_logger("chronolog.process")
+
 #: Frame header: the pickled body's length.
 HEADER = struct.Struct("<I")
 #: Messages sent, and messages handled, per loop turn and connection: each answer handled
@@ -80,11 +84,12 @@ class ChannelClosedError(ConnectionError):
 class ControlChannel:
     """A blocking frame channel: any thread sends, one thread reads.
 
-    Sending only queues the frame; a thread of the channel's own writes whatever is queued
-    in one system call. A thread that wrote itself would give the GIL up in the call and
-    then wait to get it back, up to the 5 ms switch interval while other threads run
-    Python: the timer thread releasing a batch of 50 due runs one write at a time was
-    a quarter of a second late by the last.
+    Sending only queues the message; a thread of the channel's own pickles whatever is
+    queued as one list, one frame, and writes it in one system call. A thread that wrote
+    itself would give the GIL up in the call and then wait to get it back, up to the 5 ms
+    switch interval while other threads run Python: the timer thread releasing a batch of
+    50 due runs one write at a time was a quarter of a second late by the last. And the
+    senders are busy threads (job shards committing fires) whose time pickling took.
     """
 
     def __init__(self, sock: socket.socket) -> None:
@@ -92,10 +97,10 @@ class ControlChannel:
         self._sock = sock
         self._send_lock = threading.Lock()
         self._buffer = FrameBuffer()
-        self._bodies: collections.deque[bytes] = collections.deque()
+        self._received: collections.deque[Any] = collections.deque()
         self._fds: collections.deque[int] = collections.deque()
-        self._outbox: list[bytes] = []
-        self._unsent = 0  # frames queued or being written
+        self._outbox: list[Any] = []
+        self._unsent = 0  # messages queued or being written
         self._queued = threading.Condition()
         self._failure: str | None = None
         self.closed = False
@@ -105,13 +110,13 @@ class ControlChannel:
         self._writer.start()
 
     def send(self, message: Any) -> None:
-        """Queue one frame for the writer; :class:`ChannelClosedError` when the channel is
-        closed or a write failed (the other end is gone)."""
-        frame = encode(message)
+        """Queue one message for the writer (it must pickle: messages are this package's);
+        :class:`ChannelClosedError` when the channel is closed or a write failed (the
+        other end is gone)."""
         with self._queued:
             if self._failure is not None or self.closed:
                 raise ChannelClosedError(self._failure or "the channel is closed")
-            self._outbox.append(frame)
+            self._outbox.append(message)
             self._unsent += 1
             if len(self._outbox) == 1:
                 self._queued.notify_all()
@@ -123,12 +128,13 @@ class ControlChannel:
                     self._queued.wait()
                 if not self._outbox:
                     return
-            time.sleep(WRITE_DELAY)  # let more frames join this write
+            time.sleep(WRITE_DELAY)  # let more messages join this write
             with self._queued:
-                frames, self._outbox = self._outbox, []
+                batch, self._outbox = self._outbox, []
+            frame = self._encode_batch(batch)
             try:
                 with self._send_lock:
-                    self._sock.sendall(b"".join(frames))
+                    self._sock.sendall(frame)
             except OSError as exc:
                 with self._queued:
                     self._failure = str(exc) or "the other process closed the channel"
@@ -137,9 +143,28 @@ class ControlChannel:
                     self._queued.notify_all()
                 return
             with self._queued:
-                self._unsent -= len(frames)
+                self._unsent -= len(batch)
                 if self._unsent == 0:
                     self._queued.notify_all()
+
+    @staticmethod
+    def _encode_batch(batch: list[Any]) -> bytes:
+        try:
+            return encode(batch)
+        except Exception:
+            kept = []
+            for message in batch:
+                try:
+                    pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+                except Exception as exc:  # a bug: say so, and keep the channel going
+                    log.error(
+                        "a control message cannot be sent",
+                        message=repr(message)[:200],
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
+                else:
+                    kept.append(message)
+            return encode(kept)
 
     def flush(self, timeout: float) -> bool:
         """Wait until every queued frame was written (or could not be)."""
@@ -147,9 +172,9 @@ class ControlChannel:
             return self._queued.wait_for(lambda: self._unsent == 0, timeout)
 
     def send_with_fd(self, message: Any, fd: int) -> None:
-        """Send one frame with a file descriptor attached (the other end gets a copy), now
+        """Send one message with a file descriptor attached (the other end gets a copy), now
         and from this thread: the descriptor has to travel with this frame's bytes."""
-        frame = encode(message)
+        frame = encode([message])
         try:
             with self._send_lock:
                 sent = self._sock.sendmsg(
@@ -162,9 +187,9 @@ class ControlChannel:
 
     def receive(self) -> Any:
         """The next message (blocking); :class:`ChannelClosedError` at the end."""
-        while not self._bodies:
+        while not self._received:
             self._read()
-        return pickle.loads(self._bodies.popleft())
+        return self._received.popleft()
 
     def take_fd(self) -> int:
         """A descriptor that arrived with the frames read so far (oldest first)."""
@@ -184,7 +209,8 @@ class ControlChannel:
                 self._fds.extend(fds)
         if not data:
             raise ChannelClosedError("the other process closed the channel")
-        self._bodies.extend(self._buffer.feed(data))
+        for body in self._buffer.feed(data):
+            self._received.extend(pickle.loads(body))
 
     def messages(self) -> Iterator[Any]:
         """Every message until the channel closes."""
