@@ -54,6 +54,7 @@ def test_control_channel_carries_batches_and_drops_only_what_cannot_pickle() -> 
     on a closed channel is an error."""
     left, right = socket.socketpair()
     sender, receiver = ControlChannel(left), ControlChannel(right)
+    right.settimeout(10)  # a message that never comes fails the test instead of hanging it
     try:
 
         def send(base: int) -> None:
