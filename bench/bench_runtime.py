@@ -5,6 +5,8 @@ Run: ``python bench/bench_runtime.py [--quick] [--only one_shot,interval,...]
 ``{"bench", "value", "unit", "peer", "ratio", "target", "meets", ...}``. ``value`` is
 chronolog's figure, ``peer`` maps each APScheduler variant to its figure on the same
 workload, ``ratio`` is chronolog / peer. The first line describes the machine.
+``--subjects`` also takes ``chronolog_process`` (chronolog with ``engine="process"``; its
+CPU, RSS and threads count the scheduler process too), which is then a peer column.
 
 Each (workload, scheduler) pair runs in a fresh subprocess (threads and memory do not
 bleed between runs) with its own data directory under the system temp dir, removed
@@ -42,7 +44,9 @@ Workloads (``--quick`` divides every task count by 10):
   step would stall the loop by itself. After each burst, its ``floor``: the same probe over
   10,000 coroutines that only wait, answered over as long as the burst took (no
   scheduler), in the same worker: what the harness and Python's GC passes over its
-  coroutines cost the loop by themselves. Two more runs: ``chronolog_frozen``, the same
+  coroutines cost the loop by themselves. Three more runs: ``chronolog_process``, the same
+  with ``engine="process"`` (reported as its own ``loop_lag.process.*`` lines, with the
+  same peers), ``chronolog_frozen``, the same
   with the host calling ``gc.collect(); gc.freeze()`` after ``start()`` (full GC passes
   then skip everything that existed before), and ``bare``, the floors alone in a worker
   that imports no scheduler, over as long as chronolog's bursts took: what any library
