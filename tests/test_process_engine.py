@@ -774,7 +774,7 @@ def test_a_replacement_that_cannot_start_is_retried_until_it_can(
     directory is free a replacement starts and answers."""
     data = tmp_path / "data"
     # The first replacement waits long enough for the blocker to take the directory.
-    monkeypatch.setattr("chronolog.process.engine.RESTART_DELAY", 0.5)
+    monkeypatch.setattr("chronolog.process.engine.RESTART_DELAY", 1.0)
 
     async def life() -> tuple[int, int, str]:
         module = _new_module(data)
@@ -795,9 +795,13 @@ def test_a_replacement_that_cannot_start_is_retried_until_it_can(
                     assert time.monotonic() < deadline, "the killed process kept its lock"
                     await asyncio.sleep(0.01)
             try:
-                await asyncio.sleep(1.0)  # replacements fail meanwhile
+                deadline = time.monotonic() + 20
+                while engine.failed_restarts == 0:  # a replacement tried and failed
+                    assert time.monotonic() < deadline, "no replacement was tried"
+                    await asyncio.sleep(0.05)
                 refused = await module.service.get_event(task_id)
                 assert not refused.ok and refused.error is not None
+                assert refused.error.code == "unavailable"
                 restarts_while_blocked = engine.restarts
             finally:
                 await blocker.stop()

@@ -56,6 +56,8 @@ class ProcessEngine:
         self.projections_path = projections_path
         #: How many times a dead scheduler process was replaced.
         self.restarts = 0
+        #: How many replacements failed to start (each is tried again later).
+        self.failed_restarts = 0
         self._child: ChildProcess | None = None
         self._links: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopLink] = (
             weakref.WeakKeyDictionary()
@@ -127,6 +129,7 @@ class ProcessEngine:
             try:
                 child = self._start_child()
             except Exception as exc:
+                self.failed_restarts += 1
                 log.warning(
                     "the scheduler process did not restart",
                     error=f"{type(exc).__name__}: {exc}",
