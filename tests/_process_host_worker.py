@@ -3,9 +3,11 @@
 Starts a ``engine="process"`` module on DATA_DIR, schedules the task ``held`` (id
 ``held``) whose function blocks, waits until the function runs in this process, then
 prints ``PIDS <scheduler process pid> <own pid>`` and blocks for good. Exit code 3: the
-function did not start in time.
+function did not start in time. With ``--fork-holder`` it first forks a process that only
+sleeps, holding every descriptor the host had (its end of the control channel among
+them), and prints its pid as a third number.
 
-Usage: python _process_host_worker.py DATA_DIR
+Usage: python _process_host_worker.py DATA_DIR [--fork-holder]
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 
 from chronolog import AppContext, SchedulerModule, Settings
@@ -37,7 +40,14 @@ def main() -> None:
     if not STARTED.wait(30):
         sys.exit(3)
     assert module.engine is not None
-    print(f"PIDS {module.engine.pid} {os.getpid()}", flush=True)
+    pids = f"PIDS {module.engine.pid} {os.getpid()}"
+    if "--fork-holder" in sys.argv:
+        holder = os.fork()
+        if holder == 0:  # the holder: keeps the inherited descriptors open, does nothing
+            time.sleep(120)
+            os._exit(0)
+        pids += f" {holder}"
+    print(pids, flush=True)
     threading.Event().wait()
 
 

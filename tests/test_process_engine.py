@@ -818,21 +818,29 @@ def test_a_replacement_that_cannot_start_is_retried_until_it_can(
     assert found
 
 
-def test_a_killed_host_takes_its_scheduler_process_with_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fork_holder", [False, True], ids=["alone", "forked-holder"])
+def test_a_killed_host_takes_its_scheduler_process_with_it(
+    tmp_path: Path, fork_holder: bool
+) -> None:
     """SIGKILL the host while its function runs: the scheduler process sees its control
     channel end and exits within seconds; the run it had handed over is then recorded
-    ``interrupted`` by the next start."""
+    ``interrupted`` by the next start. Also when a process the host forked still holds the
+    host's end of the channel (no end of file then): the parent pid changing tells."""
     data = tmp_path / "data"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    proc = subprocess.Popen(
-        [sys.executable, str(WORKER), str(data)], stdout=subprocess.PIPE, env=env
-    )
-    child = None
+    command = [sys.executable, str(WORKER), str(data)]
+    if fork_holder:
+        command.append("--fork-holder")
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, env=env)
+    child = holder = None
     try:
         words = _read_line(proc, 60).split()
         assert words[0] == "PIDS", words
         child, host_pid = int(words[1]), int(words[2])
+        if fork_holder:
+            holder = int(words[3])
+            assert not _exited(holder)
         assert host_pid == proc.pid and child != proc.pid
         assert not _exited(child)
         os.kill(proc.pid, signal.SIGKILL)
@@ -842,8 +850,9 @@ def test_a_killed_host_takes_its_scheduler_process_with_it(tmp_path: Path) -> No
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-        if child is not None and not _exited(child):
-            os.kill(child, signal.SIGKILL)
+        for pid in (child, holder):
+            if pid is not None and not _exited(pid):
+                os.kill(pid, signal.SIGKILL)
         if proc.stdout is not None:
             proc.stdout.close()
 

@@ -10,8 +10,9 @@ Facade calls arrive on connections of their own, one per event loop of the host 
 calls (each connection's socket comes over the control channel); each call runs the same
 facade method here, on this process's event loop, and its ``Result`` goes back.
 
-It stops when the host says so, and also when the control channel ends: a host that dies
-takes its running functions with it, and this process must not outlive it.
+It stops when the host says so, and also when the control channel ends or its parent
+changes: a host that dies takes its running functions with it, and this process must not
+outlive it.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ log = structlog.get_logger("chronolog.process")
 
 #: Threads of the local executor (only the Housekeeper's cleanup function runs here).
 _LOCAL_THREADS = 2
+#: How often the scheduler process checks that its host is still its parent (seconds).
+HOST_CHECK_SECONDS = 1.0
 
 
 def _runs_in_host(**_: Any) -> None:
@@ -106,6 +109,10 @@ class SchedulerProcess:
         self.channel.send(msg.Ready(pid=os.getpid()))
         reader = threading.Thread(target=self._read_control, name="chronolog-control", daemon=True)
         reader.start()
+        watchdog = threading.Thread(
+            target=self._watch_host, args=(os.getppid(),), name="chronolog-host-watch", daemon=True
+        )
+        watchdog.start()
         try:
             self.loop.run_forever()
         finally:
@@ -132,6 +139,18 @@ class SchedulerProcess:
         if self.executor is not None:
             self.executor.host_lost()
         self._stop_soon()
+
+    def _watch_host(self, host_pid: int) -> None:
+        """The control channel ends when the host dies, unless a process the host forked
+        (a ``multiprocessing`` worker, say) still holds the host's end of it; the parent
+        pid changing says the host is gone in that case too."""
+        while not self._stopping.wait(HOST_CHECK_SECONDS):
+            if os.getppid() != host_pid:
+                log.warning("the host process is gone", host_pid=host_pid)
+                if self.executor is not None:
+                    self.executor.host_lost()
+                self._stop_soon()
+                return
 
     def _answer(self, ask: msg.Ask) -> None:
         try:
