@@ -6,7 +6,7 @@ facade takes or returns (msgspec structs, datetimes, errors) without a schema of
 
 Two kinds of channel use the frames:
 
-* :class:`ControlChannel`, blocking, one per engine: start-up, function runs and their
+* :class:`ControlChannel`, blocking, one per scheduler process: start-up, function runs and their
   outcomes, new connections (their socket travels as ``SCM_RIGHTS`` ancillary data), stop.
   Any thread may send; one thread reads.
 * :class:`FrameProtocol`, an asyncio protocol, one per event loop that calls the facade:
@@ -53,6 +53,33 @@ def encode(message: Any) -> bytes:
     """One frame: header and pickled body."""
     body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     return HEADER.pack(len(body)) + body
+
+
+def encode_batch(batch: list[Any], unsendable: Callable[[Any, Exception], None]) -> bytes:
+    """One frame carrying ``batch`` as a list; a message pickle cannot carry is left out
+    and handed to ``unsendable(message, error)``, and the rest still go."""
+    try:
+        return encode(batch)
+    except Exception:
+        kept = []
+        for message in batch:
+            try:
+                pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:
+                unsendable(message, exc)
+            else:
+                kept.append(message)
+        return encode(kept)
+
+
+def _report_unsendable(message: Any, error: Exception) -> None:
+    """A control message is always this package's own: one that cannot pickle is a bug,
+    said here, and the channel goes on."""
+    log.error(
+        "a control message cannot be sent",
+        message=repr(message)[:200],
+        error=f"{type(error).__name__}: {error}",
+    )
 
 
 class FrameBuffer:
@@ -131,7 +158,7 @@ class ControlChannel:
             time.sleep(WRITE_DELAY)  # let more messages join this write
             with self._queued:
                 batch, self._outbox = self._outbox, []
-            frame = self._encode_batch(batch)
+            frame = encode_batch(batch, _report_unsendable)
             try:
                 with self._send_lock:
                     self._sock.sendall(frame)
@@ -146,25 +173,6 @@ class ControlChannel:
                 self._unsent -= len(batch)
                 if self._unsent == 0:
                     self._queued.notify_all()
-
-    @staticmethod
-    def _encode_batch(batch: list[Any]) -> bytes:
-        try:
-            return encode(batch)
-        except Exception:
-            kept = []
-            for message in batch:
-                try:
-                    pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-                except Exception as exc:  # a bug: say so, and keep the channel going
-                    log.error(
-                        "a control message cannot be sent",
-                        message=repr(message)[:200],
-                        error=f"{type(exc).__name__}: {exc}",
-                    )
-                else:
-                    kept.append(message)
-            return encode(kept)
 
     def flush(self, timeout: float) -> bool:
         """Wait until every queued frame was written (or could not be)."""
@@ -294,24 +302,9 @@ class FrameProtocol(asyncio.Protocol):
             return
         batch = self._outgoing[:MESSAGES_PER_TURN]
         del self._outgoing[:MESSAGES_PER_TURN]
-        try:
-            frame = encode(batch)
-        except Exception:
-            frame = encode(self._sendable(batch))
-        self._transport.write(frame)
+        self._transport.write(encode_batch(batch, self._unsendable))
         if self._outgoing:
             self._arm_flush(soon=False)
-
-    def _sendable(self, batch: list[Any]) -> list[Any]:
-        kept = []
-        for message in batch:
-            try:
-                pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception as exc:
-                self._unsendable(message, exc)
-            else:
-                kept.append(message)
-        return kept
 
     def data_received(self, data: bytes) -> None:
         # Kept pickled until handled: one read can bring hundreds of answers, and
