@@ -68,21 +68,13 @@ class RemoteExecutor:
 
     def submit(self, request: ExecutionRequest) -> None:
         """Start a run now: locally, or by asking the host."""
-        if request.function_name in self._local_functions:
-            self._local.submit(request)
-            return
-        self._track(request, held=False)
-        self._start(request)
+        self._take(request, held=False)
 
     def hold(self, request: ExecutionRequest) -> None:
         """Take a run in that starts at its ``release_at``: the host gets it now and holds
         it until then by its own timer (the instant is met without a hop between
         processes); here it counts as held until :meth:`release`."""
-        if request.function_name in self._local_functions:
-            self._local.hold(request)
-            return
-        self._track(request, held=True)
-        self._start(request)
+        self._take(request, held=True)
 
     def release(self, execution_id: str) -> None:
         """The instant of a held run has come (the host starts it by itself)."""
@@ -193,18 +185,17 @@ class RemoteExecutor:
 
     # --- plumbing -------------------------------------------------------------------------
 
-    def _track(self, request: ExecutionRequest, *, held: bool) -> None:
+    def _take(self, request: ExecutionRequest, *, held: bool) -> None:
+        if request.function_name in self._local_functions:
+            (self._local.hold if held else self._local.submit)(request)
+            return
         with self._lock:
             self._remote[request.execution_id] = _Remote(request, held=held)
             self._tasks[request.task_id] += 1
             if held:
                 self._held += 1
-
-    def _start(self, request: ExecutionRequest) -> None:
-        if self._closed:
-            self.forget(request.execution_id)
-            return
-        if not self._tell_host(Run(request)):
+        # Stopping, or the host gone: never started (the next start recovers it).
+        if self._closed or not self._tell_host(Run(request)):
             self.forget(request.execution_id)
 
     def _tell_host(self, message: object) -> bool:
