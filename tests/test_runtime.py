@@ -229,6 +229,25 @@ class TestFireLead:
         assert len(harness.calls) == 1
         assert len(harness.events("d", ExecutionSucceeded)) == 1
 
+    def test_fires_close_together_are_handed_over_by_one_wake_up(self, harness: Harness) -> None:
+        """The timer hands over the fires due within a tenth of the lead after the one it
+        woke for; each run still begins at its own instant."""
+        first = harness.clock.now() + TEN_S
+        harness.schedule("a", "record", DateTrigger(run_at=first))
+        harness.schedule("b", "record", DateTrigger(run_at=first + timedelta(seconds=LEAD / 20)))
+        harness.schedule("c", "record", DateTrigger(run_at=first + timedelta(seconds=LEAD / 5)))
+        harness.advance(10 - LEAD)
+        assert len(harness.events("a", ExecutionStarted)) == 1
+        assert len(harness.events("b", ExecutionStarted)) == 1
+        assert harness.events("c", ExecutionStarted) == []
+        assert harness.calls == []
+        harness.advance(LEAD)
+        assert len(harness.calls) == 1  # a's instant: b waits for its own
+        harness.advance(LEAD / 20)
+        assert len(harness.calls) == 2
+        harness.advance(LEAD)
+        assert len(harness.calls) == 3
+
     def test_without_a_lead_the_fire_is_committed_at_its_instant(self, clock: FakeClock) -> None:
         h = Harness(clock, fire_lead_seconds=0)
         h.runtime.start()

@@ -345,6 +345,26 @@ class TestRowLayout:
         added = writer.append("s300", numbered(17), expected_version=300)
         assert (added[0].position, added[0].stream_version) == (sum(_SIZES) + 1, 301)
 
+    def test_many_small_requests_share_statements_in_order(self, writer: SQLiteEventStore) -> None:
+        """Hundreds of one-to-three-event requests around a large one (the writer inserts
+        small rows 64, 32, …, 1 at a time) land in call order, each where it was told."""
+        sizes = [1 + i % 3 for i in range(203)]
+        sizes[100] = 40
+        answers = writer.append_many(
+            [
+                AppendRequest(stream_id=f"s{i}", events=numbered(size, f"r{i}"))
+                for i, size in enumerate(sizes)
+            ]
+        )
+        returned = [e for answer in answers for e in answer]  # type: ignore[union-attr]
+        assert writer.read_all() == returned
+        assert [e.position for e in returned] == list(range(1, sum(sizes) + 1))
+        assert [e.stream_id for e in returned] == [
+            f"s{i}" for i, size in enumerate(sizes) for _ in range(size)
+        ]
+        for i, size in enumerate(sizes):
+            assert [e.event for e in writer.read_stream(f"s{i}")] == numbered(size, f"r{i}")
+
     @settings(
         max_examples=25,
         deadline=None,
