@@ -234,6 +234,30 @@ class TestReopening:
         with SQLiteEventStore(data_dir, read_only=True) as reader:
             assert reader.read_all()[:-1] == before
 
+    def test_expecting_new_a_stream_the_log_already_has_is_a_conflict(self, data_dir: Path) -> None:
+        """After reopening, the writer knows no stream's version yet: an append that
+        expects an empty stream the log already has gets a conflict, its neighbours in the
+        same commit are written, and nothing else is."""
+        with SQLiteEventStore(data_dir) as store:
+            store.append("old", numbered(2, "first"))
+        with SQLiteEventStore(data_dir) as store:
+            answers = store.append_many(
+                [
+                    AppendRequest(stream_id="new", events=numbered(1, "n"), expected_version=0),
+                    AppendRequest(stream_id="old", events=numbered(3, "x"), expected_version=0),
+                    AppendRequest(stream_id="new2", events=numbered(20, "m"), expected_version=0),
+                ]
+            )
+            conflict = answers[1]
+            assert isinstance(conflict, ConcurrencyError)
+            assert conflict.details["actual"] == 2
+            assert [e.position for e in answers[0]] == [3]  # type: ignore[union-attr]
+            assert [e.position for e in answers[2]] == list(range(4, 24))  # type: ignore[union-attr]
+            assert [e.event for e in store.read_stream("old")] == numbered(2, "first")
+            assert store.last_position() == 23
+            added = store.append("old", _one(), expected_version=2)
+            assert (added[0].position, added[0].stream_version) == (24, 3)
+
     def test_log_lives_in_the_data_directory(self, data_dir: Path) -> None:
         """The store creates its directory and keeps the log in ``events.sqlite3`` there."""
         with SQLiteEventStore(data_dir) as store:
