@@ -10,8 +10,7 @@ analyst's script) does not start pulling in the actor runtime or DuckDB.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from chronolog.errors import (
     ChronologError,
@@ -26,6 +25,7 @@ from chronolog.errors import (
     UnsafePathError,
     ValidationError,
 )
+from chronolog.lazy_names import lazy_getattr
 
 if TYPE_CHECKING:
     from chronolog.actors.executor import ExecutionContext, current_execution
@@ -80,10 +80,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'chronolog' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

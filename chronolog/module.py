@@ -17,20 +17,24 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import structlog
 
-from chronolog.actors.executor import ExecutionBackend, FinishCallback
-from chronolog.actors.housekeeper import CLEANUP_FUNCTION, Housekeeper, make_cleanup_function
-from chronolog.actors.runtime import Runtime
 from chronolog.clock import Clock, SystemClock
 from chronolog.errors import NotFoundError, ServiceUnavailableError, ValidationError
 from chronolog.functions import FunctionRegistry, RegisteredFunction
+from chronolog.housekeeping.registrations import CLEANUP_FUNCTION, make_cleanup_function
 from chronolog.logs import configure_logging
-from chronolog.projections import Projector
 from chronolog.service import SchedulerService
 from chronolog.settings import Settings
-from chronolog.store import EventStore, SQLiteEventStore
 
+# The thread engine's parts (pykka, DuckDB, the SQLite store) are imported when that engine
+# starts: a host whose scheduler runs in a child process never loads them, which keeps
+# its memory and its garbage collector's full passes small.
 if TYPE_CHECKING:
+    from chronolog.actors.executor import ExecutionBackend, FinishCallback
+    from chronolog.actors.housekeeper import Housekeeper
+    from chronolog.actors.runtime import Runtime
     from chronolog.process.engine import ProcessEngine
+    from chronolog.projections import Projector
+    from chronolog.store import EventStore
 
 log = structlog.get_logger("chronolog.module")
 
@@ -156,6 +160,10 @@ class SchedulerModule:
         if self.settings.engine == "process":
             self._start_process()
             return
+        from chronolog.actors.runtime import Runtime
+        from chronolog.projections import Projector
+        from chronolog.store import SQLiteEventStore
+
         data_dir = self.settings.data_path
         if self._store is None:
             self._store = SQLiteEventStore(

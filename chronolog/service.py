@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
-from chronolog.actors.housekeeper import Housekeeper, Registration, RunOutcome
 from chronolog.actors.job_actor import task_stream
 from chronolog.actors.messages import CommandOutcome
 from chronolog.domain import commands as cmd
@@ -42,8 +41,8 @@ from chronolog.host_loop import (
     Reply,
     replies_of,
 )
+from chronolog.housekeeping.registrations import Registration, RunOutcome
 from chronolog.ids import new_id
-from chronolog.projections import queries
 from chronolog.result import ErrorInfo, Result
 from chronolog.task_spec import (
     ScheduleRequest,
@@ -56,11 +55,14 @@ from chronolog.task_spec import (
 )
 from chronolog.triggers import Fire, preview
 
+# DuckDB's queries and the Housekeeper actor are imported where they are used: a host
+# whose scheduler runs in a child process forwards every call and never loads them.
 if TYPE_CHECKING:
     import duckdb
 
+    from chronolog.actors.housekeeper import Housekeeper
     from chronolog.module import SchedulerModule
-    from chronolog.projections import Projector
+    from chronolog.projections import Projector, queries
 
 log = structlog.get_logger("chronolog.service")
 
@@ -369,6 +371,8 @@ class SchedulerService:
         read to the query pool would cost more (a thread hop, and a wait for the GIL while
         the loop is busy) than the read itself.
         """
+        from chronolog.projections import queries
+
         query = queries.task_query(
             status=status,
             module_id=module_id,
@@ -395,6 +399,8 @@ class SchedulerService:
     ) -> queries.Page[queries.TaskSummary]:
         """:meth:`list_events` without each task's ``parameters`` and ``policies``: what a
         list view shows, at about half the cost per row (the HTTP listing uses it)."""
+        from chronolog.projections import queries
+
         query = queries.task_query(
             status=status,
             module_id=module_id,
@@ -431,6 +437,8 @@ class SchedulerService:
         until: datetime | None = None,
     ) -> queries.Page[queries.ExecutionRow]:
         """Execution history, newest first, optionally for one task or status."""
+        from chronolog.projections import queries
+
         if event_id is not None:
             check_id(event_id)
         return await self._query(
@@ -448,12 +456,16 @@ class SchedulerService:
     @_as_result
     async def get_stats(self, event_id: str) -> queries.TaskStats:
         """Runs, success rate and p50/p95 durations of one task."""
+        from chronolog.projections import queries
+
         check_id(event_id)
         return await self._query(lambda conn: queries.task_stats(conn, event_id))
 
     @_as_result
     async def explain_event(self, event_id: str) -> list[queries.Decision]:
         """Every decision about the task, in order, each with a sentence saying why."""
+        from chronolog.projections import queries
+
         check_id(event_id)
         decisions = await self._query(lambda conn: queries.explain(conn, event_id))
         if not decisions:
@@ -553,6 +565,8 @@ class SchedulerService:
     @_as_result
     async def list_cleanups(self, include_inactive: bool = False) -> list[queries.CleanupRow]:
         """Cleanup registrations with their rules and last run."""
+        from chronolog.projections import queries
+
         return await self._query(
             lambda conn: queries.list_cleanups(conn, include_inactive=include_inactive)
         )

@@ -45,6 +45,7 @@ T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("_process_host_worker.py")
+LIGHT_HOST = Path(__file__).with_name("_process_light_host.py")
 HAS_PROC = Path("/proc/self/stat").exists()
 
 
@@ -867,3 +868,21 @@ def test_a_killed_host_takes_its_scheduler_process_with_it(
             await module.stop()
 
     assert [row.status for row in _run(next_start())] == ["interrupted"]
+
+
+def test_the_host_loads_neither_duckdb_nor_the_actor_runtime(tmp_path: Path) -> None:
+    """A host whose scheduler runs in a child process imports only the facade's side:
+    after every kind of call (commands, board and DuckDB reads, housekeeping, agent
+    tools) neither DuckDB nor pykka is loaded in it (they cost it ~18 MiB of memory and
+    a third of every full garbage-collector pass)."""
+    cleanup = tmp_path / "logs"
+    cleanup.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(LIGHT_HOST), str(tmp_path / "data"), str(cleanup)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["LOADED"], done.stdout

@@ -10,7 +10,6 @@ with the lowest ``priority`` number runs first.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import heapq
 import itertools
 import uuid
@@ -37,7 +36,14 @@ from chronolog.events import (
     TaskDefinition,
     TaskPolicies,
 )
-from chronolog.housekeeping import CleanupReport, CleanupRules, run_cleanup, validate_target
+from chronolog.housekeeping import run_cleanup, validate_target
+from chronolog.housekeeping.registrations import (
+    CLEANUP_FUNCTION,
+    Registration,
+    RunOutcome,
+    cleanup_task_id,
+    registration_id_for,
+)
 from chronolog.triggers import CronTrigger, validate
 
 if TYPE_CHECKING:
@@ -47,21 +53,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("chronolog.housekeeper")
 
 #: The built-in function every cleanup task calls.
-CLEANUP_FUNCTION = "chronolog.cleanup"
 #: When a registration gives no schedule: daily at 03:00 in the default zone.
 DEFAULT_CLEANUP_SCHEDULE = "0 3 * * *"
 CLEANUP_STREAM_PREFIX = "cleanup-"
-
-
-def registration_id_for(directory: str, pattern: str) -> str:
-    """The id of a registration: the same directory and pattern always get the same id."""
-    digest = hashlib.sha256(f"{directory}\x00{pattern}".encode()).hexdigest()
-    return digest[:20]
-
-
-def cleanup_task_id(registration_id: str) -> str:
-    """The id of the task that runs a registration on its schedule."""
-    return f"cleanup-{registration_id}"
 
 
 def _require_utf8(directory: str) -> None:
@@ -72,29 +66,6 @@ def _require_utf8(directory: str) -> None:
             "the directory's path is not valid UTF-8; register its parent or rename it",
             details={"field": "directory"},
         ) from None
-
-
-class Registration(msgspec.Struct, frozen=True, kw_only=True):
-    """A request to register (or re-register) a directory."""
-
-    directory: str
-    rules: CleanupRules
-    priority: int = 100
-    schedule: str | None = None
-    description: str = ""
-    module_id: str | None = None
-    timezone: str = "UTC"
-    cause: Cause = Cause()
-
-
-class RunOutcome(msgspec.Struct, frozen=True, kw_only=True):
-    """One registration's run: its report, or why it could not run."""
-
-    registration_id: str
-    run_id: str
-    report: CleanupReport | None = None
-    error_code: str | None = None
-    error: str | None = None
 
 
 Reply = Callable[[Any], object]
@@ -412,31 +383,3 @@ class Housekeeper:
     def stop(self) -> None:
         """Stop the actor after the run in progress."""
         self._ref.stop(block=True, timeout=60)
-
-
-def make_cleanup_function(get_housekeeper: Callable[[], Housekeeper]) -> Callable[..., Any]:
-    """The built-in task function that runs one registration and returns its summary."""
-
-    def run_registered_cleanup(registration_id: str) -> dict[str, Any]:
-        """Run a registered cleanup (the task behind each Housekeeper registration)."""
-        import concurrent.futures
-
-        future: concurrent.futures.Future[list[RunOutcome]] = concurrent.futures.Future()
-        get_housekeeper().run([registration_id], False, future.set_result)
-        outcome = future.result()[0]
-        if outcome.report is None:
-            raise CleanupRunError(outcome.error or "cleanup failed", code=outcome.error_code)
-        summary: dict[str, Any] = msgspec.structs.asdict(outcome.report.summary)
-        summary["run_id"] = outcome.run_id
-        return summary
-
-    return run_registered_cleanup
-
-
-class CleanupRunError(ChronologError):
-    """A scheduled cleanup could not run (its directory vanished, became unsafe, was busy)."""
-
-    code = "cleanup_failed"
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message, details={"cause": code})

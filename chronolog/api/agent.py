@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import msgspec
 import structlog
 
-from chronolog.actors.housekeeper import RunOutcome, cleanup_task_id
 from chronolog.api.agent_schemas import (
     TOOL_NAMES,
     TOOLS_BY_NAME,
@@ -50,6 +49,7 @@ from chronolog.errors import (
     ValidationError,
 )
 from chronolog.events import Cause
+from chronolog.housekeeping.registrations import RunOutcome, cleanup_task_id
 from chronolog.projections.rows import TaskRow
 from chronolog.result import ErrorInfo, Result, ResultError
 from chronolog.service import REPLY_TIMEOUT

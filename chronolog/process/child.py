@@ -30,8 +30,8 @@ import msgspec
 import structlog
 
 from chronolog.actors.executor import Executor, FinishCallback
-from chronolog.actors.housekeeper import CLEANUP_FUNCTION
 from chronolog.errors import ChronologError
+from chronolog.housekeeping.registrations import CLEANUP_FUNCTION
 from chronolog.module import AppContext, SchedulerModule
 from chronolog.process import messages as msg
 from chronolog.process.frames import ChannelClosedError, ControlChannel, FrameProtocol
