@@ -94,6 +94,8 @@ PEERS = ("aps_memory", "aps_sqlite", "aps_asyncio")
 LOOP_LAG_VARIANTS = ("chronolog_process", "chronolog_frozen", "bare")
 #: Subjects run only when named in ``--subjects``: chronolog with ``engine="process"``.
 EXTRA_SUBJECTS = ("chronolog_process",)
+#: The subjects that are chronolog (one per engine).
+CHRONOLOG_SUBJECTS = ("chronolog", "chronolog_process")
 CHUNK = 1_000
 #: Tasks the loop-lag harness creates per loop turn (all stay in flight together).
 SPAWN_CHUNK = 250
@@ -612,7 +614,14 @@ async def run_throughput(subject: Subject, n: int) -> dict[str, Any]:
 async def run_cron_memory(subject: Subject, n: int) -> dict[str, Any]:
     """Schedule ``n`` cron tasks, report RSS and threads; chronolog also restarts."""
     await subject.start()
-    base_rss, base_threads = rss_mib(), threading.active_count()
+    # Python's threads of this process; with engine="process", the OS threads of both
+    # processes (the scheduler's are not Python threads of this one).
+    process_engine = isinstance(subject, ChronologSubject) and subject.engine == "process"
+
+    def threads() -> int:
+        return proc_status("Threads") if process_engine else threading.active_count()
+
+    base_rss, base_threads = rss_mib(), threads()
     seconds, failures, error = await subject.add_many(n, later_cron)
     found: dict[str, Any] = {
         "n": n,
@@ -622,7 +631,7 @@ async def run_cron_memory(subject: Subject, n: int) -> dict[str, Any]:
         "rss_idle_mib": base_rss,
         "rss_mib": rss_mib(),
         "threads_idle": base_threads,
-        "threads": threading.active_count(),
+        "threads": threads(),
         "os_threads": proc_status("Threads"),
         **subject.details(),
     }
@@ -635,8 +644,8 @@ async def run_cron_memory(subject: Subject, n: int) -> dict[str, Any]:
     started = time.perf_counter()
     await stop_quietly(subject)
     found["stop_s"] = time.perf_counter() - started
-    found.update(await chronolog_top_up(subject.data_dir, n))
-    found.update(await chronolog_restart(subject.data_dir))
+    found.update(await chronolog_top_up(subject.data_dir, n, subject.engine))
+    found.update(await chronolog_restart(subject.data_dir, subject.engine))
     return found
 
 
@@ -645,7 +654,7 @@ def tasks_in_log(data_dir: Path) -> int:
     return log_event_counts(data_dir).get("TaskScheduled", 0)
 
 
-async def chronolog_top_up(data_dir: Path, n: int) -> dict[str, Any]:
+async def chronolog_top_up(data_dir: Path, n: int, engine: str = "thread") -> dict[str, Any]:
     """Bring the log to ``n`` tasks through the facade, in sessions small enough to stay
     under the file-descriptor limit (a fresh module per session), so that ``restart`` is
     measured on ``n`` tasks even when one session cannot schedule them all."""
@@ -654,7 +663,7 @@ async def chronolog_top_up(data_dir: Path, n: int) -> dict[str, Any]:
     sessions = 0
     have = tasks_in_log(data_dir)
     while have < n and sessions < 2 * (n // session + 1):
-        subject = ChronologSubject(data_dir)
+        subject = ChronologSubject(data_dir, engine)
         await subject.start()
         count = min(session, n - have)
         await subject.add_many(count, functools.partial(later_cron, offset=have))
@@ -664,9 +673,9 @@ async def chronolog_top_up(data_dir: Path, n: int) -> dict[str, Any]:
     return {"top_up_sessions": sessions, "tasks_before_restart": have}
 
 
-async def chronolog_restart(data_dir: Path) -> dict[str, Any]:
+async def chronolog_restart(data_dir: Path, engine: str = "thread") -> dict[str, Any]:
     """Start a new module on ``data_dir`` and run one task due now."""
-    subject = ChronologSubject(data_dir)
+    subject = ChronologSubject(data_dir, engine)
     _LAGS.clear()
     started = time.perf_counter()
     try:
@@ -1266,8 +1275,13 @@ def main() -> None:
     for workload in WORKLOADS:
         if workload not in only:
             continue
-        if workload == "restart" and "memory" not in only and "chronolog" in subjects:
-            memory_results = {"chronolog": run_worker("memory", "chronolog", scale)}
+        if workload == "restart" and "memory" not in only:
+            # chronolog's restart is measured at the end of its memory run.
+            memory_results = {
+                name: run_worker("memory", name, scale)
+                for name in CHRONOLOG_SUBJECTS
+                if name in subjects
+            }
         results: dict[str, dict[str, Any]] = {}
         for worker_workload, subject_name, reported in plan(workload, subjects):
             floors = None
@@ -1277,8 +1291,10 @@ def main() -> None:
             results[reported] = run_worker(worker_workload, subject_name, scale, floors)
         if workload == "memory":
             memory_results = results
-        if workload == "restart" and "chronolog" in memory_results:
-            results["chronolog"] = memory_results["chronolog"]
+        if workload == "restart":
+            for name in CHRONOLOG_SUBJECTS:
+                if name in memory_results:
+                    results[name] = memory_results[name]
         report(workload, results)
 
 
