@@ -56,7 +56,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     actor_idle_seconds: PositiveFloat = 30.0
     #: Seconds before a fire's instant that the scheduler commits it (appends its
     #: ``ExecutionStarted``); the function is still released at the instant itself, so
-    #: the durable write is off the critical path. 0 commits at the instant.
+    #: the durable write is off the critical path. Fires due within a tenth of the lead
+    #: after the one the timer woke for are committed with it. 0 commits at the instant.
     fire_lead_seconds: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.1
     #: Seconds a fire may be late and still count as on time (None: always on time).
     default_misfire_grace: NonNegativeFloat | None = 60.0
