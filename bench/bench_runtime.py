@@ -494,6 +494,12 @@ def far_future(i: int) -> JobSpec:
     return JobSpec(name=f"far-{i}", kind="date", due=time.time() + 86_400 + i)
 
 
+def schedule_arguments(i: int) -> tuple[str, str, datetime]:
+    """The loop-lag harness's ``i``-th ``schedule_event`` call: name, function, when."""
+    spec = far_future(i)
+    return spec.name, "probe", datetime.fromtimestamp(spec.due, UTC)
+
+
 def later_cron(i: int, offset: int = 0) -> JobSpec:
     """A daily cron at least 3 hours from now (UTC)."""
     i += offset
@@ -789,12 +795,25 @@ async def with_probe(work: Callable[[], Awaitable[Any]]) -> tuple[Any, list[floa
     return value, out, seconds
 
 
-def answered_within(seconds: float, n: int) -> Callable[[int], Awaitable[int]]:
-    """A floor call: the ``i``-th of ``n`` is answered by a loop timer ``i / n`` of
-    ``seconds`` after it starts, so ``n`` of them stay in flight about as long as a burst of
-    real calls that took ``seconds``, with no scheduler at all."""
+#: Makes the ``i``-th call's arguments, as a real call does (floors make them too).
+MakeArguments = Callable[[int], object]
+
+
+def no_arguments(i: int) -> object:
+    """For calls whose arguments exist before the burst (reads of known ids)."""
+    return i
+
+
+def answered_within(
+    seconds: float, n: int, make_arguments: MakeArguments = no_arguments
+) -> Callable[[int], Awaitable[int]]:
+    """A floor call: it makes the ``i``-th real call's arguments, then the ``i``-th of
+    ``n`` is answered by a loop timer ``i / n`` of ``seconds`` after it starts, so ``n`` of
+    them stay in flight about as long as a burst of real calls that took ``seconds``, with
+    no scheduler at all."""
 
     async def call(i: int) -> int:
+        make_arguments(i)
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[int] = loop.create_future()
         loop.call_later(seconds * i / n, answer.set_result, i)
@@ -804,14 +823,19 @@ def answered_within(seconds: float, n: int) -> Callable[[int], Awaitable[int]]:
 
 
 async def burst(
-    label: str, n: int, work: Callable[[], Awaitable[list[Any]]]
+    label: str,
+    n: int,
+    work: Callable[[], Awaitable[list[Any]]],
+    make_arguments: MakeArguments = no_arguments,
 ) -> tuple[list[Any], dict[str, Any]]:
-    """Run ``work`` (``n`` calls) under the probe, then its floor: ``n`` calls that only
-    wait, for as long as ``work`` took. The floor is what the harness's own coroutines and
-    Python's cyclic GC passes over them cost the loop by themselves; a short burst gives
-    the probe few samples, so one GC pass can be its p99."""
+    """Run ``work`` (``n`` calls) under the probe, then its floor: ``n`` calls that make
+    the same arguments and only wait, for as long as ``work`` took. The floor is what the
+    harness's own coroutines, their arguments and Python's cyclic GC passes over them
+    cost the loop by themselves; a short burst gives the probe few samples, so one GC
+    pass can be its p99."""
     value, lags, seconds = await with_probe(work)
-    _, floor, _ = await with_probe(lambda: start_all(answered_within(seconds, n), range(n)))
+    floor_calls = answered_within(seconds, n, make_arguments)
+    _, floor, _ = await with_probe(lambda: start_all(floor_calls, range(n)))
     found: dict[str, Any] = {f"{label}_s": seconds, f"{label}_samples": len(lags)}
     found.update(**lag_stats(lags, label), **lag_stats(floor, f"{label}_floor"))
     return value, found
@@ -838,11 +862,15 @@ async def keep_in_flight(
     return completed
 
 
-def answered_after(latency: float) -> Callable[[int, int], Awaitable[None]]:
-    """A floor call for :func:`keep_in_flight`: answered by a loop timer after
-    ``latency`` seconds, with no scheduler."""
+def answered_after(
+    latency: float, make_arguments: MakeArguments = no_arguments
+) -> Callable[[int, int], Awaitable[None]]:
+    """A floor call for :func:`keep_in_flight`: it makes caller ``i``'s ``k``-th real
+    call's arguments, then is answered by a loop timer after ``latency`` seconds, with no
+    scheduler."""
 
     async def call(i: int, k: int) -> None:
+        make_arguments(sustained_index(i, k))
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[None] = loop.create_future()
         loop.call_later(latency, answer.set_result, None)
@@ -851,15 +879,25 @@ def answered_after(latency: float) -> Callable[[int, int], Awaitable[None]]:
     return call
 
 
+def sustained_index(i: int, k: int) -> int:
+    """The argument index of caller ``i``'s ``k``-th call in a sustained window (apart
+    from the burst's ``0..n-1``)."""
+    return 10_000_000 + i * 1_000 + k
+
+
 async def sustained(
-    label: str, n: int, call: Callable[[int, int], Awaitable[object]]
+    label: str,
+    n: int,
+    call: Callable[[int, int], Awaitable[object]],
+    make_arguments: MakeArguments = no_arguments,
 ) -> dict[str, Any]:
     """The probe while ``n`` calls are kept in flight for :data:`SUSTAIN_SECONDS`, then
-    its floor: ``n`` callers whose calls only wait, each as long as a real call took on
-    average (so as many complete per second), in the same worker."""
+    its floor: ``n`` callers whose calls make the same arguments and only wait, each as
+    long as a real call took on average (so as many complete per second), in the same
+    worker."""
     completed, lags, seconds = await with_probe(lambda: keep_in_flight(call, n, SUSTAIN_SECONDS))
     rate = completed / seconds
-    floor_calls = answered_after(n / rate if rate else 1.0)
+    floor_calls = answered_after(n / rate if rate else 1.0, make_arguments)
     _, floor, _ = await with_probe(lambda: keep_in_flight(floor_calls, n, SUSTAIN_SECONDS))
     found: dict[str, Any] = {f"{label}_calls_per_s": rate, f"{label}_samples": len(lags)}
     found.update(**lag_stats(lags, label), **lag_stats(floor, f"{label}_floor"))
@@ -878,8 +916,9 @@ async def run_loop_lag(
     await probe
     found: dict[str, Any] = {"n": n, **lag_stats(idle, "idle")}
     if subject_name == "bare":
-        for label, seconds in zip(("schedule", "read"), floor_seconds, strict=True):
-            calls = functools.partial(start_all, answered_within(seconds, n), range(n))
+        makers: tuple[MakeArguments, MakeArguments] = (schedule_arguments, no_arguments)
+        for label, seconds, make in zip(("schedule", "read"), floor_seconds, makers, strict=True):
+            calls = functools.partial(start_all, answered_within(seconds, n, make), range(n))
             _, lags, _ = await with_probe(calls)
             found.update({f"{label}_s": seconds, f"{label}_samples": len(lags)})
             found.update(**lag_stats(lags, label))
@@ -895,12 +934,11 @@ async def run_loop_lag(
             svc = subject.svc
 
             async def schedule_one(i: int) -> Any:
-                spec = far_future(i)
-                return await svc.schedule_event(
-                    spec.name, "probe", datetime.fromtimestamp(spec.due, UTC)
-                )
+                return await svc.schedule_event(*schedule_arguments(i))
 
-            results, stats = await burst("schedule", n, lambda: start_all(schedule_one, range(n)))
+            results, stats = await burst(
+                "schedule", n, lambda: start_all(schedule_one, range(n)), schedule_arguments
+            )
             ids = [r.value for r in results if r.ok]
             found.update(schedule_ok=len(ids), **stats)
             found["schedule_first_error"] = first_failure(results)
@@ -910,7 +948,7 @@ async def run_loop_lag(
             failures: list[Result[Any]] = []
 
             async def schedule_again(i: int, k: int) -> None:
-                result = await schedule_one(n + i * 1_000 + k)
+                result = await schedule_one(sustained_index(i, k))
                 if not result.ok:
                     failures.append(result)
 
@@ -919,7 +957,9 @@ async def run_loop_lag(
                 if not result.ok:
                     failures.append(result)
 
-            found.update(await sustained("sustained_schedule", n, schedule_again))
+            found.update(
+                await sustained("sustained_schedule", n, schedule_again, schedule_arguments)
+            )
             found.update(await sustained("sustained_read", n, read_again))
             found["sustained_failures"] = len(failures)
             found["sustained_first_error"] = first_failure(failures)
@@ -938,7 +978,7 @@ async def run_loop_lag(
         async def get_one(job_id: str) -> Any:
             return scheduler.get_job(job_id)
 
-        jobs, stats = await burst("schedule", n, lambda: start_all(add_one, range(n)))
+        jobs, stats = await burst("schedule", n, lambda: start_all(add_one, range(n)), far_future)
         found.update(schedule_ok=len(jobs), **stats)
         ids = [job.id for job in jobs]
         found_jobs, stats = await burst("read", n, lambda: start_all(get_one, ids))
