@@ -874,7 +874,7 @@ def test_the_host_loads_neither_duckdb_nor_the_actor_runtime(tmp_path: Path) -> 
     """A host whose scheduler runs in a child process imports only the facade's side:
     after every kind of call (commands, board and DuckDB reads, housekeeping, agent
     tools) neither DuckDB nor pykka is loaded in it (they cost it ~18 MiB of memory and
-    a third of every full garbage-collector pass)."""
+    a quarter of every full garbage-collector pass)."""
     cleanup = tmp_path / "logs"
     cleanup.mkdir()
     done = subprocess.run(

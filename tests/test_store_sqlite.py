@@ -370,8 +370,9 @@ class TestRowLayout:
         assert (added[0].position, added[0].stream_version) == (sum(_SIZES) + 1, 301)
 
     def test_many_small_requests_share_statements_in_order(self, writer: SQLiteEventStore) -> None:
-        """Hundreds of one-to-three-event requests around a large one (the writer inserts
-        small rows 64, 32, …, 1 at a time) land in call order, each where it was told."""
+        """Hundreds of one-to-three-event requests around a large one (small rows share
+        one ``executemany``, flushed before the large one's chunks) land in call order,
+        each where it was told."""
         sizes = [1 + i % 3 for i in range(203)]
         sizes[100] = 40
         answers = writer.append_many(

@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("chronolog.housekeeper")
 
-#: The built-in function every cleanup task calls.
 #: When a registration gives no schedule: daily at 03:00 in the default zone.
 DEFAULT_CLEANUP_SCHEDULE = "0 3 * * *"
 CLEANUP_STREAM_PREFIX = "cleanup-"
