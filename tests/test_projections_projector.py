@@ -207,6 +207,28 @@ class TestFollowing:
             assert projector.wait_for_position(3, timeout=10)
             assert time.monotonic() - appended < pace / 2  # idle long enough: no wait
 
+    def test_enough_waiting_events_start_a_catch_up_before_the_pace_is_up(
+        self, tmp_path: Path
+    ) -> None:
+        """Within the pace, one waiting event waits for its turn; once ``pace_events``
+        wait, the catch-up starts at once (a high rate is committed as it comes)."""
+        store = store_with(scheduled("a"))
+        projector = Projector(store, tmp_path / "p.duckdb")
+        pace = 2.0
+        with following(store, projector, wake=started("a", 9), pace=pace, pace_events=3):
+            assert projector.wait_for_position(1, timeout=10)
+            time.sleep(pace)
+            append_all(store, [started("a", 1)])  # after an idle spell: at once
+            appended = time.monotonic()
+            assert projector.wait_for_position(2, timeout=10)
+            assert time.monotonic() - appended < pace / 4
+            append_all(store, [succeeded("a", 1)])
+            assert not projector.wait_for_position(3, timeout=pace / 8)  # waits its turn
+            append_all(store, [started("a", 2), succeeded("a", 2)])
+            appended = time.monotonic()
+            assert projector.wait_for_position(5, timeout=10)
+            assert time.monotonic() - appended < pace / 4  # three waiting: no more waiting
+
     def test_position_listeners_hear_every_checkpoint(self, tmp_path: Path) -> None:
         """A listener is called with each new checkpoint, on the committing thread; one that
         fails does not stop the batch or the others; a removed one is no longer called."""
