@@ -36,6 +36,10 @@ Workloads (``--quick`` divides every task count by 10):
   seconds until ``start()`` returns and a task scheduled to run immediately has run
   (target < 3 s). Peer: APScheduler's SQLite store with 100,000 cron jobs (populated with
   ``synchronous=OFF``, untimed). ``memory`` and ``restart`` share one run.
+* ``read_your_writes``: while other writes trickle in (one ``schedule_event`` every
+  20 ms), 200 rounds 37 ms apart of ``schedule_event`` then ``get_event`` of the new task
+  (which waits until the projections have it) then ``list_events(limit=1)``. Latency of
+  each call, p50/p99/max. Peers: ``add_job`` then ``get_job`` on APScheduler's stores.
 * ``loop_lag``: a probe coroutine sleeps 1 ms in a loop and records the overshoot while
   10,000 concurrent facade calls run (``schedule_event``, then ``get_event``). p99 and max
   (target p99 < 5 ms). Peer: ``AsyncIOScheduler`` with 10,000 concurrent coroutines calling
@@ -87,7 +91,17 @@ if TYPE_CHECKING:
 
 RESULT_MARK = "@@result "
 TMP_PREFIX = "chronolog-bench-runtime-"
-WORKLOADS = ("one_shot", "interval", "throughput", "memory", "restart", "loop_lag")
+WORKLOADS = (
+    "one_shot",
+    "interval",
+    "throughput",
+    "memory",
+    "restart",
+    "loop_lag",
+    "read_your_writes",
+)
+#: ``read_your_writes``: rounds, their spacing, and the other writes' spacing (seconds).
+RYW_ROUNDS, RYW_EVERY, RYW_TRICKLE_EVERY = 200, 0.037, 0.02
 SUBJECTS = ("chronolog", "aps_memory", "aps_sqlite")
 PEERS = ("aps_memory", "aps_sqlite", "aps_asyncio")
 #: Extra loop-lag runs reported beside the peer (see the module docstring).
@@ -988,6 +1002,77 @@ async def run_loop_lag(
     return found
 
 
+async def run_read_your_writes(subject: Subject) -> dict[str, Any]:
+    """Latency of a read of one's own write, under a trickle of other writes."""
+    await subject.start()
+    writes, reads, lists = list[float](), list[float](), list[float]()
+    stop = asyncio.Event()
+    try:
+        if isinstance(subject, ChronologSubject):
+            svc = subject.svc
+
+            async def write(i: int) -> str:
+                result = await svc.schedule_event(*schedule_arguments(i))
+                if not result.ok:
+                    raise RuntimeError(describe(result))
+                return typing.cast(str, result.value)
+
+            async def read(event_id: str) -> None:
+                result = await svc.get_event(event_id)
+                if not result.ok:
+                    raise RuntimeError(describe(result))
+
+            async def list_one() -> None:
+                result = await svc.list_events(limit=1)
+                if not result.ok:
+                    raise RuntimeError(describe(result))
+
+        else:
+            scheduler = typing.cast(ApsSubject, subject).scheduler
+
+            async def write(i: int) -> str:
+                return typing.cast(str, add_job(scheduler, far_future(i)).id)
+
+            async def read(event_id: str) -> None:
+                if scheduler.get_job(event_id) is None:
+                    raise RuntimeError(f"job {event_id} not found")
+
+            async def list_one() -> None:
+                scheduler.get_jobs()[:1]
+
+        async def trickle() -> None:
+            i = 1_000_000
+            while not stop.is_set():
+                await write(i)
+                i += 1
+                await asyncio.sleep(RYW_TRICKLE_EVERY)
+
+        other_writes = asyncio.create_task(trickle())
+        await asyncio.sleep(0.5)
+        for i in range(RYW_ROUNDS):
+            started = time.perf_counter()
+            event_id = await write(i)
+            written = time.perf_counter()
+            await read(event_id)
+            read_done = time.perf_counter()
+            await list_one()
+            writes.append(written - started)
+            reads.append(read_done - written)
+            lists.append(time.perf_counter() - read_done)
+            await asyncio.sleep(RYW_EVERY)
+        stop.set()
+        await other_writes
+    finally:
+        stop.set()
+        await stop_quietly(subject)
+    return {
+        "rounds": len(reads),
+        **lag_stats(writes, "write"),
+        **lag_stats(reads, "read"),
+        **lag_stats(lists, "list"),
+    }
+
+
 async def worker(
     workload: str,
     subject_name: str,
@@ -1009,6 +1094,8 @@ async def worker(
         return await run_throughput(subject, 20_000 // scale)
     if workload == "memory":
         return await run_cron_memory(subject, 100_000 // scale)
+    if workload == "read_your_writes":
+        return await run_read_your_writes(subject)
     raise SystemExit(f"unknown workload {workload!r}")
 
 
@@ -1216,6 +1303,10 @@ def report(workload: str, results: dict[str, dict[str, Any]]) -> None:
             start_s=ours.get("restart_start_s"),
             tasks_in_log=ours.get("tasks_before_restart"),
         )
+    elif workload == "read_your_writes":
+        for call in ("write", "read", "list"):
+            for stat in ("p50", "p99", "max"):
+                emit(f"read_your_writes.{call}_{stat}", results, f"{call}_{stat}_ms", "ms")
     elif workload == "loop_lag":
         # chronolog's default engine, then engine="process" with the same peers.
         for prefix, name in (

@@ -358,6 +358,10 @@ class PositionSource(Protocol):
         """Stop calling ``listener``."""
         ...
 
+    def request(self, position: int) -> None:
+        """Someone waits for ``position``: publish it as soon as possible."""
+        ...
+
 
 class PositionWaiter:
     """Callers on one event loop waiting until ``source`` publishes a position.
@@ -394,6 +398,7 @@ class PositionWaiter:
         it gets there."""
         if self.source.position >= target:
             return None
+        self.source.request(target)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._targets.setdefault(target, []).append(self._pending.add(future))
         if self._lowest is None or target < self._lowest:

@@ -219,6 +219,8 @@ class SchedulerModule:
             self._runtime = None
         self.service.close()
         self._projector_stop.set()
+        if self._store is not None:
+            self._store.wake_waiters()  # the projector's wait sees the stop at once
         if self._projector_thread is not None:
             self._projector_thread.join(timeout=30)
             self._projector_thread = None

@@ -348,12 +348,16 @@ class Source:
     def __init__(self) -> None:
         self.position = 0
         self.listeners: list[Callable[[int], object]] = []
+        self.requested: list[int] = []
 
     def add_position_listener(self, listener: Callable[[int], object]) -> None:
         self.listeners.append(listener)
 
     def remove_position_listener(self, listener: Callable[[int], object]) -> None:
         self.listeners.remove(listener)
+
+    def request(self, position: int) -> None:
+        self.requested.append(position)
 
     def publish(self, position: int) -> None:
         self.position = position
@@ -383,6 +387,7 @@ class TestPositionWaiter:
             assert waiter.wait(0) is None  # there already
             five, seven = waiter.wait(5), waiter.wait(7)
             assert five is not None and seven is not None
+            assert source.requested == [5, 7]  # the source is asked to hurry
             wakes = counting_wakeups(loop)
             in_thread(lambda: source.publish(3))
             assert wakes[0] == 0  # nobody waits for 3: the loop is not woken

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import msgspec
@@ -89,12 +89,24 @@ class EventStore(Protocol):
         """The version of the newest event in ``stream_id`` (0 when it has none)."""
         ...
 
-    def wait_for_events(self, after_position: int, timeout: float | None = None) -> bool:
-        """Block until the log holds an event after ``after_position`` or ``timeout`` passes.
+    def wait_for_events(
+        self,
+        after_position: int,
+        timeout: float | None = None,
+        until: Callable[[], bool] | None = None,
+    ) -> bool:
+        """Block until the log holds an event after ``after_position`` or ``timeout`` passes,
+        or, given ``until``, as soon as ``until()`` is true (checked at the start, on each
+        append and on each :meth:`wake_waiters`).
 
         Returns whether such an event exists. Wakes on the append itself, without polling,
         when the writer is in this process.
         """
+        ...
+
+    def wake_waiters(self) -> None:
+        """Make every :meth:`wait_for_events` check its ``until`` now (call it after making
+        one true)."""
         ...
 
     def close(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from chronolog.clock import Clock, SystemClock
 from chronolog.errors import ChronologError, StoreClosedError, ValidationError
@@ -159,15 +159,29 @@ class InMemoryEventStore:
         self._check_open()
         return len(self._streams.get(stream_id, ()))
 
-    def wait_for_events(self, after_position: int, timeout: float | None = None) -> bool:
-        """Block until an event beyond ``after_position`` exists or ``timeout`` passes."""
+    def wait_for_events(
+        self,
+        after_position: int,
+        timeout: float | None = None,
+        until: Callable[[], bool] | None = None,
+    ) -> bool:
+        """Block until an event beyond ``after_position`` exists, ``until()`` is true or
+        ``timeout`` passes; see the protocol."""
         with self._cond:
-            return (
-                self._cond.wait_for(
-                    lambda: self._closed or len(self._log) > after_position, timeout
-                )
-                and len(self._log) > after_position
+            self._cond.wait_for(
+                lambda: (
+                    self._closed
+                    or len(self._log) > after_position
+                    or (until is not None and until())
+                ),
+                timeout,
             )
+            return len(self._log) > after_position
+
+    def wake_waiters(self) -> None:
+        """Make waiters check their ``until``."""
+        with self._cond:
+            self._cond.notify_all()
 
     def close(self) -> None:
         """Mark the store closed and wake waiters."""

@@ -26,7 +26,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -729,24 +729,40 @@ class SQLiteEventStore:
         )
         return int(rows[0][0])
 
-    def wait_for_events(self, after_position: int, timeout: float | None = None) -> bool:
-        """Wait for a position beyond ``after_position``; see the protocol."""
+    def wait_for_events(
+        self,
+        after_position: int,
+        timeout: float | None = None,
+        until: Callable[[], bool] | None = None,
+    ) -> bool:
+        """Wait for a position beyond ``after_position``, or for ``until()``; see the
+        protocol."""
         if not self.read_only:
             with self._committed:
-                return (
-                    self._committed.wait_for(
-                        lambda: self._closed or self._last_position > after_position, timeout
-                    )
-                    and self._last_position > after_position
+                self._committed.wait_for(
+                    lambda: (
+                        self._closed
+                        or self._last_position > after_position
+                        or (until is not None and until())
+                    ),
+                    timeout,
                 )
+                return self._last_position > after_position
         # Another process writes: nothing can wake us, so poll the file cheaply.
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if self._query_last_position() > after_position:
                 return True
+            if until is not None and until():
+                return False
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             time.sleep(self._poll_interval)
+
+    def wake_waiters(self) -> None:
+        """Make waiters check their ``until`` (a read-only store's waiters poll it)."""
+        with self._committed:
+            self._committed.notify_all()
 
     def _query_last_position(self) -> int:
         rows = self._query("SELECT COALESCE(MAX(position), 0) FROM events", [])

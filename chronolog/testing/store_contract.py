@@ -350,6 +350,26 @@ class EventStoreContract(ABC):
         waiter.join(10)
         assert woke == [True]
 
+    def test_wait_for_events_ends_when_its_until_holds(self) -> None:
+        """``until`` ends a wait without an append: true at the start, it returns at once;
+        made true later, :meth:`wake_waiters` makes the waiter see it. Either way the
+        answer is still whether an event came."""
+        assert self.store.wait_for_events(0, timeout=10, until=lambda: True) is False
+        asked = threading.Event()
+        woke: list[bool] = []
+        waiter = threading.Thread(
+            target=lambda: woke.append(self.store.wait_for_events(0, 10, until=asked.is_set))
+        )
+        waiter.start()
+        waiter.join(0.05)
+        assert waiter.is_alive()  # nothing appended, nothing asked: still waiting
+        asked.set()
+        self.store.wake_waiters()
+        waiter.join(5)
+        assert woke == [False]
+        self.store.append("s", numbered(1))
+        assert self.store.wait_for_events(0, timeout=10, until=lambda: True) is True
+
     def test_closed_store_refuses_calls(self) -> None:
         """After ``close`` every call raises ``StoreClosedError``."""
         self.store.close()
