@@ -304,7 +304,7 @@ def breakdown(module: SchedulerModule, server: HttpServer, matches: dict[str, in
     projector = module.require_projector()
     reader = projector.reader()
     rng = random.Random(7)
-    picks = []
+    picks: list[tuple[str, int]] = []
     for _ in range(200):
         module_id = rng.choice(sorted(matches))
         pages = max(1, matches[module_id] // PAGE)
@@ -347,8 +347,13 @@ def breakdown(module: SchedulerModule, server: HttpServer, matches: dict[str, in
 
         def request(i: int) -> None:
             module_id, offset = picks[i % len(picks)]
-            params = {"status": "scheduled", "module_id": module_id, "limit": PAGE}
-            client.get(EVENTS_PATH, params={**params, "offset": offset}).raise_for_status()
+            params: dict[str, str | int] = {
+                "status": "scheduled",
+                "module_id": module_id,
+                "limit": PAGE,
+                "offset": offset,
+            }
+            client.get(EVENTS_PATH, params=params).raise_for_status()
 
         def floor(i: int) -> None:
             client.get(EVENTS_PATH + "/t0000001").raise_for_status()

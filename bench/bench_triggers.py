@@ -25,11 +25,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from apscheduler.triggers.cron import CronTrigger as ApsCron  # type: ignore[import-untyped]
-from apscheduler.triggers.date import DateTrigger as ApsDate  # type: ignore[import-untyped]
-from apscheduler.triggers.interval import (  # type: ignore[import-untyped]
-    IntervalTrigger as ApsInterval,
-)
+from apscheduler.triggers.cron import CronTrigger as ApsCron
+from apscheduler.triggers.date import DateTrigger as ApsDate
+from apscheduler.triggers.interval import IntervalTrigger as ApsInterval
 
 from chronolog.triggers import CronTrigger, DateTrigger, IntervalTrigger, next_fire
 from chronolog.triggers.engine import clear_caches
