@@ -245,6 +245,29 @@ class TestFollowing:
             assert reached(projector, 5, timeout=10)
             assert time.monotonic() - appended < pace / 4  # three waiting: no more waiting
 
+    def test_a_stop_and_wake_waiters_end_any_wait_at_once(self, tmp_path: Path) -> None:
+        """Setting ``stop`` and waking the store's waiters stops a projector waiting for
+        events (idle) or for its pace, without an append (the module stops it so)."""
+        store = store_with(scheduled("a"))
+        for wait_for_pace in (False, True):
+            projector = Projector(store, tmp_path / f"p{wait_for_pace}.duckdb")
+            stop = threading.Event()
+            thread = threading.Thread(
+                target=projector.run_until_stopped,
+                args=(stop, 60.0),
+                kwargs={"pace": 60.0, "pace_events": 10**6},
+            )
+            thread.start()
+            assert projector.wait_for_position(store.last_position(), timeout=10)
+            if wait_for_pace:
+                append_all(store, [started("a", store.last_position())])
+            time.sleep(0.1)  # into its wait (a stop before it is seen at once anyway)
+            stop.set()
+            store.wake_waiters()
+            thread.join(timeout=10)  # the waits are 60 s long
+            assert not thread.is_alive()
+            projector.close()
+
     @pytest.mark.parametrize("engine", ["memory", "sqlite"])
     def test_a_reader_waiting_for_its_writes_ends_the_pace(
         self, tmp_path: Path, engine: str
