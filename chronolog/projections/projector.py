@@ -187,6 +187,7 @@ class Projector:
         self._position = 0
         # The highest position a reader waits for: a pacing projector starts at once.
         self._requested = 0
+        self._request_lock = threading.Lock()
         self._batches_prepared = 0
         try:
             self._position = self._open()
@@ -368,7 +369,10 @@ class Projector:
         at once instead of when the pace is up. Cheap to call again for the same position
         (a burst of reads waits for one)."""
         if position > self._requested and position > self._position:
-            self._requested = position
+            with self._request_lock:  # readers on several threads: keep the highest
+                if position <= self._requested:
+                    return
+                self._requested = position
             self._store.wake_waiters()
 
     def _is_requested(self) -> bool:
