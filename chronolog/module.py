@@ -92,11 +92,13 @@ class SchedulerModule:
         projections_path: str | Path | None = None,
         fire_timers: bool = True,
         executor_factory: Callable[[FinishCallback], ExecutionBackend] | None = None,
+        shard_round_size: int | None = None,
     ) -> None:
         """``fire_timers=False`` starts a maintenance instance: commands and queries work,
         but nothing fires on its own (the command line uses it on a stopped scheduler's
-        data directory). ``executor_factory`` replaces the executor that runs functions
-        (the scheduler process of ``engine = "process"`` uses it).
+        data directory). ``executor_factory`` replaces the executor that runs functions,
+        and ``shard_round_size`` the job shards' round size (the scheduler process of
+        ``engine = "process"`` sets both).
 
         ``engine = "process"`` in the settings runs the scheduler in a child process; it
         has its own clock and store, so it takes neither ``clock`` nor ``store``, and is
@@ -129,6 +131,7 @@ class SchedulerModule:
         self._registered = False
         self._fire_timers = fire_timers
         self._executor_factory = executor_factory
+        self._shard_round_size = shard_round_size
         self._engine: ProcessEngine | None = None
 
     # --- phase 1 --------------------------------------------------------------------------
@@ -161,6 +164,7 @@ class SchedulerModule:
             self._start_process()
             return
         from chronolog.actors.runtime import Runtime
+        from chronolog.actors.shard import ROUND_SIZE
         from chronolog.projections import Projector
         from chronolog.store import SQLiteEventStore
 
@@ -182,6 +186,7 @@ class SchedulerModule:
                 clock=self.clock,
                 fire_timers=self._fire_timers,
                 executor_factory=self._executor_factory,
+                round_size=ROUND_SIZE if self._shard_round_size is None else self._shard_round_size,
             )
             runtime.start()
         except BaseException:

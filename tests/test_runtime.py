@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from chronolog.actors.executor import ExecutionContext
 from chronolog.actors.messages import CommandOutcome, TaskCommand
 from chronolog.actors.runtime import Runtime
+from chronolog.actors.shard import ROUND_SIZE
 from chronolog.domain import commands as cmd
 from chronolog.events import (
     EventMetadata,
@@ -45,7 +46,9 @@ LEAD = Settings().fire_lead_seconds
 class Harness:
     """A runtime on a fake clock with helpers to command tasks and read their history."""
 
-    def __init__(self, clock: FakeClock, store: Any = None, **settings: Any) -> None:
+    def __init__(
+        self, clock: FakeClock, store: Any = None, round_size: int = ROUND_SIZE, **settings: Any
+    ) -> None:
         self.clock = clock
         self.store = store or InMemoryEventStore(clock=clock)
         self.registry = FunctionRegistry()
@@ -56,7 +59,9 @@ class Harness:
         self.registry.register("block", self._block)
         self.registry.register("arecord", self._arecord)
         self.registry.register("patient", self._patient)
-        self.runtime = Runtime(Settings(**settings), self.store, self.registry, clock=clock)
+        self.runtime = Runtime(
+            Settings(**settings), self.store, self.registry, clock=clock, round_size=round_size
+        )
 
     def _record(self, tag: str = "", context: Any = None) -> str:
         self.calls.append((tag, context.idempotency_key if context else None))
@@ -431,10 +436,12 @@ class CountingStore(InMemoryEventStore):
     def __init__(self, clock: FakeClock) -> None:
         super().__init__(clock=clock)
         self.commits = 0
+        self.sizes: list[int] = []  # requests per append_many call
         self.unreadable: dict[str, int] = {}
 
     def append_many(self, requests: Any) -> Any:
         self.commits += 1
+        self.sizes.append(len(requests))
         return super().append_many(requests)
 
     def read_stream(self, stream_id: str, *args: Any, **kwargs: Any) -> Any:
@@ -476,6 +483,31 @@ class TestShards:
             assert len(h.calls) == 500
         finally:
             h.runtime.stop()
+
+    def test_a_round_decides_at_most_round_size_commands(self, clock: FakeClock) -> None:
+        """With rounds of 7, 200 schedules posted at once are appended at most 7 at a time
+        (full rounds while a backlog waits), and every one of them is appended."""
+        store = CountingStore(clock)
+        h = Harness(clock, store, round_size=7)
+        h.runtime.start()
+        try:
+            futures = []
+            for i in range(200):
+                future: concurrent.futures.Future[CommandOutcome] = concurrent.futures.Future()
+                command = cmd.Schedule(
+                    definition=definition(f"t{i}", later(clock)), recurring=False
+                )
+                h.runtime.send(f"t{i}", command, reply=future.set_result)
+                futures.append(future)
+            assert all(f.result(10).error is None for f in futures)
+            assert max(store.sizes) == 7
+            assert sum(store.sizes) == 200
+        finally:
+            h.runtime.stop()
+
+    def test_a_round_size_below_one_is_refused(self, clock: FakeClock) -> None:
+        with pytest.raises(ValueError, match="round_size"):
+            Harness(clock, round_size=0)
 
     def test_commands_for_one_task_are_decided_in_posting_order(self, clock: FakeClock) -> None:
         """Schedule, pause, resume and cancel posted back to back apply in that order."""

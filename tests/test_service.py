@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import typing
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +13,9 @@ from typing import Any
 import pytest
 
 from chronolog import AppContext, Cause, SchedulerModule, SchedulerService, Settings
+from chronolog.actors.shard import PROCESS_ROUND_SIZE, ROUND_SIZE
+from chronolog.process import child
+from chronolog.process import messages as msg
 from chronolog.testing import FakeClock
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -248,6 +252,44 @@ class TestPublicApi:
         fires = svc.preview_event(event_id, 40).unwrap()
         noted = [f for f in fires if f.notes]
         assert noted and "does not exist" in noted[0].notes[0]
+
+
+class TestShardRounds:
+    def test_the_default_engine_uses_the_default_round_and_a_module_may_set_another(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """The job shards' round size reaches the runtime: the default, or the module's."""
+        for given, expected in ((None, ROUND_SIZE), (5, 5)):
+            module = SchedulerModule(
+                Settings(data_dir=str(tmp_path / f"data-{given}")),
+                clock=clock,
+                shard_round_size=given,
+            )
+            module.register(AppContext())
+            module.start_blocking()
+            try:
+                assert module.require_runtime().round_size == expected
+            finally:
+                module.stop_blocking()
+
+    def test_the_scheduler_process_uses_its_own_round(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The scheduler process of engine="process" asks for PROCESS_ROUND_SIZE."""
+        made: dict[str, Any] = {}
+        real = child.SchedulerModule
+
+        def spy(*args: Any, **kwargs: Any) -> SchedulerModule:
+            made.update(kwargs)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(child, "SchedulerModule", spy)
+        start = msg.Start(
+            settings={"data_dir": str(tmp_path / "data")}, functions=[], projections_path=None
+        )
+        process = child.SchedulerProcess(typing.cast(Any, None), start)
+        process.loop.close()
+        assert made["shard_round_size"] == PROCESS_ROUND_SIZE != ROUND_SIZE
 
 
 class TestBadInput:

@@ -20,7 +20,7 @@ from chronolog.actors.activity import ActivityCounter
 from chronolog.actors.executor import ExecutionBackend, ExecutionRequest, Executor, FinishCallback
 from chronolog.actors.housekeeper import CLEANUP_STREAM_PREFIX, Housekeeper
 from chronolog.actors.messages import Passivate, Reply, Resync, ShardMessage, TaskCommand
-from chronolog.actors.shard import ShardSlot
+from chronolog.actors.shard import ROUND_SIZE, ShardSlot
 from chronolog.actors.supervisor import PASSIVATE_WAKE, RESTART_PREFIX, Supervisor
 from chronolog.actors.timer import (
     Due,
@@ -60,10 +60,16 @@ class Runtime:
         clock: Clock | None = None,
         fire_timers: bool = True,
         executor_factory: Callable[[FinishCallback], ExecutionBackend] | None = None,
+        round_size: int = ROUND_SIZE,
     ) -> None:
         """``executor_factory(on_finish)`` makes the executor (default: an
-        :class:`Executor` running functions in this process)."""
+        :class:`Executor` running functions in this process). ``round_size``: the most
+        task commands a job shard decides and appends together (see
+        :data:`~chronolog.actors.shard.ROUND_SIZE`)."""
+        if round_size < 1:
+            raise ValueError(f"round_size must be at least 1, got {round_size}")
         self.settings = settings
+        self.round_size = round_size
         self.fire_timers = fire_timers
         self.store = store
         self.registry = registry

@@ -30,6 +30,7 @@ import msgspec
 import structlog
 
 from chronolog.actors.executor import Executor, FinishCallback
+from chronolog.actors.shard import PROCESS_ROUND_SIZE
 from chronolog.errors import ChronologError
 from chronolog.housekeeping.registrations import CLEANUP_FUNCTION
 from chronolog.module import AppContext, SchedulerModule
@@ -61,7 +62,10 @@ class SchedulerProcess:
         settings = msgspec.convert(start.settings, Settings)
         projections = None if start.projections_path is None else Path(start.projections_path)
         self.module = SchedulerModule(
-            settings, projections_path=projections, executor_factory=self._make_executor
+            settings,
+            projections_path=projections,
+            executor_factory=self._make_executor,
+            shard_round_size=PROCESS_ROUND_SIZE,
         )
         self.module.register(AppContext())
         self.register(start.functions)
