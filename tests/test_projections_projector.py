@@ -191,6 +191,34 @@ def reached(projector: Projector, position: int, timeout: float) -> bool:
 
 
 class TestFollowing:
+    def test_a_live_batch_is_folded_in_slices_a_catch_up_at_once(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Following the log, a 250-event batch is folded in slices of FOLD_SLICE with the
+        GIL handed over between them; an explicit catch-up folds at once. Same tables."""
+        pauses: list[str] = []
+        monkeypatch.setattr(projector_module, "FOLD_SLICE", 100)
+        monkeypatch.setattr(projector_module, "let_others_run", lambda: pauses.append("pause"))
+        store = synthetic_store(250)
+        caught_up = Projector(store, tmp_path / "caught-up.duckdb")
+        try:
+            caught_up.catch_up()
+            assert pauses == ["pause"]  # after the fold only
+            expected = table_contents(caught_up.reader())
+        finally:
+            caught_up.close()
+        pauses.clear()
+        live = Projector(store, tmp_path / "live.duckdb")
+        with following(store, live, wake=succeeded("zz", 1)):
+            assert reached(live, 250, timeout=10)
+            # Two hand-overs inside the fold (slices of 100, 100, 50), one after it.
+            assert pauses[:3] == ["pause"] * 3
+            reader = live.reader()
+            try:
+                assert table_contents(reader) == expected
+            finally:
+                reader.close()
+
     def test_run_until_stopped_follows_appends(self, tmp_path: Path) -> None:
         """The loop projects new events soon after they are appended, and stops when told."""
         store = store_with(scheduled("a"))

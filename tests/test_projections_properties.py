@@ -7,7 +7,9 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_projections_helpers import (
@@ -39,6 +41,7 @@ from test_projections_helpers import (
 
 from chronolog.events import DomainEvent
 from chronolog.projections import Projector, queries, writer
+from chronolog.projections.apply import BatchFold
 from chronolog.store import InMemoryEventStore
 
 _OUTCOMES = {
@@ -268,3 +271,35 @@ def test_applying_envelopes_directly_equals_a_rebuild(events: list[DomainEvent],
         finally:
             projector.close()
         assert applied == _rebuilt(store, Path(tmp) / "rebuilt.duckdb")
+
+
+def _fold(envelopes: list[Any], **slicing: Any) -> tuple[object, ...]:
+    fold = BatchFold((), (), (), ())
+    fold.apply_all(envelopes, **slicing)
+    return (
+        {k: msgspec.structs.asdict(v) for k, v in fold.tasks.items()},
+        {k: msgspec.structs.asdict(v) for k, v in fold.executions.items()},
+        {k: msgspec.structs.asdict(v) for k, v in fold.registrations.items()},
+        {k: msgspec.structs.asdict(v) for k, v in fold.runs.items()},
+        [msgspec.structs.asdict(r) for r in fold.events],
+        [msgspec.structs.asdict(r) for r in fold.skips],
+        {k: [msgspec.structs.asdict(r) for r in rows] for k, rows in fold.files.items()},
+        fold.last_position,
+    )
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=interleaved_log(), slice_size=st.integers(1, 20))
+def test_a_fold_in_slices_equals_one_in_a_stretch(
+    events: list[DomainEvent], slice_size: int
+) -> None:
+    """The live projector's sliced fold (the GIL handed over between slices) leaves the
+    same rows as folding the batch at once, and pauses once between each two slices."""
+    store = InMemoryEventStore()
+    for event in events:
+        store.append(stream_of(event), [event])
+    envelopes = store.read_all()
+    pauses: list[None] = []
+    sliced = _fold(envelopes, slice_size=slice_size, between_slices=lambda: pauses.append(None))
+    assert sliced == _fold(envelopes)
+    assert len(pauses) == max(0, -(-len(envelopes) // slice_size) - 1)

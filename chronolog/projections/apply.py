@@ -348,13 +348,35 @@ class BatchFold:
 
     # --- driving ----------------------------------------------------------------------------
 
-    def apply_all(self, envelopes: Sequence[Envelope]) -> None:
-        """Apply ``envelopes`` (in position order) and settle derived columns."""
-        handlers = _HANDLERS
-        events_append = self.events.append
+    def apply_all(
+        self,
+        envelopes: Sequence[Envelope],
+        *,
+        slice_size: int | None = None,
+        between_slices: Callable[[], object] | None = None,
+    ) -> None:
+        """Apply ``envelopes`` (in position order) and settle derived columns.
+
+        With ``slice_size``, ``between_slices()`` is called after each slice of that many
+        envelopes but the last: the live projector hands the GIL to the host's event loop
+        there instead of folding a large batch in one stretch.
+        """
         # Stores share metadata objects between events of one append, so the short form of
         # the cause is computed once per object (ids are stable while the batch lives).
         causes: dict[int, str] = {}
+        if slice_size is None or between_slices is None or len(envelopes) <= slice_size:
+            self._apply_slice(envelopes, causes)
+        else:
+            for start in range(0, len(envelopes), slice_size):
+                if start:
+                    between_slices()
+                self._apply_slice(envelopes[start : start + slice_size], causes)
+        for task in self.tasks.values():
+            task.status = task.derive_status()
+
+    def _apply_slice(self, envelopes: Sequence[Envelope], causes: dict[int, str]) -> None:
+        handlers = _HANDLERS
+        events_append = self.events.append
         for envelope in envelopes:
             event = envelope.event
             metadata = envelope.metadata
@@ -379,8 +401,6 @@ class BatchFold:
             if handler is not None:
                 handler(self, envelope, event)
             self.last_position = envelope.position
-        for task in self.tasks.values():
-            task.status = task.derive_status()
 
     # --- rows on demand -----------------------------------------------------------------------
 

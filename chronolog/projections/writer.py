@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -115,13 +115,17 @@ def prepare(
     envelopes: Sequence[Envelope],
     cache: StateCache,
     batch_number: int,
+    *,
+    fold_slice: int | None = None,
+    between_slices: Callable[[], object] | None = None,
 ) -> PreparedBatch:
     """Fold ``envelopes`` over the current rows they touch and encode the result.
 
     Current rows come from ``cache``, else from ``conn`` in one query per table; the final
     states are remembered in ``cache`` straight away, pinned under ``batch_number`` until
     the caller releases them after the commit, so the next batch can be prepared before this
-    one commits (the caller resets the cache if the commit fails).
+    one commits (the caller resets the cache if the commit fails). ``fold_slice`` and
+    ``between_slices``: see :meth:`BatchFold.apply_all`.
     """
     keys = touched_keys(envelopes)
     tasks = _load_table(conn, cache.tasks, "tasks", keys.tasks, TaskState)
@@ -131,7 +135,7 @@ def prepare(
     )
     runs = _load_table(conn, cache.runs, "cleanup_runs", keys.runs, RunState)
     fold = BatchFold(tasks.values(), executions.values(), registrations.values(), runs.values())
-    fold.apply_all(envelopes)
+    fold.apply_all(envelopes, slice_size=fold_slice, between_slices=between_slices)
     cache.remember(fold, batch_number)
 
     # Touched rows are replaced whole: deleted, then inserted with their final state. Only
