@@ -58,8 +58,9 @@ Workloads (``--quick`` divides every task count by 10):
   in a bare interpreter would measure at best. A burst of reads is over in a fraction of
   a second (a few dozen probe samples), so chronolog and its frozen variant also run
   *sustained* windows: 10,000 callers each making its next call as soon as the last
-  returned, for 3 s (``schedule_event``, then ``get_event``), each followed by its floor
-  (10,000 callers whose calls only wait as long as a real one took on average).
+  returned (``schedule_event``, then ``get_event``), probed for 3 s once all of them
+  are started (starting them is the burst above), each followed by its floor (10,000
+  callers whose calls only wait as long as a real one took on average).
 """
 
 from __future__ import annotations
@@ -790,7 +791,11 @@ class InFlight:
         self.now -= 1
 
 
-async def start_all(call: Callable[[Any], Awaitable[Any]], arguments: Iterable[Any]) -> list[Any]:
+async def start_all(
+    call: Callable[[Any], Awaitable[Any]],
+    arguments: Iterable[Any],
+    started: asyncio.Event | None = None,
+) -> list[Any]:
     """``call`` on every argument, all in flight at once, and their results in order.
 
     The tasks are created ``SPAWN_CHUNK`` per loop turn and gathered as many at a time:
@@ -809,6 +814,8 @@ async def start_all(call: Callable[[Any], Awaitable[Any]], arguments: Iterable[A
             await asyncio.sleep(0)
     if chunk:
         chunks.append(asyncio.gather(*chunk))
+    if started is not None:
+        started.set()
     results: list[Any] = []
     for done in chunks:
         results.extend(await done)
@@ -877,23 +884,31 @@ async def burst(
 
 async def keep_in_flight(
     call: Callable[[int, int], Awaitable[object]], n: int, seconds: float
-) -> int:
+) -> tuple[int, list[float], float]:
     """``n`` callers, each making its next call ``call(i, k)`` as soon as its last one
-    returned, for ``seconds``: ``n`` calls stay in flight throughout. Returns how many
-    calls completed."""
-    deadline = time.perf_counter() + seconds
+    returned: ``n`` calls stay in flight. Once all of them are started (the ramp is a
+    burst, measured as such), the probe runs for ``seconds``; then the callers stop.
+    Returns the calls completed while the probe ran, its overshoots, and its seconds."""
+    stopping = False
     completed = 0
 
     async def caller(i: int) -> None:
         nonlocal completed
         k = 0
-        while time.perf_counter() < deadline:
+        while not stopping:
             await call(i, k)
             k += 1
             completed += 1
 
-    await start_all(caller, range(n))
-    return completed
+    all_started = asyncio.Event()
+    callers = asyncio.create_task(start_all(caller, range(n), all_started))
+    await all_started.wait()
+    before = completed
+    _, lags, probed = await with_probe(lambda: asyncio.sleep(seconds))
+    during = completed - before
+    stopping = True
+    await callers
+    return during, lags, probed
 
 
 def answered_after(
@@ -929,10 +944,10 @@ async def sustained(
     its floor: ``n`` callers whose calls make the same arguments and only wait, each as
     long as a real call took on average (so as many complete per second), in the same
     worker."""
-    completed, lags, seconds = await with_probe(lambda: keep_in_flight(call, n, SUSTAIN_SECONDS))
+    completed, lags, seconds = await keep_in_flight(call, n, SUSTAIN_SECONDS)
     rate = completed / seconds
     floor_calls = answered_after(n / rate if rate else 1.0, make_arguments)
-    _, floor, _ = await with_probe(lambda: keep_in_flight(floor_calls, n, SUSTAIN_SECONDS))
+    _, floor, _ = await keep_in_flight(floor_calls, n, SUSTAIN_SECONDS)
     found: dict[str, Any] = {f"{label}_calls_per_s": rate, f"{label}_samples": len(lags)}
     found.update(**lag_stats(lags, label), **lag_stats(floor, f"{label}_floor"))
     return found
