@@ -460,6 +460,19 @@ def definition(task_id: str, trigger: Any) -> TaskDefinition:
     return TaskDefinition(name=task_id, function_name="record", trigger=trigger)
 
 
+def post_schedules(
+    h: Harness, clock: FakeClock, count: int
+) -> list[concurrent.futures.Future[CommandOutcome]]:
+    """Post ``count`` schedules of tasks ``t0``, ``t1``, ... at once; their outcomes."""
+    futures = []
+    for i in range(count):
+        future: concurrent.futures.Future[CommandOutcome] = concurrent.futures.Future()
+        command = cmd.Schedule(definition=definition(f"t{i}", later(clock)), recurring=False)
+        h.runtime.send(f"t{i}", command, reply=future.set_result)
+        futures.append(future)
+    return futures
+
+
 class TestShards:
     def test_a_burst_of_commands_shares_commits(self, clock: FakeClock) -> None:
         """500 schedules posted at once are appended in far fewer commits than tasks."""
@@ -467,15 +480,7 @@ class TestShards:
         h = Harness(clock, store)
         h.runtime.start()
         try:
-            futures = []
-            for i in range(500):
-                future: concurrent.futures.Future[CommandOutcome] = concurrent.futures.Future()
-                command = cmd.Schedule(
-                    definition=definition(f"t{i}", later(clock)), recurring=False
-                )
-                h.runtime.send(f"t{i}", command, reply=future.set_result)
-                futures.append(future)
-            outcomes = [f.result(10) for f in futures]
+            outcomes = [f.result(10) for f in post_schedules(h, clock, 500)]
             assert all(o.error is None and o.envelopes for o in outcomes)
             assert store.commits < 100
             assert len({e.stream_id for e in store.read_all()}) == 500
@@ -491,15 +496,7 @@ class TestShards:
         h = Harness(clock, store, round_size=7)
         h.runtime.start()
         try:
-            futures = []
-            for i in range(200):
-                future: concurrent.futures.Future[CommandOutcome] = concurrent.futures.Future()
-                command = cmd.Schedule(
-                    definition=definition(f"t{i}", later(clock)), recurring=False
-                )
-                h.runtime.send(f"t{i}", command, reply=future.set_result)
-                futures.append(future)
-            assert all(f.result(10).error is None for f in futures)
+            assert all(f.result(10).error is None for f in post_schedules(h, clock, 200))
             assert max(store.sizes) == 7
             assert sum(store.sizes) == 200
         finally:
