@@ -131,6 +131,8 @@ class SchedulerModule:
         self._registered = False
         self._fire_timers = fire_timers
         self._executor_factory = executor_factory
+        if shard_round_size is not None and shard_round_size < 1:
+            raise ValidationError(f"shard_round_size must be at least 1, got {shard_round_size}")
         self._shard_round_size = shard_round_size
         self._engine: ProcessEngine | None = None
 

@@ -14,6 +14,7 @@ import pytest
 
 from chronolog import AppContext, Cause, SchedulerModule, SchedulerService, Settings
 from chronolog.actors.shard import PROCESS_ROUND_SIZE, ROUND_SIZE
+from chronolog.errors import ValidationError
 from chronolog.process import child
 from chronolog.process import messages as msg
 from chronolog.testing import FakeClock
@@ -271,6 +272,10 @@ class TestShardRounds:
                 assert module.require_runtime().round_size == expected
             finally:
                 module.stop_blocking()
+
+    def test_a_round_size_below_one_is_refused_at_once(self, tmp_path: Path) -> None:
+        with pytest.raises(ValidationError, match="shard_round_size"):
+            SchedulerModule(Settings(data_dir=str(tmp_path)), shard_round_size=0)
 
     def test_the_scheduler_process_uses_its_own_round(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
