@@ -14,7 +14,7 @@ after the timers and I/O callbacks that became due. A lone call pays one compari
 Reads the in-memory task board answers cost a few microseconds, not tens, and have a line
 of their own that lets :data:`BOARD_READS_PER_TURN` in per turn.
 
-**Answers.** Job actors answer from their shard threads, a round of up to 64 answers at a
+**Answers.** Job actors answer from their shard threads, a round of up to 32 answers at a
 time. ``loop.call_soon_threadsafe`` per answer writes to the loop's wake-up socket each
 time, a system call that also gives up the GIL; :class:`LoopInbox` queues the answers and
 wakes the loop once for all that arrive before it gets to them.
