@@ -23,7 +23,11 @@ wakes the loop once for all that arrive before it gets to them.
 number of objects it tracks, and 10,000 calls in flight are most of them. So a call waiting
 for an answer holds one future in a :class:`ReplyBox` (a dictionary entry under an integer
 token) and hands the scheduler a :class:`Reply`, a two-field struct the GC does not track:
-no closure, no coroutine of its own, and no timer. Timeouts are kept by
+no closure, no coroutine of its own, and no timer. A command is one coroutine besides:
+the facade's command methods are plain functions that validate and send, and the wrapper
+that makes them facade calls awaits the answer with only the future and the value to
+return in its frame (a coroutine method would add a second coroutine, its frame holding
+every argument, for each GC pass to walk). Timeouts are kept by
 :class:`PendingFutures` for all its futures at once: one deadline per slice of a quarter
 second (the futures added meanwhile share it, so a call may time out up to that much
 late) and one timer per loop, armed while anything is pending. Facade reads that must

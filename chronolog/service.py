@@ -18,8 +18,9 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
+import msgspec
 import structlog
 
 from chronolog.actors.job_actor import task_stream
@@ -83,6 +84,29 @@ def _as_result(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[R
     return _facade_call(method, _admission)
 
 
+# gc=False: it only carries the future out of the method that sent the command (the call
+# unpacks it at once), and never refers to itself.
+class _Sent(msgspec.Struct, Generic[T], frozen=True, gc=False):
+    """A command on its way to its job actor: the future of the outcome, and what the call
+    returns once the outcome is settled: ``value``, or ``finish(outcome)``."""
+
+    outcome: asyncio.Future[CommandOutcome]
+    value: T | None = None
+    finish: Callable[[CommandOutcome], T] | None = None
+
+
+def _as_command(method: Callable[..., _Sent[T]]) -> Callable[..., Awaitable[Result[T]]]:
+    """Turn a plain method that validates and sends a command into a facade call.
+
+    Why not a coroutine like the queries: thousands of commands may be in flight at once,
+    and each is then one small coroutine and the future of its answer. A coroutine method
+    awaited by the wrapper would keep a second coroutine per call, its frame holding every
+    argument (``schedule_event`` has 27), for the host's cyclic GC to walk in every
+    collection while the answer is on its way.
+    """
+    return _facade_call(method, _admission, sends=True)
+
+
 def _as_board_read(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[Result[T]]]:
     """:func:`_as_result` for reads the task board answers on the loop: a burst of them
     is let in more per turn, so they finish about as fast as they come."""
@@ -94,8 +118,11 @@ FACADE_CALLS: set[str] = set()
 
 
 def _facade_call(
-    method: Callable[..., Awaitable[T]], line: LoopAdmission
+    method: Callable[..., Any], line: LoopAdmission, *, sends: bool = False
 ) -> Callable[..., Awaitable[Result[T]]]:
+    """The wrapper of a facade method: forwarded whole to a scheduler process, else let in
+    by ``line``, run, and its outcome or error returned as a ``Result``. ``sends``: the
+    method returns a :class:`_Sent` to await, else it is a coroutine function."""
     name = method.__name__
     FACADE_CALLS.add(name)
 
@@ -114,10 +141,20 @@ def _facade_call(
         admitted = line.admit()
         if admitted is not None:
             await admitted
+            del admitted
         try:
             # Not Result.success(await ...): that would keep the bound classmethod on the
             # coroutine's stack (a GC-tracked object) for as long as the call is in flight.
-            value = await method(self, *args, **kwargs)
+            if sends:
+                sent: _Sent[T] = method(self, *args, **kwargs)
+                # While the answer is awaited, the frame holds the future and the value only.
+                del args, kwargs
+                future, returned, finish = sent.outcome, sent.value, sent.finish
+                del sent
+                outcome = self._settle(await future)
+                value = finish(outcome) if finish is not None else cast("T", returned)
+            else:
+                value = await method(self, *args, **kwargs)
         except ChronologError as exc:
             return Result.failure(exc)
         except TypeError as exc:  # wrong keyword arguments from the caller
@@ -130,6 +167,15 @@ def _facade_call(
         return Result.success(value)
 
     return wrapper
+
+
+def _started_execution(outcome: CommandOutcome) -> str:
+    """The id of the execution a run-now command started."""
+    for envelope in outcome.envelopes:
+        execution_id = getattr(envelope.event, "execution_id", None)
+        if execution_id is not None:
+            return str(execution_id)
+    raise ServiceUnavailableError("the run was not started")
 
 
 class SchedulerService:
@@ -185,8 +231,8 @@ class SchedulerService:
 
     # --- commands -------------------------------------------------------------------------
 
-    @_as_result
-    async def schedule_event(
+    @_as_command
+    def schedule_event(
         self,
         name: str,
         function_name: str,
@@ -215,7 +261,7 @@ class SchedulerService:
         parameters: Mapping[str, Any] | None = None,
         event_id: str | None = None,
         caused_by: Cause | None = None,
-    ) -> str:
+    ) -> _Sent[str]:
         """Schedule a task and return its id (the *scheduled event* id).
 
         Runs once at ``next_execution`` (default: now), every ``interval_value``
@@ -252,79 +298,52 @@ class SchedulerService:
         )
         task_id = new_id() if event_id is None else check_id(event_id)
         definition, is_recurring = self.validate_schedule(request)
-        self._settle(
-            await self._send(
-                task_id,
-                cmd.Schedule(
-                    definition=definition, recurring=is_recurring, cause=_cause(caused_by)
-                ),
-                caused_by,
-                new_task=event_id is None,
-            )
+        command = cmd.Schedule(
+            definition=definition, recurring=is_recurring, cause=_cause(caused_by)
         )
-        return task_id
+        sent = self._send(task_id, command, caused_by, new_task=event_id is None)
+        return _Sent(sent, task_id)
 
-    @_as_result
-    async def update_event(
+    @_as_command
+    def update_event(
         self, event_id: str, *, caused_by: Cause | None = None, **changes: Any
-    ) -> str:
+    ) -> _Sent[str]:
         """Change some of a task's fields (the names ``schedule_event`` takes)."""
         state = self._load(event_id)
         assert state.definition is not None
         request = apply_changes(request_from_definition(state.definition), changes)
         definition, is_recurring = self.validate_schedule(request)
-        self._settle(
-            await self._send(
-                event_id,
-                cmd.Update(definition=definition, recurring=is_recurring, cause=_cause(caused_by)),
-                caused_by,
-            )
-        )
-        return event_id
+        command = cmd.Update(definition=definition, recurring=is_recurring, cause=_cause(caused_by))
+        return _Sent(self._send(event_id, command, caused_by), event_id)
 
-    @_as_result
-    async def cancel_event(
+    @_as_command
+    def cancel_event(
         self, event_id: str, note: str | None = None, *, caused_by: Cause | None = None
-    ) -> str:
+    ) -> _Sent[str]:
         """Cancel a task: it never fires again; running executions are signalled to stop."""
-        self._settle(
-            await self._send(
-                check_id(event_id), cmd.Cancel(note=_note(note), cause=_cause(caused_by)), caused_by
-            )
-        )
-        return event_id
+        command = cmd.Cancel(note=_note(note), cause=_cause(caused_by))
+        return _Sent(self._send(check_id(event_id), command, caused_by), event_id)
 
-    @_as_result
-    async def pause_event(
+    @_as_command
+    def pause_event(
         self, event_id: str, note: str | None = None, *, caused_by: Cause | None = None
-    ) -> str:
+    ) -> _Sent[str]:
         """Pause a task, with an optional note saying why (kept in the log)."""
-        self._settle(
-            await self._send(
-                check_id(event_id), cmd.Pause(note=_note(note), cause=_cause(caused_by)), caused_by
-            )
-        )
-        return event_id
+        command = cmd.Pause(note=_note(note), cause=_cause(caused_by))
+        return _Sent(self._send(check_id(event_id), command, caused_by), event_id)
 
-    @_as_result
-    async def resume_event(self, event_id: str, *, caused_by: Cause | None = None) -> str:
+    @_as_command
+    def resume_event(self, event_id: str, *, caused_by: Cause | None = None) -> _Sent[str]:
         """Resume a paused task from its next fire after now."""
-        self._settle(
-            await self._send(check_id(event_id), cmd.Resume(cause=_cause(caused_by)), caused_by)
-        )
-        return event_id
+        command = cmd.Resume(cause=_cause(caused_by))
+        return _Sent(self._send(check_id(event_id), command, caused_by), event_id)
 
-    @_as_result
-    async def execute_now(self, event_id: str, *, caused_by: Cause | None = None) -> str:
+    @_as_command
+    def execute_now(self, event_id: str, *, caused_by: Cause | None = None) -> _Sent[str]:
         """Run the task once now, leaving its schedule alone; returns the execution id."""
-        outcome = self._settle(
-            await self._send(check_id(event_id), cmd.RunNow(cause=_cause(caused_by)), caused_by)
-        )
-        for envelope in outcome.envelopes:
-            execution_id = getattr(envelope.event, "execution_id", None)
-            if execution_id is not None:
-                return str(execution_id)
-        raise ServiceUnavailableError("the run was not started")
+        command = cmd.RunNow(cause=_cause(caused_by))
+        sent = self._send(check_id(event_id), command, caused_by)
+        return _Sent(sent, finish=_started_execution)
 
     # --- queries --------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import types
 import typing
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from chronolog import AppContext, Cause, SchedulerModule, SchedulerService, Settings
+from chronolog.actors.messages import CommandOutcome
 from chronolog.actors.shard import PROCESS_ROUND_SIZE, ROUND_SIZE
 from chronolog.errors import ValidationError
 from chronolog.process import child
@@ -441,6 +443,45 @@ class TestEventLoop:
             await svc.pause_event(task_id)  # the next event: the projector applies it
             result = await asyncio.wait_for(reading, timeout=10)
             assert result.unwrap().name == "a"
+
+        _run(main())
+
+    def test_a_command_in_flight_is_one_coroutine_without_its_arguments(self, host: Host) -> None:
+        """While its answer is on its way, a command is one coroutine whose frame holds
+        neither the call's arguments nor another coroutine: thousands in flight then cost
+        the host's cyclic GC little."""
+
+        async def main() -> None:
+            svc = host.svc
+            answer: asyncio.Future[CommandOutcome] = asyncio.get_running_loop().create_future()
+            sent: list[str] = []
+
+            def held_send(task_id: str, *args: Any, **kwargs: Any) -> Any:
+                sent.append(task_id)
+                return answer
+
+            svc._send = held_send  # type: ignore[method-assign]
+            parameters = {"payload": "x" * 100}
+            calling = asyncio.ensure_future(
+                svc.schedule_event(
+                    name="a",
+                    function_name="backup_database",
+                    next_execution=host.clock.now() + timedelta(days=1),
+                    parameters=parameters,
+                )
+            )
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert sent and not calling.done()
+            call = calling.get_coro()
+            assert isinstance(call, types.CoroutineType)
+            assert not asyncio.iscoroutine(call.cr_await)  # it awaits the answer itself
+            assert call.cr_frame is not None
+            held = call.cr_frame.f_locals
+            assert not set(held) & {"args", "kwargs", "sent"}
+            assert all(value is not parameters for value in held.values())
+            answer.set_result(CommandOutcome())
+            assert (await calling).unwrap() == sent[0]
 
         _run(main())
 

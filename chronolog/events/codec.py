@@ -30,7 +30,8 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {cls.__name__: cls for cls in ALL_EV
 _NO_METADATA = EventMetadata()
 
 
-class EncodedEvent(msgspec.Struct, frozen=True):
+# gc=False on both: built for every append, they hold strings, integers and bytes only.
+class EncodedEvent(msgspec.Struct, frozen=True, gc=False):
     """An event ready to be written: its type name, schema version and JSON payload."""
 
     event_type: str
@@ -38,7 +39,7 @@ class EncodedEvent(msgspec.Struct, frozen=True):
     data: bytes
 
 
-class EncodedBatch(msgspec.Struct, frozen=True):
+class EncodedBatch(msgspec.Struct, frozen=True, gc=False):
     """A batch of events ready to be written, as three parallel lists.
 
     Parallel lists rather than one object per event: a writer binds them to SQL parameters
