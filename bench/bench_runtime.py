@@ -60,7 +60,11 @@ Workloads (``--quick`` divides every task count by 10):
   *sustained* windows: 10,000 callers each making its next call as soon as the last
   returned (``schedule_event``, then ``get_event``), probed for 3 s once all of them
   are started (starting them is the burst above), each followed by its floor (10,000
-  callers whose calls only wait as long as a real one took on average).
+  callers whose calls only wait as long as a real one took on average). Every probed
+  window also reports the cyclic GC's full passes that overlapped it (``*_full_gc_*``:
+  how many, the longest, the probe samples they covered, the p99 of the other samples):
+  one such pass decides a short burst's p99, and whether it lands in a burst or in its
+  floor depends on what the interpreter allocated before.
 """
 
 from __future__ import annotations
@@ -768,12 +772,74 @@ def describe(result: Result[Any]) -> str:
     return "ok" if error is None else f"{error.code}: {error.message}"
 
 
-async def probe_loop(stop: asyncio.Event, out: list[float]) -> None:
-    """Sleep 1 ms repeatedly and record how late each wake-up is (seconds)."""
+async def probe_loop(
+    stop: asyncio.Event, out: list[float], spans: list[tuple[float, float]] | None = None
+) -> None:
+    """Sleep 1 ms repeatedly and record how late each wake-up is (seconds), and in
+    ``spans`` when each sleep began and ended."""
     while not stop.is_set():
         before = time.perf_counter()
         await asyncio.sleep(0.001)
-        out.append(time.perf_counter() - before - 0.001)
+        after = time.perf_counter()
+        out.append(after - before - 0.001)
+        if spans is not None:
+            spans.append((before, after))
+
+
+class FullCollections:
+    """Records the cyclic GC's full passes (generation 2), on any thread, while entered:
+    (start, end) in ``time.perf_counter`` seconds."""
+
+    def __init__(self) -> None:
+        self.passes: list[tuple[float, float]] = []
+        self._started: dict[int, float] = {}
+
+    def __enter__(self) -> FullCollections:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        now, thread = time.perf_counter(), threading.get_ident()
+        if phase == "start":
+            self._started[thread] = now
+        elif (began := self._started.pop(thread, None)) is not None:
+            self.passes.append((began, now))
+
+
+@dataclass
+class Window:
+    """One probed window: the probe's overshoots (seconds), when each sleep began and
+    ended, how long the window lasted, and the full GC passes that overlapped it."""
+
+    lags: list[float]
+    spans: list[tuple[float, float]]
+    seconds: float
+    passes: list[tuple[float, float]]
+
+    def stats(self, label: str) -> dict[str, Any]:
+        """:func:`lag_stats`, and the full GC passes: how many, the longest, how many
+        probe samples overlapped one, and the p99 of the others. A window of a tenth of
+        a second has a few dozen samples: one full pass decides its p99, and whether a
+        pass falls in it or in the next window is the interpreter's choice."""
+        found: dict[str, Any] = lag_stats(self.lags, label)
+        in_pass = [
+            any(s < after and e > before for s, e in self.passes) for before, after in self.spans
+        ]
+        outside = [lag for lag, hit in zip(self.lags, in_pass, strict=True) if not hit]
+        found[f"{label}_full_gc_passes"] = len(self.passes)
+        found[f"{label}_full_gc_longest_ms"] = max(
+            ((e - s) * 1000 for s, e in self.passes), default=None
+        )
+        found[f"{label}_samples_in_full_gc"] = sum(in_pass)
+        found[f"{label}_outside_full_gc_p99_ms"] = percentile(
+            sorted(x * 1000 for x in outside), 0.99
+        )
+        return found
 
 
 class InFlight:
@@ -822,18 +888,20 @@ async def start_all(
     return results
 
 
-async def with_probe(work: Callable[[], Awaitable[Any]]) -> tuple[Any, list[float], float]:
-    """Run ``work`` while the probe runs; returns its value, overshoots, seconds."""
-    stop, out = asyncio.Event(), list[float]()
-    probe = asyncio.create_task(probe_loop(stop, out))
+async def with_probe(work: Callable[[], Awaitable[Any]]) -> tuple[Any, Window]:
+    """Run ``work`` while the probe runs; returns its value and the probed window."""
+    stop, out, spans = asyncio.Event(), list[float](), list[tuple[float, float]]()
+    probe = asyncio.create_task(probe_loop(stop, out, spans))
     await asyncio.sleep(0.05)
     out.clear()
-    started = time.perf_counter()
-    value = await work()
-    seconds = time.perf_counter() - started
-    stop.set()
-    await probe
-    return value, out, seconds
+    spans.clear()
+    with FullCollections() as collections:
+        started = time.perf_counter()
+        value = await work()
+        seconds = time.perf_counter() - started
+        stop.set()
+        await probe
+    return value, Window(out, spans, seconds, collections.passes)
 
 
 #: Makes the ``i``-th call's arguments, as a real call does (floors make them too).
@@ -874,21 +942,21 @@ async def burst(
     harness's own coroutines, their arguments and Python's cyclic GC passes over them
     cost the loop by themselves; a short burst gives the probe few samples, so one GC
     pass can be its p99."""
-    value, lags, seconds = await with_probe(work)
-    floor_calls = answered_within(seconds, n, make_arguments)
-    _, floor, _ = await with_probe(lambda: start_all(floor_calls, range(n)))
-    found: dict[str, Any] = {f"{label}_s": seconds, f"{label}_samples": len(lags)}
-    found.update(**lag_stats(lags, label), **lag_stats(floor, f"{label}_floor"))
+    value, window = await with_probe(work)
+    floor_calls = answered_within(window.seconds, n, make_arguments)
+    _, floor = await with_probe(lambda: start_all(floor_calls, range(n)))
+    found: dict[str, Any] = {f"{label}_s": window.seconds, f"{label}_samples": len(window.lags)}
+    found.update(**window.stats(label), **floor.stats(f"{label}_floor"))
     return value, found
 
 
 async def keep_in_flight(
     call: Callable[[int, int], Awaitable[object]], n: int, seconds: float
-) -> tuple[int, list[float], float]:
+) -> tuple[int, Window]:
     """``n`` callers, each making its next call ``call(i, k)`` as soon as its last one
     returned: ``n`` calls stay in flight. Once all of them are started (the ramp is a
     burst, measured as such), the probe runs for ``seconds``; then the callers stop.
-    Returns the calls completed while the probe ran, its overshoots, and its seconds."""
+    Returns the calls completed while the probe ran, and the probed window."""
     stopping = False
     completed = 0
 
@@ -904,11 +972,11 @@ async def keep_in_flight(
     callers = asyncio.create_task(start_all(caller, range(n), all_started))
     await all_started.wait()
     before = completed
-    _, lags, probed = await with_probe(lambda: asyncio.sleep(seconds))
+    _, window = await with_probe(lambda: asyncio.sleep(seconds))
     during = completed - before
     stopping = True
     await callers
-    return during, lags, probed
+    return during, window
 
 
 def answered_after(
@@ -944,12 +1012,12 @@ async def sustained(
     its floor: ``n`` callers whose calls make the same arguments and only wait, each as
     long as a real call took on average (so as many complete per second), in the same
     worker."""
-    completed, lags, seconds = await keep_in_flight(call, n, SUSTAIN_SECONDS)
-    rate = completed / seconds
+    completed, window = await keep_in_flight(call, n, SUSTAIN_SECONDS)
+    rate = completed / window.seconds
     floor_calls = answered_after(n / rate if rate else 1.0, make_arguments)
-    _, floor, _ = await keep_in_flight(floor_calls, n, SUSTAIN_SECONDS)
-    found: dict[str, Any] = {f"{label}_calls_per_s": rate, f"{label}_samples": len(lags)}
-    found.update(**lag_stats(lags, label), **lag_stats(floor, f"{label}_floor"))
+    _, floor = await keep_in_flight(floor_calls, n, SUSTAIN_SECONDS)
+    found: dict[str, Any] = {f"{label}_calls_per_s": rate, f"{label}_samples": len(window.lags)}
+    found.update(**window.stats(label), **floor.stats(f"{label}_floor"))
     return found
 
 
@@ -968,9 +1036,9 @@ async def run_loop_lag(
         makers: tuple[MakeArguments, MakeArguments] = (schedule_arguments, no_arguments)
         for label, seconds, make in zip(("schedule", "read"), floor_seconds, makers, strict=True):
             calls = functools.partial(start_all, answered_within(seconds, n, make), range(n))
-            _, lags, _ = await with_probe(calls)
-            found.update({f"{label}_s": seconds, f"{label}_samples": len(lags)})
-            found.update(**lag_stats(lags, label))
+            _, window = await with_probe(calls)
+            found.update({f"{label}_s": seconds, f"{label}_samples": len(window.lags)})
+            found.update(**window.stats(label))
         return found
     if subject_name in ("chronolog", "chronolog_frozen", "chronolog_process"):
         engine = "process" if subject_name == "chronolog_process" else "thread"
@@ -1377,6 +1445,8 @@ def emit_loop_lag(prefix: str, results: dict[str, dict[str, Any]], ours_name: st
         )
         line(bench=f"{prefix}{kind}_max", key=f"{kind}_max_ms", unit="ms")
         line(bench=f"{prefix}{kind}_floor_p99", key=f"{kind}_floor_p99_ms", unit="ms")
+        full_gc_lines(line, prefix, kind, ours)
+        full_gc_lines(line, prefix, f"{kind}_floor", ours)
     for kind in ("schedule", "read"):
         label = f"sustained_{kind}"
         line(
@@ -1390,6 +1460,21 @@ def emit_loop_lag(prefix: str, results: dict[str, dict[str, Any]], ours_name: st
             samples=ours.get(f"{label}_samples"),
         )
         line(bench=f"{prefix}{label}_floor_p99", key=f"{label}_floor_p99_ms", unit="ms")
+        full_gc_lines(line, prefix, label, ours)
+        full_gc_lines(line, prefix, f"{label}_floor", ours)
+
+
+def full_gc_lines(line: Callable[..., None], prefix: str, label: str, ours: dict[str, Any]) -> None:
+    """The p99 of a window's probe samples that no full GC pass overlapped, with the
+    passes it had (for every subject: the peers' passes are in their detail)."""
+    line(
+        bench=f"{prefix}{label}_outside_full_gc_p99",
+        key=f"{label}_outside_full_gc_p99_ms",
+        unit="ms",
+        full_gc_passes=ours.get(f"{label}_full_gc_passes"),
+        full_gc_longest_ms=ours.get(f"{label}_full_gc_longest_ms"),
+        samples_in_full_gc=ours.get(f"{label}_samples_in_full_gc"),
+    )
 
 
 def below(limit: float) -> Callable[[float], bool]:
