@@ -37,6 +37,7 @@ from chronolog.errors import (
 from chronolog.events import Cause, EventMetadata, TaskDefinition
 from chronolog.host_loop import (
     BOARD_READS_PER_TURN,
+    PROCESS_BOARD_READS_PER_TURN,
     LoopAdmission,
     PositionWaiter,
     Reply,
@@ -77,6 +78,13 @@ REPLY_TIMEOUT = 30.0
 #: of microseconds of loop time each, reads from the task board a few.
 _admission = LoopAdmission()
 _board_admission = LoopAdmission(per_turn=BOARD_READS_PER_TURN)
+
+
+def dedicate_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Admit facade calls on ``loop`` as a loop that runs nothing else (the scheduler
+    process's): task-board reads :data:`~chronolog.host_loop.PROCESS_BOARD_READS_PER_TURN`
+    a turn."""
+    _board_admission.set_per_turn(loop, PROCESS_BOARD_READS_PER_TURN)
 
 
 def _as_result(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[Result[T]]]:

@@ -51,6 +51,23 @@ def test_a_burst_is_admitted_in_turns_and_timers_run_between() -> None:
     assert timer_saw and timer_saw[0] <= 64  # the timer ran after at most two turns
 
 
+def test_a_loop_may_take_more_per_turn_than_the_default() -> None:
+    """``set_per_turn`` changes one loop's allowance only; nonsense is refused."""
+    admission = LoopAdmission(per_turn=4)
+
+    async def first_turn(per_turn: int | None) -> int:
+        loop = asyncio.get_running_loop()
+        if per_turn is not None:
+            admission.set_per_turn(loop, per_turn)
+        waiting = [admission.admit() for _ in range(20)]
+        return sum(1 for future in waiting if future is None)
+
+    assert asyncio.run(first_turn(8)) == 8
+    assert asyncio.run(first_turn(None)) == 4  # another loop: the default
+    with pytest.raises(ValueError, match="at least 1"):
+        asyncio.run(first_turn(0))
+
+
 def test_a_cancelled_waiter_is_skipped() -> None:
     """A caller cancelled while waiting in line does not take a place in a turn."""
 

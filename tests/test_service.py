@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from chronolog import AppContext, Cause, SchedulerModule, SchedulerService, Settings
+from chronolog import AppContext, Cause, SchedulerModule, SchedulerService, Settings, service
 from chronolog.actors.messages import CommandOutcome
 from chronolog.actors.shard import PROCESS_ROUND_SIZE, ROUND_SIZE
 from chronolog.errors import ValidationError
+from chronolog.host_loop import BOARD_READS_PER_TURN, PROCESS_BOARD_READS_PER_TURN
 from chronolog.process import child
 from chronolog.process import messages as msg
 from chronolog.testing import FakeClock
@@ -297,6 +298,24 @@ class TestShardRounds:
         process = child.SchedulerProcess(typing.cast(Any, None), start)
         process.loop.close()
         assert made["shard_round_size"] == PROCESS_ROUND_SIZE != ROUND_SIZE
+
+    def test_the_scheduler_process_loop_takes_more_reads_per_turn(self, tmp_path: Path) -> None:
+        """Its loop runs nothing but the facade: task-board reads are let in
+        PROCESS_BOARD_READS_PER_TURN a turn there, BOARD_READS_PER_TURN elsewhere."""
+        start = msg.Start(
+            settings={"data_dir": str(tmp_path / "data")}, functions=[], projections_path=None
+        )
+        process = child.SchedulerProcess(typing.cast(Any, None), start)
+
+        async def first_turn() -> int:
+            waiting = [service._board_admission.admit() for _ in range(200)]
+            return sum(1 for future in waiting if future is None)
+
+        try:
+            assert process.loop.run_until_complete(first_turn()) == PROCESS_BOARD_READS_PER_TURN
+        finally:
+            process.loop.close()
+        assert asyncio.run(first_turn()) == BOARD_READS_PER_TURN < PROCESS_BOARD_READS_PER_TURN
 
 
 class TestBadInput:

@@ -38,7 +38,7 @@ from chronolog.process import messages as msg
 from chronolog.process.frames import ChannelClosedError, ControlChannel, FrameProtocol
 from chronolog.process.remote_executor import RemoteExecutor
 from chronolog.result import ErrorInfo, Result
-from chronolog.service import FACADE_CALLS, SchedulerService
+from chronolog.service import FACADE_CALLS, SchedulerService, dedicate_loop
 from chronolog.settings import Settings
 
 log = structlog.get_logger("chronolog.process")
@@ -71,6 +71,7 @@ class SchedulerProcess:
         self.register(start.functions)
         self.executor: RemoteExecutor | None = None
         self.loop = asyncio.new_event_loop()
+        dedicate_loop(self.loop)
         self._calls: set[asyncio.Task[None]] = set()
         self._stopping = threading.Event()
 
