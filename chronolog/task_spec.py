@@ -34,9 +34,7 @@ _MAX_COUNT = 10_000
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 
 
-# gc=False: one per schedule_event call, alive while it is validated; it holds the
-# caller's values (a copy of the parameters mapping), which never refer back to it.
-class ScheduleRequest(msgspec.Struct, kw_only=True, gc=False):
+class ScheduleRequest(msgspec.Struct, kw_only=True):
     """Everything ``schedule_event`` accepts, with ``None`` meaning "the default"."""
 
     name: str

@@ -29,10 +29,7 @@ class CommandOutcome(msgspec.Struct, frozen=True, kw_only=True):
 Reply = Callable[[CommandOutcome], object]
 
 
-# gc=False: thousands wait in the shards' mailboxes under a burst of commands, and every
-# collection of the cyclic GC would walk them. A command holds values and its reply
-# callable, which is made before the command and so cannot refer to it: no cycle.
-class TaskCommand(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+class TaskCommand(msgspec.Struct, frozen=True, kw_only=True):
     """A command for one task; ``reply`` (if any) is called exactly once.
 
     ``new_task`` says the sender made the task id up just now (a fresh random id), so there

@@ -30,8 +30,7 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {cls.__name__: cls for cls in ALL_EV
 _NO_METADATA = EventMetadata()
 
 
-# gc=False on both: built for every append, they hold strings, integers and bytes only.
-class EncodedEvent(msgspec.Struct, frozen=True, gc=False):
+class EncodedEvent(msgspec.Struct, frozen=True):
     """An event ready to be written: its type name, schema version and JSON payload."""
 
     event_type: str
@@ -39,7 +38,7 @@ class EncodedEvent(msgspec.Struct, frozen=True, gc=False):
     data: bytes
 
 
-class EncodedBatch(msgspec.Struct, frozen=True, gc=False):
+class EncodedBatch(msgspec.Struct, frozen=True):
     """A batch of events ready to be written, as three parallel lists.
 
     Parallel lists rather than one object per event: a writer binds them to SQL parameters

@@ -17,9 +17,7 @@ NO_STREAM = 0
 ANY_VERSION = None
 
 
-# gc=False, like the events it carries: one per command on its way to the log, never in a
-# cycle.
-class AppendRequest(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+class AppendRequest(msgspec.Struct, frozen=True, kw_only=True):
     """One stream's part of :meth:`EventStore.append_many`."""
 
     stream_id: str
