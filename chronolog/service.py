@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import inspect
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -174,7 +175,21 @@ def _facade_call(
             )
         return Result.success(value)
 
+    # What help() and inspect show: the method's parameters, and the Result it answers (a
+    # command method's own return, a _Sent, is the wrapper's business).
+    wrapper.__signature__ = _result_signature(method)  # type: ignore[attr-defined]
     return wrapper
+
+
+def _result_signature(method: Callable[..., Any]) -> inspect.Signature:
+    """``method``'s signature returning ``Result[...]`` of what it produces."""
+    signature = inspect.signature(method)
+    returned = signature.return_annotation  # a string: annotations are postponed here
+    if isinstance(returned, str):
+        if returned.startswith("_Sent[") and returned.endswith("]"):
+            returned = returned[len("_Sent[") : -1]
+        return signature.replace(return_annotation=f"Result[{returned}]")
+    return signature
 
 
 def _started_execution(outcome: CommandOutcome) -> str:

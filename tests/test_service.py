@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 import types
 import typing
@@ -464,6 +465,16 @@ class TestEventLoop:
             assert result.unwrap().name == "a"
 
         _run(main())
+
+    def test_facade_calls_show_their_parameters_and_result(self) -> None:
+        """help() and inspect see each call's own parameters and the Result it answers."""
+        schedule = inspect.signature(SchedulerService.schedule_event)
+        assert list(schedule.parameters)[:3] == ["self", "name", "function_name"]
+        assert schedule.return_annotation == "Result[str]"
+        assert inspect.signature(SchedulerService.pause_event).return_annotation == "Result[str]"
+        read = inspect.signature(SchedulerService.get_event)
+        assert read.return_annotation == "Result[queries.TaskRow]"
+        assert inspect.iscoroutinefunction(SchedulerService.schedule_event)
 
     def test_a_command_in_flight_is_one_coroutine_without_its_arguments(self, host: Host) -> None:
         """While its answer is on its way, a command is one coroutine whose frame holds
