@@ -132,11 +132,55 @@ def _localize(wall: datetime, zone: ZoneInfo) -> datetime:
     return high.replace(microsecond=0).astimezone(zone)
 
 
+#: Trigger fields under the names a facade caller gave them, for errors that speak the
+#: caller's language (``interval_value``, not the trigger's ``every``).
+_REQUEST_FIELDS = {
+    "every": "interval_value",
+    "unit": "interval_type",
+    "expression": "cron_expression",
+    "start": "next_execution",
+    "run_at": "next_execution",
+    "end": "end_date",
+    "jitter_seconds": "jitter",
+}
+
+
+def _in_request_terms(error: InvalidTriggerError) -> InvalidTriggerError:
+    """``error`` naming the request's parameter instead of the trigger's field, in
+    ``details["field"]`` and where the message starts with the field's name."""
+    field = error.details.get("field")
+    if not isinstance(field, str) or field not in _REQUEST_FIELDS:
+        return error
+    name = _REQUEST_FIELDS[field]
+    message = error.message
+    if message.startswith(field) and message[len(field) : len(field) + 1] in (" ", "="):
+        message = name + message[len(field) :]
+    return InvalidTriggerError(message, details={**error.details, "field": name})
+
+
 def build_trigger(request: ScheduleRequest, settings: Settings, now: datetime) -> TriggerSpec:
-    """The trigger spec the request describes, validated."""
+    """The trigger spec the request describes, validated; errors name the request's
+    parameters."""
+    try:
+        return _build_trigger(request, settings, now)
+    except InvalidTriggerError as exc:
+        raise _in_request_terms(exc) from None
+
+
+def _build_trigger(request: ScheduleRequest, settings: Settings, now: datetime) -> TriggerSpec:
     zone = resolve_zone(request.timezone, settings)
     start = _aware(request.next_execution, zone, "next_execution")
     end = _aware(request.end_date, zone, "end_date")
+    # The trigger checks this too, in its own terms (start, run_at); said here in the
+    # caller's. A cron task without next_execution has no anchor to compare with.
+    first = start if request.cron_expression is not None else (start or now)
+    if end is not None and first is not None and end < first:
+        anchor = "next_execution" if start is not None else "now"
+        raise InvalidTriggerError(
+            f"end_date {end.isoformat()} is before {anchor} {first.isoformat()}, so the task "
+            "could never run: move end_date later, or leave it out to run without an end",
+            details={"field": "end_date"},
+        )
     common: dict[str, Any] = {
         "timezone": zone,
         "end": end,
@@ -153,7 +197,10 @@ def build_trigger(request: ScheduleRequest, settings: Settings, now: datetime) -
     spec: TriggerSpec
     if request.cron_expression is not None:
         if request.interval_type is not None:
-            raise ValidationError("give either cron_expression or interval_type, not both")
+            raise ValidationError(
+                "give either cron_expression or interval_type, not both",
+                details={"field": "interval_type"},
+            )
         spec = CronTrigger(expression=request.cron_expression, start=start, **common)
     elif request.recurring or request.interval_type is not None:
         if request.interval_type is None or request.interval_value is None:
@@ -210,13 +257,18 @@ def build_policies(request: ScheduleRequest, settings: Settings) -> TaskPolicies
             raise ValidationError(
                 f"{field} must be an integer >= {minimum}, got {value!r}", details={"field": field}
             )
-    for field in ("retry_backoff_seconds", "timeout_seconds", "misfire_grace_seconds"):
+    for field, parameter in (
+        ("retry_backoff_seconds", "retry_backoff"),
+        ("timeout_seconds", "timeout"),
+        ("misfire_grace_seconds", "misfire_grace"),
+    ):
         value = values[field]
         if value is not None and (
             not isinstance(value, int | float) or isinstance(value, bool) or value < 0
         ):
             raise ValidationError(
-                f"{field} must be a number >= 0, got {value!r}", details={"field": field}
+                f"{parameter} must be a number of seconds >= 0, got {value!r}",
+                details={"field": parameter},
             )
     if values["timeout_seconds"] == 0:
         raise ValidationError(

@@ -354,6 +354,53 @@ class TestBadInput:
         assert r.error.message
         assert host.log_size() == before
 
+    @pytest.mark.parametrize(
+        ("kwargs", "field"),
+        [
+            ({"recurring": True, "interval_type": "hours", "interval_value": 0}, "interval_value"),
+            ({"recurring": True, "interval_type": "days", "interval_value": 1.5}, "interval_value"),
+            (
+                {"recurring": True, "interval_type": "months", "interval_value": 10**6},
+                "interval_value",
+            ),
+            ({"recurring": True, "interval_type": "days", "end_date": -1}, "end_date"),
+            ({"end_date": -1}, "end_date"),
+            ({"cron_expression": "0 3 * * *", "end_date": -1}, "end_date"),
+            ({"cron_expression": "61 * * * *"}, "cron_expression"),
+            ({"cron_expression": "0 3 * * *", "interval_type": "days"}, "interval_type"),
+            ({"jitter": -1}, "jitter"),
+            ({"timeout": -5}, "timeout"),
+            ({"retry_backoff": -1}, "retry_backoff"),
+            ({"misfire_grace": "soon"}, "misfire_grace"),
+        ],
+    )
+    def test_errors_name_the_parameter_the_caller_passed(
+        self, host: Host, kwargs: dict[str, Any], field: str
+    ) -> None:
+        """An error says which of schedule_event's own parameters is wrong (interval_value,
+        not the trigger's ``every``), in ``details["field"]`` and in its message, and
+        appends nothing. ``end_date: -1`` stands for a day before next_execution."""
+        svc = host.svc.sync
+        before = host.log_size()
+        first = host.clock.now() + timedelta(days=1)
+        request: dict[str, Any] = {"name": "x", "function_name": "backup_database"}
+        if "cron_expression" not in kwargs:
+            request["next_execution"] = first
+        request.update(kwargs)
+        if kwargs.get("end_date") == -1:
+            request["end_date"] = first - timedelta(days=1)
+            if "cron_expression" in kwargs:
+                request["next_execution"] = first
+        if request.get("recurring") and "interval_value" not in kwargs:
+            request["interval_value"] = 1
+        r = svc.schedule_event(**request)
+        assert r.error is not None
+        assert r.error.details.get("field") == field, r.error
+        assert field in r.error.message or field.replace("_", " ") in r.error.message, r.error
+        for internal in ("every", "jitter_seconds", "timeout_seconds", "run_at", "start "):
+            assert internal not in r.error.message, r.error.message
+        assert host.log_size() == before
+
     def test_unknown_ids_and_forbidden_transitions(self, host: Host) -> None:
         """Unknown ids are not_found; commanding a cancelled task is invalid_state."""
         svc = host.svc.sync

@@ -163,8 +163,8 @@ def _check_interval(spec: IntervalTrigger, start: datetime | None) -> None:
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise _fail(
             "every",
-            f"every must be a whole number >= 1, got {every!r}: for sub-minute schedules "
-            "use a 6-field cron expression (seconds first), e.g. '*/30 * * * * *'",
+            f"every must be a whole number >= 1, got {every!r}: for a fraction of a unit "
+            "use a smaller unit (30 seconds, not 0.5 minutes)",
         )
     if start is None:
         raise _fail(
