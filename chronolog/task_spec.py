@@ -386,7 +386,28 @@ def apply_changes(request: ScheduleRequest, changes: Mapping[str, Any]) -> Sched
         raise ValidationError(
             f"unknown field {unknown[0]!r} for update_event", details={"field": unknown[0]}
         )
-    return msgspec.structs.replace(request, **changes)
+    updated = msgspec.structs.replace(request, **changes)
+    # A change of trigger kind replaces the old kind's fields instead of adding to them:
+    # a cron expression given to an interval task makes it a cron task, an interval given
+    # to a cron task an interval task, and recurring=False alone a one-shot at
+    # next_execution.
+    gives_cron = changes.get("cron_expression") is not None
+    gives_interval = any(changes.get(name) is not None for name in _INTERVAL_FIELDS)
+    if gives_cron and not gives_interval:
+        updated = msgspec.structs.replace(
+            updated, recurring=True, interval_type=None, interval_value=None
+        )
+    elif gives_interval and not gives_cron:
+        updated = msgspec.structs.replace(updated, recurring=True, cron_expression=None)
+    elif changes.get("recurring") is False and not gives_cron and "cron_expression" not in changes:
+        updated = msgspec.structs.replace(
+            updated, interval_type=None, interval_value=None, cron_expression=None
+        )
+    return updated
+
+
+#: The request fields that make a task an interval task.
+_INTERVAL_FIELDS = ("interval_type", "interval_value")
 
 
 def request_from_definition(definition: TaskDefinition) -> ScheduleRequest:

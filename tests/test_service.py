@@ -259,6 +259,98 @@ class TestPublicApi:
         assert noted and "does not exist" in noted[0].notes[0]
 
 
+class TestUpdate:
+    @staticmethod
+    def hourly(host: Host) -> str:
+        event_id: str = host.svc.sync.schedule_event(
+            name="hourly",
+            function_name="backup_database",
+            next_execution=host.clock.now() + timedelta(hours=1),
+            recurring=True,
+            interval_type="hours",
+            interval_value=1,
+            parameters={"compress": False},
+            max_retries=3,
+        ).unwrap()
+        return event_id
+
+    def test_changes_the_fields_given_and_keeps_the_rest(self, host: Host) -> None:
+        """Only the named fields change; the next run uses them."""
+        svc = host.svc.sync
+        event_id = self.hourly(host)
+        before = svc.get_event(event_id).unwrap()
+        assert svc.update_event(event_id, name="renamed", parameters={"compress": True}).ok
+        task = svc.get_event(event_id).unwrap()
+        assert (task.name, task.parameters) == ("renamed", {"compress": True})
+        assert (task.trigger, task.policies, task.next_fire) == (
+            before.trigger,
+            before.policies,
+            before.next_fire,
+        )
+        host.advance(3600)
+        runs = svc.get_executions(event_id=event_id).unwrap().items
+        assert [run.result for run in runs] == ["backup compress=True"]
+
+    def test_a_trigger_of_another_kind_replaces_the_old_one(self, host: Host) -> None:
+        """A cron expression makes an interval task a cron task (not an error for giving
+        both), an interval makes it an interval task again, and recurring=False alone a
+        one-shot at its next_execution."""
+        svc = host.svc.sync
+        event_id = self.hourly(host)
+        first = svc.get_event(event_id).unwrap().next_fire
+        assert first is not None
+
+        assert svc.update_event(event_id, cron_expression="30 2 * * *").ok
+        task = svc.get_event(event_id).unwrap()
+        assert (task.trigger_kind, task.recurring) == ("cron", True)
+        fires = svc.preview_event(event_id, 2).unwrap()
+        assert [(fire.at.hour, fire.at.minute) for fire in fires] == [(2, 30), (2, 30)]
+
+        assert svc.update_event(event_id, interval_type="days", interval_value=2).ok
+        task = svc.get_event(event_id).unwrap()
+        assert task.trigger_kind == "interval" and task.trigger is not None
+        assert (task.trigger["every"], task.trigger["unit"]) == (2, "days")
+        fires = svc.preview_event(event_id, 2).unwrap()
+        assert [fire.at for fire in fires] == [first, first + timedelta(days=2)]
+
+        assert svc.update_event(event_id, recurring=False).ok
+        task = svc.get_event(event_id).unwrap()
+        assert (task.trigger_kind, task.recurring) == ("date", False)
+        assert [fire.at for fire in svc.preview_event(event_id, 5).unwrap()] == [first]
+
+    @pytest.mark.parametrize(
+        ("changes", "code"),
+        [
+            ({"interval_value": 0}, "invalid_trigger"),
+            ({"cron_expression": "61 * * * *"}, "invalid_trigger"),
+            ({"cron_expression": "0 3 * * *", "interval_type": "days"}, "invalid_argument"),
+            ({"timeout": -1}, "invalid_argument"),
+            ({"function_name": "nope"}, "unknown_function"),
+            ({"nonsense": 1}, "invalid_argument"),
+        ],
+    )
+    def test_a_bad_update_changes_nothing(
+        self, host: Host, changes: dict[str, Any], code: str
+    ) -> None:
+        svc = host.svc.sync
+        event_id = self.hourly(host)
+        task = svc.get_event(event_id).unwrap()
+        before = host.log_size()
+        r = svc.update_event(event_id, **changes)
+        assert r.error is not None and r.error.code == code, r.error
+        assert host.log_size() == before
+        assert svc.get_event(event_id).unwrap() == task
+
+    def test_unknown_and_cancelled_tasks(self, host: Host) -> None:
+        svc = host.svc.sync
+        assert svc.update_event("missing", name="x").error.code == "not_found"
+        event_id = self.hourly(host)
+        assert svc.cancel_event(event_id).ok
+        before = host.log_size()
+        assert svc.update_event(event_id, name="x").error.code == "invalid_state"
+        assert host.log_size() == before
+
+
 class TestShardRounds:
     def test_the_default_engine_uses_the_default_round_and_a_module_may_set_another(
         self, tmp_path: Path, clock: FakeClock
