@@ -399,7 +399,7 @@ def apply_changes(request: ScheduleRequest, changes: Mapping[str, Any]) -> Sched
         )
     elif gives_interval and not gives_cron:
         updated = msgspec.structs.replace(updated, recurring=True, cron_expression=None)
-    elif changes.get("recurring") is False and not gives_cron and "cron_expression" not in changes:
+    elif changes.get("recurring") is False and not (gives_cron or gives_interval):
         updated = msgspec.structs.replace(
             updated, interval_type=None, interval_value=None, cron_expression=None
         )
