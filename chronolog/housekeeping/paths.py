@@ -119,7 +119,11 @@ def _normalise_roots(allowed_roots: Sequence[PathArg]) -> list[str]:
             raise ValidationError(f"allowed root {display(text)!r} is not absolute")
         roots.append(normalise_path(text, what="allowed root"))
     if not roots:
-        raise UnsafePathError("no allowed roots are configured; nothing may be cleaned")
+        raise UnsafePathError(
+            "no allowed roots are configured, so nothing may be cleaned: list the "
+            "directories cleanups may touch in the setting cleanup_allowed_roots "
+            "(CHRONOLOG_CLEANUP_ALLOWED_ROOTS=/var/app/logs,/var/app/tmp)"
+        )
     return roots
 
 
