@@ -28,6 +28,7 @@ from chronolog.triggers import (
     validate,
 )
 from chronolog.triggers.spec import AmbiguousPolicy, IntervalUnit, MonthEndPolicy, NonexistentPolicy
+from chronolog.triggers.zones import UnknownZoneError, get_zone, unknown_zone_message
 
 #: Upper bound for retries, concurrency and catch-up limits: larger values are mistakes.
 _MAX_COUNT = 10_000
@@ -89,11 +90,12 @@ def resolve_zone(name: str | None, settings: Settings) -> str:
     """The zone a task uses: its own, else the settings' default, else the machine's."""
     zone = name or settings.default_timezone or machine_zone()
     try:
-        ZoneInfo(zone)
-    except Exception:
+        if not isinstance(zone, str):
+            raise UnknownZoneError(zone)
+        get_zone(zone)
+    except UnknownZoneError:
         raise InvalidTriggerError(
-            f"unknown time zone {zone!r}: use an IANA name such as 'Europe/Berlin' or 'UTC'",
-            details={"field": "timezone"},
+            unknown_zone_message(zone), details={"field": "timezone"}
         ) from None
     return zone
 

@@ -493,6 +493,17 @@ class TestBadInput:
             assert internal not in r.error.message, r.error.message
         assert host.log_size() == before
 
+    @pytest.mark.parametrize("zone", ["Europe/Berln", ["Europe/Berlin"], 5])
+    def test_a_misspelt_zone_gets_the_close_names(self, host: Host, zone: Any) -> None:
+        """The facade checks the zone first, and says what the trigger check would: the
+        close names, if there are any."""
+        r = host.svc.sync.schedule_event(
+            name="x", function_name="backup_database", cron_expression="0 3 * * *", timezone=zone
+        )
+        assert r.error is not None and r.error.code == "invalid_trigger"
+        assert r.error.details == {"field": "timezone"}
+        assert ("did you mean 'Europe/Berlin'" in r.error.message) == isinstance(zone, str)
+
     def test_unknown_ids_and_forbidden_transitions(self, host: Host) -> None:
         """Unknown ids are not_found; commanding a cancelled task is invalid_state."""
         svc = host.svc.sync

@@ -25,7 +25,7 @@ from chronolog.triggers.spec import (
     NonexistentPolicy,
     TriggerSpec,
 )
-from chronolog.triggers.zones import UTC, UnknownZoneError, get_zone, suggest_zones
+from chronolog.triggers.zones import UTC, UnknownZoneError, get_zone, unknown_zone_message
 
 _KINDS = (DateTrigger, IntervalTrigger, CronTrigger)
 _UNIT_DAYS = {
@@ -84,13 +84,7 @@ def validate(spec: TriggerSpec) -> TriggerSpec:
     try:
         get_zone(name)
     except UnknownZoneError:
-        close = suggest_zones(name) if isinstance(name, str) else []
-        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-        raise _fail(
-            "timezone",
-            f"unknown time zone {name!r}: {hint}use an IANA name such as 'Europe/Berlin' "
-            "or 'UTC' (zoneinfo.available_timezones() lists them)",
-        ) from None
+        raise _fail("timezone", unknown_zone_message(name)) from None
     start = None if spec.start is None else _instant("start", spec.start)
     end = None if spec.end is None else _instant("end", spec.end)
     if start is not None and end is not None and end < start:

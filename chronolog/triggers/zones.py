@@ -39,6 +39,16 @@ def get_zone(name: str) -> ZoneInfo:
         raise UnknownZoneError(name) from exc
 
 
+def unknown_zone_message(name: object) -> str:
+    """What to tell someone who named an unknown zone: close names, then the usual form."""
+    close = suggest_zones(name) if isinstance(name, str) else []
+    hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+    return (
+        f"unknown time zone {name!r}: {hint}use an IANA name such as 'Europe/Berlin' "
+        "or 'UTC' (zoneinfo.available_timezones() lists them)"
+    )
+
+
 @lru_cache(maxsize=1)
 def _all_zone_names() -> tuple[str, ...]:
     return tuple(sorted(available_timezones()))
