@@ -43,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``chronolog`` command."""
     common = _common()
     parser = argparse.ArgumentParser(
-        prog="chronolog", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="chronolog",
+        # The module's docstring, without its reStructuredText quoting.
+        description=(__doc__ or "").replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
