@@ -380,14 +380,15 @@ class SchedulerService:
         """
         check_id(event_id)
         projector = self._module.require_projector()
-        catching_up = self._catching_up(projector)
+        written = self._written
+        catching_up = self._catching_up(projector, written)
         if catching_up is not None:
             await catching_up
-        ready, row = projector.get_task_if_ready(event_id)
+        ready, row = projector.get_task_if_ready(event_id, written)
         if not ready:
             await self._board_loading(projector)
-            ready, row = projector.get_task_if_ready(event_id)
-        if not ready:  # the load failed, or the board was reset since: load it here
+            ready, row = projector.get_task_if_ready(event_id, written)
+        if not ready:  # the load failed or the board was reset: read once DuckDB has the write
             row = await self._read(lambda projector: projector.get_task(event_id))
         if row is None:
             raise NotFoundError(f"no scheduled event {event_id!r}", details={"event_id": event_id})
@@ -460,13 +461,15 @@ class SchedulerService:
     ) -> queries.Page[T]:
         """A task-list page from the projector's board (at once on this loop if it can)."""
         projector = self._module.require_projector()
-        catching_up = self._catching_up(projector)
+        written = self._written
+        catching_up = self._catching_up(projector, written)
         if catching_up is not None:
             await catching_up
-        page = projector.list_tasks_if_ready(query, row)
+        page = projector.list_tasks_if_ready(query, row, written)
         if page is not None:
             return page
-        return await self._read(lambda projector: projector.list_tasks(query, row))
+        # A view to build, or a board to load: on the pool.
+        return await self._read(lambda projector: projector.list_tasks(query, row), board=True)
 
     @_as_result
     async def get_executions(
@@ -707,17 +710,18 @@ class SchedulerService:
         self._note_written(outcome.last_position)
         return outcome
 
-    def _catching_up(self, projector: Projector) -> asyncio.Future[None] | None:
-        """None when the projector has applied what this facade wrote, else a future that
-        is done when it has (awaited on this loop, not on a pool thread)."""
-        written = self._written
-        if projector.position >= written:
+    def _catching_up(self, projector: Projector, written: int) -> asyncio.Future[None] | None:
+        """None when the projector's task board has applied ``written`` (what this facade
+        wrote), else a future that is done when it has (awaited on this loop, not on a
+        pool thread). The board gets a live batch before DuckDB commits it."""
+        board = projector.board_positions
+        if board.position >= written:
             return None
         loop = asyncio.get_running_loop()
         waiter = self._catch_up.get(loop)
-        if waiter is None or waiter.source is not projector:
+        if waiter is None or waiter.source is not board:
             waiter = self._catch_up[loop] = PositionWaiter(
-                loop, projector, REPLY_TIMEOUT, _projections_late
+                loop, board, REPLY_TIMEOUT, _projections_late
             )
         return waiter.wait(written)
 
@@ -747,13 +751,19 @@ class SchedulerService:
         """Run a DuckDB query on the projections (see :meth:`_read`)."""
         return await self._read(lambda projector: run(self._cursor(projector)))
 
-    async def _read(self, run: Callable[[Projector], T]) -> T:
+    async def _read(self, run: Callable[[Projector], T], *, board: bool = False) -> T:
         """Run a read of the projections on the query pool, after the projector has applied
-        what this facade wrote (read-your-writes)."""
+        what this facade wrote (read-your-writes). ``board``: a read of the task board
+        alone, which needs no wait for DuckDB while the board holds that write already."""
         projector = self._module.require_projector()
         written = self._written
 
         def job() -> T:
+            if board and projector.board_covers(written):
+                found = run(projector)
+                # Still so: the board was not reset meanwhile (a failed commit does that).
+                if projector.board_covers(written):
+                    return found
             if projector.position < written and not projector.wait_for_position(
                 written, REPLY_TIMEOUT
             ):

@@ -219,6 +219,41 @@ class TestFollowing:
             finally:
                 reader.close()
 
+    def test_a_live_batch_reaches_a_loaded_board_before_duckdb_commits_it(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Following the log, the task board gets a batch once it is folded and publishes
+        its position then; DuckDB and the checkpoint follow when the commit is done."""
+        store = store_with(scheduled("a"))
+        projector = Projector(store, tmp_path / "p.duckdb")
+        gate = threading.Event()
+        gate.set()
+        original = writer.commit
+
+        def gated(conn: duckdb.DuckDBPyConnection, batch: writer.PreparedBatch) -> None:
+            assert gate.wait(10)
+            original(conn, batch)
+
+        monkeypatch.setattr(writer, "commit", gated)
+        heard: list[int] = []
+        projector.board_positions.add_position_listener(heard.append)
+        with following(store, projector, wake=succeeded("zz", 1)):
+            assert projector.wait_for_position(1, timeout=10)
+            assert projector.get_task_if_ready("a")[0]  # a new projection's board is loaded
+            gate.clear()
+            append_all(store, [started("a", 1)])
+            deadline = time.monotonic() + 10
+            while projector.board_position < 2 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert (projector.board_positions.position, projector.position) == (2, 1)
+            assert 2 in heard
+            ready, row = projector.get_task_if_ready("a", at_least=2)
+            assert ready and row is not None and row.status == "running"
+            assert one(projector.reader(), "SELECT status FROM tasks") == {"status": "scheduled"}
+            gate.set()
+            assert projector.wait_for_position(2, timeout=10)
+            assert one(projector.reader(), "SELECT status FROM tasks") == {"status": "running"}
+
     def test_run_until_stopped_follows_appends(self, tmp_path: Path) -> None:
         """The loop projects new events soon after they are appended, and stops when told."""
         store = store_with(scheduled("a"))
@@ -445,6 +480,43 @@ class TestFailures:
         with Projector(store, tmp_path / "fresh.duckdb") as fresh:
             fresh.rebuild()
             assert table_contents(fresh.reader()) == incremental
+
+    def test_a_failed_live_commit_leaves_no_board_ahead_of_duckdb(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The board got the live batch before its commit failed: it is unloaded then, so
+        no reader is answered from rows DuckDB never got; the next read after the retry
+        loads it again."""
+        store = store_with(scheduled("a"))
+        projector = Projector(store, tmp_path / "p.duckdb")
+        assert projector.catch_up() == 1
+        assert projector.get_task_if_ready("a")[0]
+        original = writer.commit
+
+        def failing(conn: duckdb.DuckDBPyConnection, batch: writer.PreparedBatch) -> None:
+            raise duckdb.IOException("disk on fire")
+
+        monkeypatch.setattr(writer, "commit", failing)
+        append_all(store, [started("a", 1)])
+        errors: list[BaseException] = []
+
+        def follow() -> None:
+            try:
+                projector.run_until_stopped(threading.Event(), 5.0)
+            except StorageError as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=follow)
+        thread.start()
+        thread.join(timeout=10)
+        assert not thread.is_alive() and len(errors) == 1
+        assert (projector.position, projector.board_position) == (1, 1)
+        assert projector.get_task_if_ready("a") == (False, None)
+        monkeypatch.setattr(writer, "commit", original)
+        assert projector.catch_up() == 1
+        row = projector.get_task("a")
+        assert row is not None and row.status == "running"
+        projector.close()
 
     def test_a_closed_projector_refuses_work(self, tmp_path: Path) -> None:
         """After close, every method raises StoreClosedError; close is idempotent."""

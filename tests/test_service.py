@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
+import threading
 import time
 import types
 import typing
@@ -21,6 +23,7 @@ from chronolog.errors import ValidationError
 from chronolog.host_loop import BOARD_READS_PER_TURN, PROCESS_BOARD_READS_PER_TURN
 from chronolog.process import child
 from chronolog.process import messages as msg
+from chronolog.projections import writer
 from chronolog.testing import FakeClock
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -586,6 +589,39 @@ class TestEventLoop:
         finally:
             host.module.stop_blocking()
 
+    def test_a_task_read_does_not_wait_for_the_duckdb_commit(
+        self, host: Host, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """get_event and list_events read the task board, which has a write once the
+        projector has folded it; a history query waits for DuckDB to have it too."""
+        svc = host.svc.sync
+        first = svc.schedule_event(
+            name="a", function_name="backup_database", next_execution=host.clock.now()
+        ).unwrap()
+        assert svc.get_event(first).ok  # the task board is loaded now
+        gate = threading.Event()
+        original = writer.commit
+
+        def held(conn: Any, batch: writer.PreparedBatch) -> None:
+            assert gate.wait(30)
+            original(conn, batch)
+
+        monkeypatch.setattr(writer, "commit", held)
+        history: concurrent.futures.Future[Any] | None = None
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            try:
+                second = svc.schedule_event(
+                    name="b", function_name="backup_database", next_execution=host.clock.now()
+                ).unwrap()
+                assert svc.get_event(second).unwrap().name == "b"
+                assert svc.list_events().unwrap().total == 2
+                history = pool.submit(svc.get_executions, event_id=second)
+                time.sleep(0.2)
+                assert not history.done()
+            finally:
+                gate.set()
+            assert history.result(timeout=30).ok
+
     def test_a_read_waits_for_the_projector_on_the_loop(self, host: Host) -> None:
         """A read that must see a write the projector has not applied yet waits on the
         caller's loop (not on a query thread) and answers once the projector gets there."""
@@ -605,7 +641,8 @@ class TestEventLoop:
 
             svc._read = no_pool  # type: ignore[method-assign]
             projector = host.module.require_projector()
-            svc._note_written(projector.position + 1)  # as if this facade wrote the next event
+            # As if this facade wrote the next event (the board may be ahead of DuckDB).
+            svc._note_written(projector.board_position + 1)
             reading = asyncio.ensure_future(svc.get_event(task_id))
             for _ in range(5):
                 await asyncio.sleep(0)

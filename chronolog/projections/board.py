@@ -20,8 +20,12 @@ Rows are turned into :class:`~chronolog.projections.rows.TaskRow` (or the lighte
 kept: decoded JSON would triple the board's memory.
 
 The board is derived only from the log, like every projection: the projector applies each
-batch to it after the DuckDB commit and before publishing the new position, so a reader
-waiting for a position (read-your-writes) finds the board there too. A new projection's
+batch to it before publishing the new position, so a reader waiting for a position
+(read-your-writes) finds the board there too. A batch of the live tail reaches a loaded
+board as soon as it is folded, before its DuckDB commit, and the projector publishes the
+board's position then (``Projector.board_positions``): a board read waits for the fold,
+not the commit. Every other batch, and every batch while the board is unloaded, is
+applied after its commit. A new projection's
 board starts empty and complete; a reopened one's starts *unloaded* (reading 100,000
 tasks at every start would be slow) and costs nothing until the first read, which loads
 it from a DuckDB snapshot (rows plus the position they reflect) and merges the batches
@@ -173,7 +177,7 @@ class _View:
 class TaskBoard:
     """The in-memory copy of the ``tasks`` projection that answers the task list.
 
-    Thread-safe: the projector calls :meth:`apply` after each commit; any number of query
+    Thread-safe: the projector calls :meth:`apply` for each batch; any number of query
     threads call :meth:`list_tasks`. Critical sections are short: loading and building a
     view happen outside the lock, so a query rarely holds up the projector.
     """
@@ -264,8 +268,8 @@ class TaskBoard:
 
         Runs on the calling (query) thread without holding the board's lock. The snapshot
         is at least as new as every batch applied before the load began (the projector
-        applies a batch to the board only after DuckDB committed it); batches applied
-        during the load are kept aside and merged when newer than the snapshot.
+        applies a batch to an unloaded board only after DuckDB committed it); batches
+        applied during the load are kept aside and merged when newer than the snapshot.
         """
         with self._load_lock:  # one load at a time: the others then find it loaded
             self._load(cursor)
@@ -349,10 +353,11 @@ class TaskBoard:
             finally:
                 cursor.close()
 
-    def task_if_loaded(self, task_id: str) -> tuple[bool, Values | None]:
-        """Whether the board is loaded, and if so the task's row values (or None)."""
+    def task_if_loaded(self, task_id: str, at_least: int = 0) -> tuple[bool, Values | None]:
+        """Whether the board is loaded (and has applied position ``at_least``), and if so
+        the task's row values (or None)."""
         with self._lock:
-            if not self._loaded:
+            if not self._loaded or self._position < at_least:
                 return False, None
             return True, self._rows.get(task_id)
 
@@ -360,13 +365,15 @@ class TaskBoard:
         self,
         query: TaskQuery,
         row: Callable[[Values], R] = task_row,  # type: ignore[assignment]
+        at_least: int = 0,
     ) -> Page[R] | None:
-        """The page, if that takes no slow work: None while the board is unloaded or has no
-        view for this filter and sort yet (:meth:`list_tasks` loads and builds)."""
+        """The page, if that takes no slow work: None while the board is unloaded, has not
+        applied position ``at_least``, or has no view for this filter and sort yet
+        (:meth:`list_tasks` loads and builds)."""
         filters, column = shape = _shape(query)
         with self._lock:
             view = None
-            if self._loaded:
+            if self._loaded and self._position >= at_least:
                 view = self._views.get(shape) if filters else self._bases.get(column)
             generation = self._generation
         return None if view is None else self._read(view, generation, query, row, quick=True)
