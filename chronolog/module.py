@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -18,7 +19,12 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import structlog
 
 from chronolog.clock import Clock, SystemClock
-from chronolog.errors import NotFoundError, ServiceUnavailableError, ValidationError
+from chronolog.errors import (
+    NotFoundError,
+    ServiceUnavailableError,
+    StoreClosedError,
+    ValidationError,
+)
 from chronolog.functions import FunctionRegistry, RegisteredFunction
 from chronolog.housekeeping.registrations import CLEANUP_FUNCTION, make_cleanup_function
 from chronolog.logs import configure_logging
@@ -40,6 +46,10 @@ log = structlog.get_logger("chronolog.module")
 
 SERVICE_NAME = "scheduler_service"
 PROJECTIONS_FILENAME = "projections.duckdb"
+#: After the projector fails, it follows the log again after this many seconds, doubling
+#: with each failure in a row up to :data:`PROJECTOR_RETRY_MAX`.
+PROJECTOR_RETRY_FIRST = 0.5
+PROJECTOR_RETRY_MAX = 30.0
 
 
 @runtime_checkable
@@ -128,6 +138,8 @@ class SchedulerModule:
         self._projector: Projector | None = None
         self._projector_stop = threading.Event()
         self._projector_thread: threading.Thread | None = None
+        #: How often the projector failed and started again since the module started.
+        self.projector_failures = 0
         self._registered = False
         self._fire_timers = fire_timers
         self._executor_factory = executor_factory
@@ -197,12 +209,40 @@ class SchedulerModule:
         self._runtime = runtime
         self._projector_stop.clear()
         self._projector_thread = threading.Thread(
-            target=self._projector.run_until_stopped,
-            args=(self._projector_stop,),
+            target=self._follow_log,
+            args=(self._projector,),
             name="chronolog-projector",
             daemon=True,
         )
         self._projector_thread.start()
+
+    def _follow_log(self, projector: Projector) -> None:
+        """The projector's thread: follow the log until stopped. A failure (a DuckDB error,
+        a full disk) is logged and the projector starts again from its checkpoint, after a
+        wait that doubles with each failure in a row; without that, the projections would
+        stay frozen until a restart and every read of one's own writes would time out."""
+        stop = self._projector_stop
+        in_a_row = 0
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                projector.run_until_stopped(stop)
+                return
+            except StoreClosedError:
+                return
+            except Exception:
+                self.projector_failures += 1
+                # After a long healthy stretch a failure is the first in a row again.
+                healthy = time.monotonic() - started >= PROJECTOR_RETRY_MAX
+                in_a_row = 1 if healthy else in_a_row + 1
+                delay = min(PROJECTOR_RETRY_FIRST * 2 ** (in_a_row - 1), PROJECTOR_RETRY_MAX)
+                log.exception(
+                    "the projector failed; it follows the log again after a pause",
+                    retry_in_seconds=delay,
+                    failures=self.projector_failures,
+                )
+            if stop.wait(delay):
+                return
 
     def _start_process(self) -> None:
         from chronolog.process.engine import ProcessEngine  # only this engine needs it

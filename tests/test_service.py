@@ -14,9 +14,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from chronolog import AppContext, Cause, SchedulerModule, SchedulerService, Settings, service
+from chronolog import module as module_module
 from chronolog.actors.messages import CommandOutcome
 from chronolog.actors.shard import PROCESS_ROUND_SIZE, ROUND_SIZE
 from chronolog.errors import ValidationError
@@ -621,6 +623,32 @@ class TestEventLoop:
             finally:
                 gate.set()
             assert history.result(timeout=30).ok
+
+    def test_a_failed_projector_follows_the_log_again(
+        self, host: Host, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A DuckDB commit that fails (a full disk) is logged and the projector starts again
+        from its checkpoint: the reads that waited for it are answered, nothing is lost."""
+        monkeypatch.setattr(module_module, "PROJECTOR_RETRY_FIRST", 0.01)
+        original = writer.commit
+        failures_left = [2]
+
+        def flaky(conn: Any, batch: writer.PreparedBatch) -> None:
+            if failures_left[0]:
+                failures_left[0] -= 1
+                raise duckdb.IOException("No space left on device")
+            original(conn, batch)
+
+        monkeypatch.setattr(writer, "commit", flaky)
+        svc = host.svc.sync
+        event_id = svc.schedule_event(
+            name="x", function_name="backup_database", next_execution=host.clock.now()
+        ).unwrap()
+        assert svc.get_event(event_id).unwrap().name == "x"
+        host.advance(1)
+        history = svc.get_executions(event_id=event_id).unwrap()
+        assert [run.status for run in history.items] == ["succeeded"]
+        assert host.module.projector_failures == 2
 
     def test_a_read_waits_for_the_projector_on_the_loop(self, host: Host) -> None:
         """A read that must see a write the projector has not applied yet waits on the
