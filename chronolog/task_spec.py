@@ -380,6 +380,10 @@ def build_cleanup_rules(
     )
 
 
+#: The request fields that make a task an interval task.
+_INTERVAL_FIELDS = ("interval_type", "interval_value")
+
+
 def apply_changes(request: ScheduleRequest, changes: Mapping[str, Any]) -> ScheduleRequest:
     """A copy of ``request`` with ``changes`` (unknown names are an error)."""
     allowed = set(ScheduleRequest.__struct_fields__)
@@ -406,10 +410,6 @@ def apply_changes(request: ScheduleRequest, changes: Mapping[str, Any]) -> Sched
             updated, interval_type=None, interval_value=None, cron_expression=None
         )
     return updated
-
-
-#: The request fields that make a task an interval task.
-_INTERVAL_FIELDS = ("interval_type", "interval_value")
 
 
 def request_from_definition(definition: TaskDefinition) -> ScheduleRequest:
