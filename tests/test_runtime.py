@@ -145,6 +145,33 @@ class TestTimer:
         assert harness.runtime.settle(10)
         assert len(harness.calls) == 1
 
+    def test_an_entry_that_cannot_be_handed_over_leaves_the_timer_running(
+        self, harness: Harness, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A due entry whose hand-over raises (a bug) is logged; the timer goes on with
+        every other task, and the task is resynchronised from its stream, which arms its
+        fire again: it runs once, a moment late."""
+        runtime = harness.runtime
+        real_command = runtime._command
+        failed: list[str] = []
+
+        def command(task_id: str, command: cmd.Command) -> None:
+            if isinstance(command, cmd.Fire) and task_id == "a" and not failed:
+                failed.append(task_id)
+                raise RuntimeError("a bug in handing over a fire")
+            real_command(task_id, command)
+
+        monkeypatch.setattr(runtime, "_command", command)
+        at = harness.clock.now() + timedelta(minutes=1)
+        harness.schedule("a", "record", DateTrigger(run_at=at))
+        harness.schedule("b", "record", DateTrigger(run_at=at + timedelta(seconds=5)))
+        harness.advance(60)
+        assert failed == ["a"]
+        harness.advance(5)
+        assert [e.nominal_time for e in harness.events("a", ExecutionStarted)] == [at]
+        assert len(harness.events("b", ExecutionSucceeded)) == 1
+        assert len(harness.calls) == 2
+
     def test_cron_task_runs_on_cron_instants(self, harness: Harness) -> None:
         """A cron task fires at each matching minute, including the one it was scheduled at."""
         harness.schedule("c", "record", CronTrigger(expression="*/15 * * * *", timezone="UTC"))

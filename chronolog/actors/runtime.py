@@ -7,6 +7,7 @@ to), and an orderly stop.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import threading
 import time
@@ -280,21 +281,36 @@ class Runtime:
 
     def _on_timer(self, batch: Sequence[Due]) -> None:
         for due in batch:
-            if isinstance(due, FireDue):
-                self._command(due.task_id, cmd.Fire(nominal_time=due.nominal_time))
-            elif isinstance(due, RetryDue):
-                self._command(due.task_id, cmd.RetryDue(execution_id=due.execution_id))
-            elif isinstance(due, TimeoutDue):
-                self._command(due.task_id, cmd.TimeoutDue(execution_id=due.execution_id))
-            elif isinstance(due, ReleaseDue):
-                self.executor.release(due.execution_id)
-            elif due.name == PASSIVATE_WAKE:
-                idle = self.settings.actor_idle_seconds
-                for slot in self._slots:
-                    self._post(Passivate(idle), slot)
-                self.timer.add(self.clock.now() + timedelta(seconds=idle / 2), due)
-            elif due.name.startswith(RESTART_PREFIX):
-                self._post(Resync(due.name[len(RESTART_PREFIX) :]))
+            try:
+                self._on_due(due)
+            except Exception:
+                # Whatever went wrong with one entry (a bug, an executor already shut
+                # down), the timer's thread lives on for every other task. The task is
+                # resynchronised from its stream: that re-arms its entries and recovers an
+                # execution that was held for this release and never began.
+                task_id = getattr(due, "task_id", None)
+                log.exception("a due timer entry could not be handed over", task_id=task_id)
+                if task_id is not None:
+                    with contextlib.suppress(Exception):
+                        self._post(Resync(task_id))
+
+    def _on_due(self, due: Due) -> None:
+        """Hand one due entry to whoever acts on it."""
+        if isinstance(due, FireDue):
+            self._command(due.task_id, cmd.Fire(nominal_time=due.nominal_time))
+        elif isinstance(due, RetryDue):
+            self._command(due.task_id, cmd.RetryDue(execution_id=due.execution_id))
+        elif isinstance(due, TimeoutDue):
+            self._command(due.task_id, cmd.TimeoutDue(execution_id=due.execution_id))
+        elif isinstance(due, ReleaseDue):
+            self.executor.release(due.execution_id)
+        elif due.name == PASSIVATE_WAKE:
+            idle = self.settings.actor_idle_seconds
+            for slot in self._slots:
+                self._post(Passivate(idle), slot)
+            self.timer.add(self.clock.now() + timedelta(seconds=idle / 2), due)
+        elif due.name.startswith(RESTART_PREFIX):
+            self._post(Resync(due.name[len(RESTART_PREFIX) :]))
 
     def _command(self, task_id: str, command: Command) -> None:
         self._post(TaskCommand(task_id=task_id, command=command))
