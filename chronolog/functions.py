@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -14,6 +14,55 @@ from chronolog.errors import UnknownFunctionError, ValidationError
 
 if TYPE_CHECKING:
     from chronolog.settings import Settings
+
+
+class CallRules(msgspec.Struct, frozen=True):
+    """Which ``parameters`` a function can be called with, read from its signature once.
+
+    ``required``: names without a default; ``allowed``: every name it takes by keyword, or
+    None when it takes ``**kwargs`` (or has no signature to read). ``context`` is neither:
+    the executor passes it.
+    """
+
+    required: frozenset[str] = frozenset()
+    allowed: frozenset[str] | None = None
+
+    @classmethod
+    def of(cls, function: Callable[..., Any]) -> CallRules:
+        """The rules of ``function``'s signature (anything goes when it has none)."""
+        try:
+            parameters = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):
+            return cls()
+        required: set[str] = set()
+        allowed: set[str] | None = set()
+        for parameter in parameters:
+            if parameter.name == "context":
+                continue
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                allowed = None
+            elif parameter.kind is not inspect.Parameter.VAR_POSITIONAL:
+                if parameter.default is inspect.Parameter.empty:
+                    required.add(parameter.name)
+                if allowed is not None and parameter.kind is not inspect.Parameter.POSITIONAL_ONLY:
+                    allowed.add(parameter.name)
+        return cls(frozenset(required), None if allowed is None else frozenset(allowed))
+
+    def problems(self, parameters: Mapping[str, Any]) -> str | None:
+        """What keeps a call with ``parameters`` (as keywords) from binding, or None."""
+        given = parameters.keys() - {"context"}
+        missing = sorted(self.required - given)
+        unknown = sorted(given - self.allowed) if self.allowed is not None else []
+        if "context" in parameters:
+            unknown.append("context (chronolog passes it)")
+        if not missing and not unknown:
+            return None
+        said = []
+        if missing:
+            said.append(f"missing {', '.join(missing)}")
+        if unknown:
+            said.append(f"not taken: {', '.join(unknown)}")
+        return "; ".join(said)
 
 
 class RegisteredFunction(msgspec.Struct, frozen=True):
@@ -25,6 +74,22 @@ class RegisteredFunction(msgspec.Struct, frozen=True):
     is_async: bool
     accepts_context: bool
     description: str = ""
+    rules: CallRules = CallRules()
+
+    def check_parameters(self, parameters: Mapping[str, Any]) -> None:
+        """Raise ``ValidationError`` unless a run could call the function with these
+        ``parameters``: a mistake is refused when it is scheduled, not found at every run."""
+        problems = self.rules.problems(parameters)
+        if problems is not None:
+            takes = (
+                "anything"
+                if self.rules.allowed is None
+                else ", ".join(sorted(self.rules.allowed)) or "no parameters"
+            )
+            raise ValidationError(
+                f"parameters do not fit {self.name!r}: {problems} (it takes {takes})",
+                details={"field": "parameters", "function_name": self.name},
+            )
 
 
 class FunctionRegistry:
@@ -41,11 +106,13 @@ class FunctionRegistry:
         *,
         module_id: str | None = None,
         description: str = "",
+        rules: CallRules | None = None,
     ) -> RegisteredFunction:
         """Register ``function`` under ``name``.
 
         A function that declares a parameter named ``context`` receives the
-        :class:`~chronolog.actors.executor.ExecutionContext` of each run in it.
+        :class:`~chronolog.actors.executor.ExecutionContext` of each run in it. ``rules``:
+        the parameters it takes, when not ``function``'s own (a stand-in's).
         """
         if not isinstance(name, str) or not name.strip() or len(name) > 200:
             raise ValidationError(f"function name must be a non-empty string, got {name!r}")
@@ -62,6 +129,7 @@ class FunctionRegistry:
             is_async=inspect.iscoroutinefunction(function),
             accepts_context="context" in parameters,
             description=description or (inspect.getdoc(function) or "").split("\n", 1)[0],
+            rules=CallRules.of(function) if rules is None else rules,
         )
         with self._lock:
             self._functions[name] = entry

@@ -313,15 +313,17 @@ def build_definition(
         raise ValidationError(
             "name must be a non-empty string of at most 500 characters", details={"field": "name"}
         )
-    registry.get(request.function_name)
+    function = registry.get(request.function_name)
     if request.module_id is not None:
         check_id(request.module_id, "module_id")
+    parameters = check_parameters(request.parameters)
     trigger = build_trigger(request, settings, now)
+    function.check_parameters(parameters)
     definition = TaskDefinition(
         name=request.name,
         function_name=request.function_name,
         module_id=request.module_id,
-        parameters=check_parameters(request.parameters),
+        parameters=parameters,
         trigger=trigger,
         policies=build_policies(request, settings),
     )

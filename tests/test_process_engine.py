@@ -330,6 +330,11 @@ BAD_CALLS: list[tuple[str, BadCall, str]] = [
         "invalid_trigger",
     ),
     ("unknown keyword", lambda s: s.schedule_event("x", "probe.echo", bogus=1), "invalid_argument"),
+    (
+        "parameters the host function does not take",
+        lambda s: s.schedule_event("x", "probe.echo", parameters={"nope": 1}),
+        "invalid_argument",
+    ),
     ("get unknown id", lambda s: s.get_event("no-such-task"), "not_found"),
     ("cancel unknown id", lambda s: s.cancel_event("no-such-task"), "not_found"),
     ("malformed id", lambda s: s.get_event("not an id!"), "invalid_argument"),

@@ -22,6 +22,7 @@ from chronolog import module as module_module
 from chronolog.actors.messages import CommandOutcome
 from chronolog.actors.shard import PROCESS_ROUND_SIZE, ROUND_SIZE
 from chronolog.errors import ValidationError
+from chronolog.functions import CallRules, FunctionRegistry
 from chronolog.host_loop import BOARD_READS_PER_TURN, PROCESS_BOARD_READS_PER_TURN
 from chronolog.process import child
 from chronolog.process import messages as msg
@@ -436,6 +437,8 @@ class TestBadInput:
             ({"overlap": "sometimes"}, "invalid_argument"),
             ({"max_retries": -1}, "invalid_argument"),
             ({"name": ""}, "invalid_argument"),
+            ({"parameters": {"compress": True, "level": 9}}, "invalid_argument"),
+            ({"function_name": "failing_job", "parameters": {"disk": "/"}}, "invalid_argument"),
         ],
     )
     def test_bad_schedule_requests_change_nothing(
@@ -706,7 +709,7 @@ class TestEventLoop:
                 return answer
 
             svc._send = held_send  # type: ignore[method-assign]
-            parameters = {"payload": "x" * 100}
+            parameters = {"compress": "x" * 100}
             calling = asyncio.ensure_future(
                 svc.schedule_event(
                     name="a",
@@ -770,3 +773,44 @@ class TestEventLoop:
         assert len(stalls) > 100
         assert stalls[len(stalls) // 2] < 0.005
         assert stalls[-1] < 0.5
+
+
+class TestParameters:
+    """A task's parameters must fit its function: a mistake is refused when it is
+    scheduled, not found at every run."""
+
+    def test_the_error_says_what_is_missing_and_what_the_function_takes(self) -> None:
+        def report(
+            day: str, *, recipients: list[str], fmt: str = "pdf", context: Any = None
+        ) -> None:
+            """A function with required, optional and keyword-only parameters."""
+
+        entry = FunctionRegistry().register("report", report)
+        entry.check_parameters({"day": "mon", "recipients": []})
+        entry.check_parameters({"day": "mon", "recipients": [], "fmt": "html"})
+        with pytest.raises(ValidationError) as caught:
+            entry.check_parameters({"day": "mon", "format": "html"})
+        error = caught.value
+        assert error.details == {"field": "parameters", "function_name": "report"}
+        assert error.message == (
+            "parameters do not fit 'report': missing recipients; not taken: format "
+            "(it takes day, fmt, recipients)"
+        )
+        with pytest.raises(ValidationError, match="context \\(chronolog passes it\\)"):
+            entry.check_parameters({"day": "mon", "recipients": [], "context": 1})
+
+    def test_a_function_with_keyword_arguments_takes_any_name(self) -> None:
+        def anything(**options: Any) -> None:
+            """Takes any keyword."""
+
+        entry = FunctionRegistry().register("anything", anything)
+        assert entry.rules == CallRules(required=frozenset(), allowed=None)
+        entry.check_parameters({"a": 1, "b": 2})
+
+    def test_positional_only_parameters_cannot_be_given(self) -> None:
+        def positional(path: str, /, depth: int = 1) -> None:
+            """path can only be passed by position, which a task never does."""
+
+        entry = FunctionRegistry().register("positional", positional)
+        with pytest.raises(ValidationError, match=r"not taken: path \(it takes depth\)"):
+            entry.check_parameters({"path": "/tmp"})

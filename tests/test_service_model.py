@@ -1,7 +1,8 @@
 """A state-machine test of the facade against a simple model, on a fake clock.
 
-Any sequence of schedule / pause / resume / cancel / run-now / clock-advance / restart
-keeps the facade's answers equal to the model's, and replaying each task's stream gives
+Any sequence of schedule / pause / resume / cancel / run-now / rename (an update that
+leaves the trigger alone) / clock-advance / restart keeps the facade's answers equal to
+the model's, and replaying each task's stream gives
 the state the live system reports.
 """
 
@@ -35,6 +36,7 @@ class ModelTask:
     every: timedelta | None  # None: one-shot
     start: datetime
     next: datetime | None
+    name: str
     status: str = "scheduled"
     runs: int = 0
 
@@ -109,7 +111,10 @@ class FacadeMachine(RuleBasedStateMachine):
             )
         task_id = r.unwrap()
         self.model[task_id] = ModelTask(
-            every=None if every is None else timedelta(minutes=every), start=start, next=start
+            every=None if every is None else timedelta(minutes=every),
+            start=start,
+            next=start,
+            name="once" if every is None else f"every {every}",
         )
         self._settle()
         self.model[task_id].advance_to(self.clock.now())
@@ -169,6 +174,22 @@ class FacadeMachine(RuleBasedStateMachine):
             task.runs += 1
             self._settle()
 
+    @rule(task_id=tasks, name=st.text(alphabet="abc ", min_size=1, max_size=6))
+    def rename(self, task_id: str, name: str) -> None:
+        """An update of other fields than the trigger leaves the schedule as it was."""
+        task = self.model[task_id]
+        r = self.svc.update_event(task_id, name=name)
+        if not name.strip():  # bad input is refused before the task's state is looked at
+            assert r.error is not None and r.error.code == "invalid_argument"
+            return
+        if task.status in ("completed", "cancelled"):
+            assert r.error is not None and r.error.code == "invalid_state"
+            return
+        assert r.ok
+        task.name = name
+        self._settle()
+        task.advance_to(self.clock.now())
+
     @rule()
     def restart(self) -> None:
         self.module.stop_blocking()
@@ -187,6 +208,7 @@ class FacadeMachine(RuleBasedStateMachine):
             row = live[task_id]
             assert row.status == task.status, (task_id, row, task)
             assert row.runs == task.runs, (task_id, row, task)
+            assert row.name == task.name, (task_id, row, task)
             if task.status == "scheduled":
                 assert row.next_fire == task.next
             replayed = replay_task(task_id, store.read_stream(f"task-{task_id}"))

@@ -32,6 +32,7 @@ import structlog
 from chronolog.actors.executor import Executor, FinishCallback
 from chronolog.actors.shard import PROCESS_ROUND_SIZE
 from chronolog.errors import ChronologError
+from chronolog.functions import CallRules
 from chronolog.housekeeping.registrations import CLEANUP_FUNCTION
 from chronolog.module import AppContext, SchedulerModule
 from chronolog.process import messages as msg
@@ -95,11 +96,15 @@ class SchedulerProcess:
         for function in functions:
             if function.name == CLEANUP_FUNCTION:
                 continue  # this process's own
+            allowed = function.allowed
             self.module.registry.register(
                 function.name,
                 _runs_in_host,
                 module_id=function.module_id,
                 description=function.description or "-",
+                rules=CallRules(
+                    frozenset(function.required), None if allowed is None else frozenset(allowed)
+                ),
             )
 
     # --- running ----------------------------------------------------------------------------

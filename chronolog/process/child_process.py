@@ -308,7 +308,15 @@ class ChildProcess:
 
 
 def function_info(entry: RegisteredFunction) -> msg.FunctionInfo:
-    return msg.FunctionInfo(entry.name, entry.module_id, entry.description)
+    """What the scheduler process needs to know of a host function."""
+    allowed = entry.rules.allowed
+    return msg.FunctionInfo(
+        entry.name,
+        entry.module_id,
+        entry.description,
+        required=sorted(entry.rules.required),
+        allowed=None if allowed is None else sorted(allowed),
+    )
 
 
 def gone() -> ServiceUnavailableError:

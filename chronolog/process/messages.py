@@ -22,6 +22,10 @@ class FunctionInfo(msgspec.Struct, frozen=True):
     name: str
     module_id: str | None
     description: str
+    #: Its parameters without a default, and every one it takes (None: ``**kwargs``), so
+    #: that schedules are checked against them here as in the host.
+    required: list[str] = []
+    allowed: list[str] | None = None
 
 
 # --- host to scheduler process -------------------------------------------------------------
