@@ -76,7 +76,7 @@ class RegisteredFunction(msgspec.Struct, frozen=True):
     description: str = ""
     rules: CallRules = CallRules()
 
-    def check_parameters(self, parameters: Mapping[str, Any]) -> None:
+    def check_call(self, parameters: Mapping[str, Any]) -> None:
         """Raise ``ValidationError`` unless a run could call the function with these
         ``parameters``: a mistake is refused when it is scheduled, not found at every run."""
         problems = self.rules.problems(parameters)

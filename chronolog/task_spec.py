@@ -318,7 +318,7 @@ def build_definition(
         check_id(request.module_id, "module_id")
     parameters = check_parameters(request.parameters)
     trigger = build_trigger(request, settings, now)
-    function.check_parameters(parameters)
+    function.check_call(parameters)
     definition = TaskDefinition(
         name=request.name,
         function_name=request.function_name,

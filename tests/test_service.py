@@ -786,10 +786,10 @@ class TestParameters:
             """A function with required, optional and keyword-only parameters."""
 
         entry = FunctionRegistry().register("report", report)
-        entry.check_parameters({"day": "mon", "recipients": []})
-        entry.check_parameters({"day": "mon", "recipients": [], "fmt": "html"})
+        entry.check_call({"day": "mon", "recipients": []})
+        entry.check_call({"day": "mon", "recipients": [], "fmt": "html"})
         with pytest.raises(ValidationError) as caught:
-            entry.check_parameters({"day": "mon", "format": "html"})
+            entry.check_call({"day": "mon", "format": "html"})
         error = caught.value
         assert error.details == {"field": "parameters", "function_name": "report"}
         assert error.message == (
@@ -797,7 +797,7 @@ class TestParameters:
             "(it takes day, fmt, recipients)"
         )
         with pytest.raises(ValidationError, match="context \\(chronolog passes it\\)"):
-            entry.check_parameters({"day": "mon", "recipients": [], "context": 1})
+            entry.check_call({"day": "mon", "recipients": [], "context": 1})
 
     def test_a_function_with_keyword_arguments_takes_any_name(self) -> None:
         def anything(**options: Any) -> None:
@@ -805,7 +805,7 @@ class TestParameters:
 
         entry = FunctionRegistry().register("anything", anything)
         assert entry.rules == CallRules(required=frozenset(), allowed=None)
-        entry.check_parameters({"a": 1, "b": 2})
+        entry.check_call({"a": 1, "b": 2})
 
     def test_positional_only_parameters_cannot_be_given(self) -> None:
         def positional(path: str, /, depth: int = 1) -> None:
@@ -813,4 +813,4 @@ class TestParameters:
 
         entry = FunctionRegistry().register("positional", positional)
         with pytest.raises(ValidationError, match=r"not taken: path \(it takes depth\)"):
-            entry.check_parameters({"path": "/tmp"})
+            entry.check_call({"path": "/tmp"})
