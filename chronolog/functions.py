@@ -28,15 +28,13 @@ class CallRules(msgspec.Struct, frozen=True):
     allowed: frozenset[str] | None = None
 
     @classmethod
-    def of(cls, function: Callable[..., Any]) -> CallRules:
-        """The rules of ``function``'s signature (anything goes when it has none)."""
-        try:
-            parameters = inspect.signature(function).parameters.values()
-        except (TypeError, ValueError):
+    def of(cls, signature: inspect.Signature | None) -> CallRules:
+        """The rules of a function's signature (anything goes when it has none)."""
+        if signature is None:
             return cls()
         required: set[str] = set()
         allowed: set[str] | None = set()
-        for parameter in parameters:
+        for parameter in signature.parameters.values():
             if parameter.name == "context":
                 continue
             if parameter.kind is inspect.Parameter.VAR_KEYWORD:
@@ -118,18 +116,19 @@ class FunctionRegistry:
             raise ValidationError(f"function name must be a non-empty string, got {name!r}")
         if not callable(function):
             raise ValidationError(f"{name!r}: {function!r} is not callable")
+        signature: inspect.Signature | None
         try:
-            parameters = inspect.signature(function).parameters
+            signature = inspect.signature(function)
         except (TypeError, ValueError):
-            parameters = {}  # type: ignore[assignment]
+            signature = None  # some builtins: nothing to read
         entry = RegisteredFunction(
             name=name,
             function=function,
             module_id=module_id,
             is_async=inspect.iscoroutinefunction(function),
-            accepts_context="context" in parameters,
+            accepts_context=signature is not None and "context" in signature.parameters,
             description=description or (inspect.getdoc(function) or "").split("\n", 1)[0],
-            rules=CallRules.of(function) if rules is None else rules,
+            rules=CallRules.of(signature) if rules is None else rules,
         )
         with self._lock:
             self._functions[name] = entry
