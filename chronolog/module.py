@@ -241,8 +241,8 @@ class SchedulerModule:
                     retry_in_seconds=delay,
                     failures=self.projector_failures,
                 )
-            if stop.wait(delay):
-                return
+                if stop.wait(delay):
+                    return
 
     def _start_process(self) -> None:
         from chronolog.process.engine import ProcessEngine  # only this engine needs it
