@@ -25,6 +25,7 @@ from chronolog.triggers import (
     IntervalTrigger,
     TriggerSpec,
     machine_zone,
+    next_fire,
     validate,
 )
 from chronolog.triggers.spec import AmbiguousPolicy, IntervalUnit, MonthEndPolicy, NonexistentPolicy
@@ -223,7 +224,23 @@ def _build_trigger(request: ScheduleRequest, settings: Settings, now: datetime) 
         )
     else:
         spec = DateTrigger(run_at=start or now, **common)
-    return validate(spec)
+    spec = validate(spec)
+    # A cron task without next_execution first fires at its expression's next instant after
+    # now: the anchor check above had nothing to compare end_date with.
+    if (
+        isinstance(spec, CronTrigger)
+        and start is None
+        and end is not None
+        and next_fire(spec, now) is None
+    ):
+        local_now = now.astimezone(get_zone(zone)).isoformat()
+        raise InvalidTriggerError(
+            f"cron_expression {request.cron_expression!r} has no fire between now "
+            f"({local_now}) and end_date {end.isoformat()}, so the task could never run: "
+            "move end_date later, or leave it out",
+            details={"field": "end_date"},
+        )
+    return spec
 
 
 def build_policies(request: ScheduleRequest, settings: Settings) -> TaskPolicies:

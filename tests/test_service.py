@@ -28,6 +28,7 @@ from chronolog.process import child
 from chronolog.process import messages as msg
 from chronolog.projections import writer
 from chronolog.testing import FakeClock
+from chronolog.triggers import CronTrigger, next_fire
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -466,6 +467,14 @@ class TestBadInput:
             ({"recurring": True, "interval_type": "days", "end_date": -1}, "end_date"),
             ({"end_date": -1}, "end_date"),
             ({"cron_expression": "0 3 * * *", "end_date": -1}, "end_date"),
+            (
+                {
+                    "cron_expression": "0 3 * * *",
+                    "timezone": "UTC",
+                    "end_date": "before-first-fire",
+                },
+                "end_date",
+            ),
             ({"cron_expression": "61 * * * *"}, "cron_expression"),
             ({"cron_expression": "0 3 * * *", "interval_type": "days"}, "interval_type"),
             ({"jitter": -1}, "jitter"),
@@ -479,7 +488,9 @@ class TestBadInput:
     ) -> None:
         """An error says which of schedule_event's own parameters is wrong (interval_value,
         not the trigger's ``every``), in ``details["field"]`` and in its message, and
-        appends nothing. ``end_date: -1`` stands for a day before next_execution."""
+        appends nothing. ``end_date: -1`` stands for a day before next_execution;
+        ``"before-first-fire"``, with no next_execution, for a moment after now but before
+        the cron expression's first fire (a task that could never run)."""
         svc = host.svc.sync
         before = host.log_size()
         first = host.clock.now() + timedelta(days=1)
@@ -491,6 +502,11 @@ class TestBadInput:
             request["end_date"] = first - timedelta(days=1)
             if "cron_expression" in kwargs:
                 request["next_execution"] = first
+        if kwargs.get("end_date") == "before-first-fire":
+            cron = CronTrigger(expression=kwargs["cron_expression"], timezone="UTC")
+            first_fire = next_fire(cron, host.clock.now())
+            assert first_fire is not None
+            request["end_date"] = first_fire.nominal - timedelta(seconds=1)
         if request.get("recurring") and "interval_value" not in kwargs:
             request["interval_value"] = 1
         r = svc.schedule_event(**request)
