@@ -189,6 +189,8 @@ def import_callable(spec: str) -> Callable[..., Any]:
 
 
 def register_configured_functions(service: _Registers, settings: Settings) -> None:
-    """Register the ``functions`` table of the settings (name -> ``module:callable``)."""
-    for name, spec in sorted(settings.functions.items()):
-        service.register_function(name, import_callable(spec), module_id="config")
+    """Register the ``functions`` table of the settings (name -> ``module:callable``): all of
+    them, or none when one cannot be imported."""
+    imported = [(name, import_callable(spec)) for name, spec in sorted(settings.functions.items())]
+    for name, function in imported:
+        service.register_function(name, function, module_id="config")
