@@ -21,7 +21,7 @@ from chronolog import AppContext, Cause, SchedulerModule, SchedulerService, Sett
 from chronolog import module as module_module
 from chronolog.actors.messages import CommandOutcome
 from chronolog.actors.shard import PROCESS_ROUND_SIZE, ROUND_SIZE
-from chronolog.errors import ValidationError
+from chronolog.errors import NotFoundError, ValidationError
 from chronolog.functions import CallRules, FunctionRegistry
 from chronolog.host_loop import BOARD_READS_PER_TURN, PROCESS_BOARD_READS_PER_TURN
 from chronolog.process import child
@@ -111,6 +111,53 @@ class TestPublicApi:
             return str(r.value)
 
         assert len(_run(main())) == 32
+
+    def test_a_host_registry_of_its_own_and_async_with(self, tmp_path: Path) -> None:
+        """Any object with register_service and get_service takes the facade; the module
+        works as an async context manager, and a second start is a no-op."""
+
+        class HostRegistry:
+            def __init__(self) -> None:
+                self.services: dict[str, Any] = {}
+
+            def register_service(self, name: str, service: Any) -> None:
+                self.services[name] = service
+
+            def get_service(self, name: str) -> Any:
+                return self.services[name]
+
+        async def main() -> int:
+            registry = HostRegistry()
+            module = SchedulerModule(Settings(data_dir=str(tmp_path / "data")))
+            module.register(registry)
+            async with module:
+                await module.start()
+                svc = registry.get_service("scheduler_service")
+                svc.register_function("backup_database", backup_database)
+                r = await svc.schedule_event(
+                    name="x",
+                    function_name="backup_database",
+                    next_execution=datetime.now(UTC) + timedelta(days=1),
+                )
+                assert r.ok, r.error
+                total = (await svc.list_events()).unwrap().total
+            assert (await svc.get_event(r.value)).error.code == "unavailable"
+            return total
+
+        assert _run(main()) == 1
+
+    def test_the_registry_refuses_what_it_cannot_hold(self, tmp_path: Path) -> None:
+        """A registry without the two methods is refused; AppContext names what it has."""
+        module = SchedulerModule(Settings(data_dir=str(tmp_path / "data")))
+        with pytest.raises(ValidationError, match="register_service"):
+            module.register(object())  # type: ignore[arg-type]
+        app = AppContext()
+        with pytest.raises(ValidationError, match="non-empty string"):
+            app.register_service("", object())
+        module.register(app)
+        assert app.has_service("scheduler_service")
+        with pytest.raises(NotFoundError, match=r"registered: scheduler_service"):
+            app.get_service("housekeeper")
 
     def test_a_task_is_listed_as_soon_as_schedule_returns(self, host: Host) -> None:
         """Read-your-writes: the projection has the task when schedule_event has returned."""
