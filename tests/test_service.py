@@ -503,6 +503,52 @@ class TestBadInput:
         assert host.log_size() == before
 
     @pytest.mark.parametrize(
+        ("method", "kwargs", "code"),
+        [
+            ("register_cleanup", {"priority": "high"}, "invalid_argument"),
+            ("register_cleanup", {"directory": ""}, "invalid_argument"),
+            ("register_cleanup", {"module_id": "no spaces allowed"}, "invalid_argument"),
+            ("register_cleanup", {"retention_days": -1}, "invalid_argument"),
+            ("run_cleanup", {"dry_run": "yes"}, "invalid_argument"),
+            ("run_cleanup", {"registration_id": "missing"}, "not_found"),
+            ("explain_event", {"event_id": "missing"}, "not_found"),
+            ("preview_event", {"count": 0}, "invalid_argument"),
+            ("preview_event", {"count": True}, "invalid_argument"),
+            ("pause_event", {"note": "x" * 2001}, "invalid_argument"),
+            ("schedule_event", {"caused_by": "an agent"}, "invalid_argument"),
+            ("schedule_event", {"no_such_option": 1}, "invalid_argument"),
+        ],
+    )
+    def test_bad_calls_to_other_methods_change_nothing(
+        self, host: Host, tmp_path: Path, method: str, kwargs: dict[str, Any], code: str
+    ) -> None:
+        """The facade's other entry points validate too: a typed error, nothing appended."""
+        svc = host.svc.sync
+        event_id = svc.schedule_event(
+            name="x",
+            function_name="backup_database",
+            next_execution=host.clock.now() + timedelta(days=1),
+        ).unwrap()
+        defaults: dict[str, dict[str, Any]] = {
+            "register_cleanup": {
+                "directory": str(tmp_path),
+                "pattern": "*.log",
+                "retention_days": 1,
+            },
+            "run_cleanup": {},
+            "explain_event": {},
+            "preview_event": {"event_id": event_id},
+            "pause_event": {"event_id": event_id},
+            "schedule_event": {"name": "y", "function_name": "backup_database"},
+        }
+        before = host.log_size()
+        r = getattr(svc, method)(**{**defaults[method], **kwargs})
+        assert r.error is not None, r
+        assert r.error.code == code, r.error
+        assert r.error.message
+        assert host.log_size() == before
+
+    @pytest.mark.parametrize(
         ("kwargs", "field"),
         [
             ({"recurring": True, "interval_type": "hours", "interval_value": 0}, "interval_value"),
