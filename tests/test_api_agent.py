@@ -592,6 +592,49 @@ class TestCleanupTools:
         assert old.exists()
 
 
+class TestHousekeeperLifecycle:
+    """The facade's side of the Housekeeper that the agent tools do not reach."""
+
+    def test_unregister_cancels_the_task_and_keeps_the_history(self, host: Host) -> None:
+        """Unregistering leaves the files alone, cancels the registration's task, keeps the
+        registration (inactive) with its runs, and a second unregister is not_found."""
+        svc = host.svc.sync
+        old = _file(host.clean, "old.log", datetime(2026, 1, 1, tzinfo=UTC))
+        registration_id = svc.register_cleanup(str(host.clean), "*.log", retention_days=30).unwrap()
+        [outcome] = svc.run_cleanup(registration_id, dry_run=True).unwrap()
+        assert outcome.error is None
+        assert svc.unregister_cleanup(registration_id).unwrap() == registration_id
+        assert host.module.settle(10)
+        assert old.exists()
+        assert svc.list_cleanups().unwrap() == []
+        [row] = svc.list_cleanups(include_inactive=True).unwrap()
+        assert (row.active, row.runs, row.unregistered_at is not None) == (False, 1, True)
+        assert svc.get_event(f"cleanup-{registration_id}").unwrap().status == "cancelled"
+        before = host.position()
+        for missing in (registration_id, "0123456789abcdef0123"):
+            assert svc.unregister_cleanup(missing).error.code == "not_found"
+            assert svc.run_cleanup(missing).error.code == "not_found"
+        assert svc.unregister_cleanup("../x").error.code == "invalid_argument"
+        assert host.position() == before
+
+    def test_a_run_that_fails_is_recorded_and_answered(self, host: Host) -> None:
+        """A registered directory that is gone by the run: the run is recorded failed, its
+        outcome says why, and nothing else is touched."""
+        svc = host.svc.sync
+        gone = host.clean / "gone"
+        gone.mkdir()
+        kept = _file(host.clean, "kept.log", datetime(2026, 1, 1, tzinfo=UTC))
+        registration_id = svc.register_cleanup(str(gone), "*.log", retention_days=1).unwrap()
+        gone.rmdir()
+        [outcome] = svc.run_cleanup(registration_id, dry_run=False).unwrap()
+        assert outcome.error_code == "invalid_argument", outcome
+        assert outcome.error is not None and "does not exist" in outcome.error
+        assert host.module.settle(10)
+        [row] = svc.list_cleanups().unwrap()
+        assert (row.runs, row.last_run_status) == (1, "failed")
+        assert kept.exists()
+
+
 class TestAnyInput:
     """The dispatcher answers every input with an ``ok`` object and never raises."""
 
