@@ -408,6 +408,11 @@ class TestScheduleTask:
                 "invalid_argument",
             ),
             ({**R, "timezone": "Mars/Olympus"}, "invalid_trigger"),
+            # Its first fire (1 January 2027) is after its end: it could never run.
+            (
+                {**R, "cron_expression": "0 9 1 1 *", "end_date": "2026-12-31T00:00:00Z"},
+                "invalid_trigger",
+            ),
             ({"name": "x", "function_name": "os.system"}, "unknown_function"),
             ({"name": "x", "function_name": "chronolog.internal_helper"}, "unknown_function"),
             ({"name": "x", "function_name": "chronolog.cleanup"}, "unknown_function"),
