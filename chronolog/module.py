@@ -29,7 +29,7 @@ from chronolog.functions import FunctionRegistry, RegisteredFunction
 from chronolog.housekeeping.registrations import CLEANUP_FUNCTION, make_cleanup_function
 from chronolog.logs import configure_logging
 from chronolog.service import SchedulerService
-from chronolog.settings import Settings
+from chronolog.settings import Settings, check_settings
 
 # The thread engine's parts (pykka, DuckDB, the SQLite store) are imported when that engine
 # starts: a host whose scheduler runs in a child process never loads them, which keeps
@@ -114,7 +114,7 @@ class SchedulerModule:
         has its own clock and store, so it takes neither ``clock`` nor ``store``, and is
         not for a maintenance instance.
         """
-        self.settings = settings or Settings()
+        self.settings = check_settings(settings or Settings())
         if self.settings.engine == "process" and (
             clock is not None or store is not None or not fire_timers
         ):

@@ -19,7 +19,7 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, get_args
 
 import msgspec
 import structlog
@@ -35,7 +35,7 @@ from chronolog.errors import (
     ServiceUnavailableError,
     ValidationError,
 )
-from chronolog.events import Cause, EventMetadata, TaskDefinition
+from chronolog.events import Cause, CauseKind, EventMetadata, TaskDefinition
 from chronolog.host_loop import (
     BOARD_READS_PER_TURN,
     PROCESS_BOARD_READS_PER_TURN,
@@ -46,6 +46,7 @@ from chronolog.host_loop import (
 )
 from chronolog.housekeeping.registrations import Registration, RunOutcome
 from chronolog.ids import new_id
+from chronolog.limits import MAX_INT32, check_int, check_text
 from chronolog.result import ErrorInfo, Result
 from chronolog.task_spec import (
     ScheduleRequest,
@@ -571,10 +572,9 @@ class SchedulerService:
             remove_empty_dirs=remove_empty_dirs,
             age_basis=age_basis,
         )
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            raise ValidationError(
-                f"priority must be an integer, got {priority!r}", details={"field": "priority"}
-            )
+        check_int(priority, "priority", minimum=-MAX_INT32, maximum=MAX_INT32)
+        if schedule is not None:
+            check_text(schedule, "schedule", max_length=200)
         if module_id is not None:
             check_id(module_id, "module_id")
         if not isinstance(directory, str) or not directory:
@@ -586,7 +586,7 @@ class SchedulerService:
             rules=rules,
             priority=priority,
             schedule=schedule,
-            description=_note(description) or "",
+            description=_note(description, "description") or "",
             module_id=module_id,
             timezone=resolve_zone(None, self._module.settings),
             cause=_cause(caused_by),
@@ -652,7 +652,7 @@ class SchedulerService:
         """Ask the Housekeeper (a run may take long: ten times the usual timeout)."""
         loop = asyncio.get_running_loop()
         answer = await replies_of(loop, REPLY_TIMEOUT * 10, "the Housekeeper").ask(send)
-        if isinstance(answer, ChronologError):
+        if isinstance(answer, Exception):  # a ChronologError, or what the actor hit
             raise answer
         self._note_written(self._module.require_runtime().store.last_position())
         return answer
@@ -802,19 +802,29 @@ def _projections_late() -> RequestTimeoutError:
     return RequestTimeoutError("the projections did not catch up in time")
 
 
+_CAUSE_KINDS = frozenset(get_args(CauseKind))
+
+
 def _cause(caused_by: Cause | None) -> Cause:
     if caused_by is None:
         return Cause(kind="host")
     if not isinstance(caused_by, Cause):
         raise ValidationError("caused_by must be a chronolog.events.Cause")
+    # A Struct's constructor checks no types: the kind and id are checked here.
+    if caused_by.kind not in _CAUSE_KINDS:
+        raise ValidationError(
+            f"caused_by.kind must be one of {', '.join(sorted(_CAUSE_KINDS))}, "
+            f"got {caused_by.kind!r}",
+            details={"field": "caused_by"},
+        )
+    if caused_by.id is not None:
+        check_text(caused_by.id, "caused_by.id", max_length=200)
     return caused_by
 
 
-def _note(note: str | None) -> str | None:
-    if note is not None and (not isinstance(note, str) or len(note) > 2000):
-        raise ValidationError(
-            "note must be a string of at most 2000 characters", details={"field": "note"}
-        )
+def _note(note: str | None, field: str = "note") -> str | None:
+    if note is not None:
+        check_text(note, field, max_length=2000, allow_empty=True)
     return note
 
 

@@ -16,12 +16,17 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from chronolog.errors import ValidationError
+from chronolog.limits import MAX_POLICY_COUNT, MAX_SECONDS
 
 LogFormat = Literal["auto", "json", "console"]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+#: Policy defaults end up in every task's policies: the same bounds as a task's own.
+PolicySeconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS)]
+PolicyTimeout = Annotated[float, msgspec.Meta(gt=0, le=MAX_SECONDS)]
+PolicyCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_POLICY_COUNT)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 
 ENV_PREFIX = "CHRONOLOG_"
@@ -40,11 +45,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: Threads that run synchronous task functions.
     executor_threads: PositiveInt = 8
     #: Retries after a failed execution, for tasks that do not say.
-    default_max_retries: NonNegativeInt = 0
+    default_max_retries: PolicyCount = 0
     #: First retry delay in seconds (doubles per attempt).
-    default_retry_backoff: NonNegativeFloat = 1.0
+    default_retry_backoff: PolicySeconds = 1.0
     #: Execution timeout in seconds for tasks that do not say (None: no timeout).
-    default_timeout: PositiveFloat | None = None
+    default_timeout: PolicyTimeout | None = None
     #: Most job actors alive at once (each holds its task's state in memory); the least
     #: recently used idle ones are passivated to stay under it.
     max_live_actors: PositiveInt = 20_000
@@ -60,7 +65,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: after the one the timer woke for are committed with it. 0 commits at the instant.
     fire_lead_seconds: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.1
     #: Seconds a fire may be late and still count as on time (None: always on time).
-    default_misfire_grace: NonNegativeFloat | None = 60.0
+    default_misfire_grace: PolicySeconds | None = 60.0
     #: IANA zone for tasks that do not name one (None: the machine's zone, else UTC).
     default_timezone: str | None = None
     #: ``json`` lines, ``console`` for people, ``auto`` picks by whether stderr is a tty.
@@ -171,12 +176,24 @@ def load_settings(
         for key, value in layer.items():
             merged[key] = value
             origins[key] = origin
+    return _converted(merged, origins)
+
+
+def check_settings(settings: Settings) -> Settings:
+    """``settings`` itself when every field is within its bounds, else a
+    :class:`ValidationError` naming the field. (A Struct's constructor checks nothing, so
+    ``Settings(executor_threads=0)`` builds; the module checks what it is given.)"""
+    _converted(msgspec.structs.asdict(settings), {})
+    return settings
+
+
+def _converted(values: dict[str, Any], origins: Mapping[str, str]) -> Settings:
     try:
-        return msgspec.convert(merged, Settings, strict=False)
+        return msgspec.convert(values, Settings, strict=False)
     except msgspec.ValidationError as exc:
         text = str(exc)
         bad_key = _key_of(text)
-        where = origins.get(bad_key or "", "defaults")
+        where = origins.get(bad_key or "", "the Settings given")
         raise ValidationError(
             f"invalid setting {bad_key or '?'} (from {where}): {text}",
             details={"key": bad_key, "origin": where},

@@ -18,6 +18,18 @@ from chronolog.errors import InvalidTriggerError, ValidationError
 from chronolog.events import CatchupPolicy, OverlapPolicy, TaskDefinition, TaskPolicies
 from chronolog.functions import FunctionRegistry
 from chronolog.housekeeping.model import AgeBasis, CleanupRules
+from chronolog.limits import (
+    MAX_GLOB_LENGTH,
+    MAX_INT32,
+    MAX_INT64,
+    MAX_POLICY_COUNT,
+    check_int,
+    check_retention_days,
+    check_seconds,
+    check_text,
+    instant_in_range,
+    instant_range_message,
+)
 from chronolog.settings import Settings
 from chronolog.triggers import (
     CronTrigger,
@@ -31,8 +43,6 @@ from chronolog.triggers import (
 from chronolog.triggers.spec import AmbiguousPolicy, IntervalUnit, MonthEndPolicy, NonexistentPolicy
 from chronolog.triggers.zones import UnknownZoneError, get_zone, unknown_zone_message
 
-#: Upper bound for retries, concurrency and catch-up limits: larger values are mistakes.
-_MAX_COUNT = 10_000
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 
 
@@ -109,6 +119,8 @@ def _aware(value: datetime | None, zone: str, field: str) -> datetime | None:
         raise ValidationError(
             f"{field} must be a datetime, got {type(value).__name__}", details={"field": field}
         )
+    if not instant_in_range(value):
+        raise ValidationError(instant_range_message(field, value), details={"field": field})
     if value.tzinfo is None or value.utcoffset() is None:
         value = _localize(value, ZoneInfo(zone))
     return value
@@ -171,6 +183,14 @@ def build_trigger(request: ScheduleRequest, settings: Settings, now: datetime) -
 
 
 def _build_trigger(request: ScheduleRequest, settings: Settings, now: datetime) -> TriggerSpec:
+    if not isinstance(request.recurring, bool):
+        raise ValidationError(
+            f"recurring must be true or false, got {request.recurring!r}",
+            details={"field": "recurring"},
+        )
+    # Checked whatever the kind, although only month intervals use it: a bad value is a
+    # mistake worth saying.
+    month_end: MonthEndPolicy = _choice("month_end", request.month_end, MonthEndPolicy) or "clamp"
     zone = resolve_zone(request.timezone, settings)
     start = _aware(request.next_execution, zone, "next_execution")
     end = _aware(request.end_date, zone, "end_date")
@@ -212,9 +232,6 @@ def _build_trigger(request: ScheduleRequest, settings: Settings, now: datetime) 
                 details={"field": "interval_type"},
             )
         unit = _choice("interval_type", request.interval_type, IntervalUnit)
-        month_end: MonthEndPolicy = (
-            _choice("month_end", request.month_end, MonthEndPolicy) or "clamp"
-        )
         spec = IntervalTrigger(
             every=request.interval_value,
             unit=unit,
@@ -272,23 +289,14 @@ def build_policies(request: ScheduleRequest, settings: Settings) -> TaskPolicies
         ("max_concurrent", values.get("max_concurrent", 1), 1),
         ("catchup_limit", values.get("catchup_limit", 1), 1),
     ):
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ValidationError(
-                f"{field} must be an integer >= {minimum}, got {value!r}", details={"field": field}
-            )
+        check_int(value, field, minimum=minimum, maximum=MAX_POLICY_COUNT)
     for field, parameter in (
         ("retry_backoff_seconds", "retry_backoff"),
         ("timeout_seconds", "timeout"),
         ("misfire_grace_seconds", "misfire_grace"),
     ):
-        value = values[field]
-        if value is not None and (
-            not isinstance(value, int | float) or isinstance(value, bool) or value < 0
-        ):
-            raise ValidationError(
-                f"{parameter} must be a number of seconds >= 0, got {value!r}",
-                details={"field": parameter},
-            )
+        if values[field] is not None:
+            check_seconds(values[field], parameter)
     if values["timeout_seconds"] == 0:
         raise ValidationError(
             "timeout must be > 0 seconds (or None for no timeout)", details={"field": "timeout"}
@@ -309,7 +317,8 @@ def check_parameters(parameters: Mapping[str, Any] | None) -> dict[str, Any]:
         )
     try:
         round_trip = msgspec.json.decode(_PARAMS_ENCODER.encode(dict(parameters)))
-    except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+    # UnicodeEncodeError: a string with a lone surrogate, which UTF-8 cannot carry.
+    except (TypeError, msgspec.EncodeError, OverflowError, UnicodeEncodeError) as exc:
         raise ValidationError(
             f"parameters must be JSON-encodable: {exc}", details={"field": "parameters"}
         ) from exc
@@ -326,10 +335,7 @@ def build_definition(
     request: ScheduleRequest, settings: Settings, registry: FunctionRegistry, now: datetime
 ) -> tuple[TaskDefinition, bool]:
     """The validated definition and whether the task is recurring."""
-    if not isinstance(request.name, str) or not request.name.strip() or len(request.name) > 500:
-        raise ValidationError(
-            "name must be a non-empty string of at most 500 characters", details={"field": "name"}
-        )
+    check_text(request.name, "name", max_length=500)
     function = registry.get(request.function_name)
     if request.module_id is not None:
         check_id(request.module_id, "module_id")
@@ -360,23 +366,17 @@ def build_cleanup_rules(
 ) -> CleanupRules:
     """Housekeeper rules from ``register_cleanup`` arguments (paths are checked later,
     against the allowed roots, by the Housekeeper itself)."""
-    if not isinstance(pattern, str) or not pattern:
-        raise ValidationError("pattern must be a non-empty glob", details={"field": "pattern"})
-    if isinstance(exclude, str) or not all(isinstance(e, str) and e for e in exclude):
+    check_text(pattern, "pattern", max_length=MAX_GLOB_LENGTH)
+    if isinstance(exclude, str) or not isinstance(exclude, Sequence):
         raise ValidationError("exclude must be a list of globs", details={"field": "exclude"})
-    for field, value in (("retention_days", retention_days), ("max_total_bytes", max_total_bytes)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | float) or value < 0
-        ):
-            raise ValidationError(
-                f"{field} must be a number >= 0, got {value!r}", details={"field": field}
-            )
-    if max_files is not None and (
-        isinstance(max_files, bool) or not isinstance(max_files, int) or max_files < 0
-    ):
-        raise ValidationError(
-            f"max_files must be an integer >= 0, got {max_files!r}", details={"field": "max_files"}
-        )
+    for glob in exclude:
+        check_text(glob, "exclude", max_length=MAX_GLOB_LENGTH)
+    if retention_days is not None:
+        check_retention_days(retention_days)
+    if max_total_bytes is not None:
+        check_int(max_total_bytes, "max_total_bytes", minimum=0, maximum=MAX_INT64)
+    if max_files is not None:
+        check_int(max_files, "max_files", minimum=0, maximum=MAX_INT32)
     if retention_days is None and max_files is None and max_total_bytes is None:
         raise ValidationError(
             "give at least one of retention_days, max_files or max_total_bytes "
@@ -391,7 +391,7 @@ def build_cleanup_rules(
         pattern=pattern,
         retention_days=None if retention_days is None else float(retention_days),
         max_files=max_files,
-        max_total_bytes=None if max_total_bytes is None else int(max_total_bytes),
+        max_total_bytes=max_total_bytes,
         exclude=tuple(exclude),
         recursive=recursive,
         remove_empty_dirs=remove_empty_dirs,

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from chronolog import Cause, SchedulerModule, Settings
+from chronolog.actors import housekeeper as housekeeper_actor
 from chronolog.api.agent import (
     MAX_ARGUMENT_BYTES,
     AgentDispatcher,
@@ -638,6 +639,47 @@ class TestHousekeeperLifecycle:
         [row] = svc.list_cleanups().unwrap()
         assert (row.runs, row.last_run_status) == (1, "failed")
         assert kept.exists()
+
+    def test_an_unexpected_error_is_answered_and_the_housekeeper_goes_on(
+        self, host: Host, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An exception no check foresaw, in a registration or in a run, comes back as an
+        ``internal`` error; the Housekeeper keeps serving (it used to stop, and every
+        later cleanup call failed), and a run that raised is recorded as failed."""
+        svc = host.svc.sync
+        real_id_for = housekeeper_actor.registration_id_for
+        real_run = housekeeper_actor.run_cleanup
+        failures = {"register": 1, "run": 1}
+
+        def failing_once(name: str, real: Any) -> Any:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                if failures[name]:
+                    failures[name] -= 1
+                    raise RuntimeError(f"{name} broke")
+                return real(*args, **kwargs)
+
+            return call
+
+        monkeypatch.setattr(
+            housekeeper_actor, "registration_id_for", failing_once("register", real_id_for)
+        )
+        monkeypatch.setattr(housekeeper_actor, "run_cleanup", failing_once("run", real_run))
+        old = _file(host.clean, "old.log", datetime(2026, 1, 1, tzinfo=UTC))
+        refused = svc.register_cleanup(str(host.clean), "*.log", retention_days=30)
+        assert refused.error is not None and refused.error.code == "internal", refused
+        assert "register broke" in refused.error.message
+        registration_id = svc.register_cleanup(str(host.clean), "*.log", retention_days=30).unwrap()
+        [broken] = svc.run_cleanup(registration_id).unwrap()
+        assert (broken.error_code, broken.error) == ("internal", "RuntimeError: run broke")
+        assert old.exists()
+        [outcome] = svc.run_cleanup(registration_id).unwrap()
+        assert outcome.error is None and outcome.report is not None
+        assert not old.exists()
+        assert host.module.settle(10)
+        [row] = svc.list_cleanups().unwrap()
+        assert row.runs == 2 and row.last_run_status == "completed"
+        runs = queries.list_cleanup_runs(host.module.require_projector().reader())
+        assert sorted(run.status for run in runs.items) == ["completed", "failed"]
 
 
 class TestAnyInput:

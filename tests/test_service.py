@@ -16,6 +16,8 @@ from typing import Any
 
 import duckdb
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from chronolog import AppContext, Cause, SchedulerModule, SchedulerService, Settings, service
 from chronolog import module as module_module
@@ -381,6 +383,10 @@ class TestUpdate:
             ({"timeout": -1}, "invalid_argument"),
             ({"function_name": "nope"}, "unknown_function"),
             ({"nonsense": 1}, "invalid_argument"),
+            ({"recurring": "yes"}, "invalid_argument"),
+            ({"timeout": float("inf")}, "invalid_argument"),
+            ({"next_execution": datetime(1, 1, 1, tzinfo=UTC)}, "invalid_argument"),
+            ({"name": "\ud800"}, "invalid_argument"),
         ],
     )
     def test_a_bad_update_changes_nothing(
@@ -410,11 +416,11 @@ class TestShardRounds:
         self, tmp_path: Path, clock: FakeClock
     ) -> None:
         """The job shards' round size reaches the runtime: the default, or the module's."""
-        for given, expected in ((None, ROUND_SIZE), (5, 5)):
+        for round_size, expected in ((None, ROUND_SIZE), (5, 5)):
             module = SchedulerModule(
-                Settings(data_dir=str(tmp_path / f"data-{given}")),
+                Settings(data_dir=str(tmp_path / f"data-{round_size}")),
                 clock=clock,
-                shard_round_size=given,
+                shard_round_size=round_size,
             )
             module.register(AppContext())
             module.start_blocking()
@@ -487,6 +493,37 @@ class TestBadInput:
             ({"name": ""}, "invalid_argument"),
             ({"parameters": {"compress": True, "level": 9}}, "invalid_argument"),
             ({"function_name": "failing_job", "parameters": {"disk": "/"}}, "invalid_argument"),
+            # Values of the right type that nothing downstream could represent: a deadline
+            # past datetime's range, an INTEGER column, UTF-8 text in the log.
+            ({"timeout": float("inf")}, "invalid_argument"),
+            ({"timeout": 1e18}, "invalid_argument"),
+            ({"retry_backoff": float("inf")}, "invalid_argument"),
+            ({"misfire_grace": float("nan")}, "invalid_argument"),
+            ({"max_retries": 10**6}, "invalid_argument"),
+            ({"max_concurrent": 2**40}, "invalid_argument"),
+            ({"catchup_limit": 10**30}, "invalid_argument"),
+            ({"jitter": 1e300}, "invalid_trigger"),
+            (
+                {
+                    "recurring": True,
+                    "interval_type": "hours",
+                    "interval_value": 1,
+                    "max_runs": 2**31,
+                },
+                "invalid_trigger",
+            ),
+            ({"name": "half a \ud800 surrogate"}, "invalid_argument"),
+            ({"recurring": 2}, "invalid_argument"),
+            ({"month_end": "sometimes"}, "invalid_argument"),
+            # Instants whose arithmetic (a zone's offset, the commit lead) would leave
+            # datetime's range: the job actor could not act on them.
+            ({"next_execution": datetime(1, 1, 1, tzinfo=UTC)}, "invalid_argument"),
+            (
+                {"next_execution": datetime(9999, 12, 31, 23), "timezone": "Pacific/Pago_Pago"},
+                "invalid_argument",
+            ),
+            ({"end_date": datetime(9999, 12, 31, 23, 59, tzinfo=UTC)}, "invalid_argument"),
+            ({"parameters": {"compress": "\udcff"}}, "invalid_argument"),
         ],
     )
     def test_bad_schedule_requests_change_nothing(
@@ -517,6 +554,18 @@ class TestBadInput:
             ("pause_event", {"note": "x" * 2001}, "invalid_argument"),
             ("schedule_event", {"caused_by": "an agent"}, "invalid_argument"),
             ("schedule_event", {"no_such_option": 1}, "invalid_argument"),
+            ("pause_event", {"note": "\ud800"}, "invalid_argument"),
+            ("pause_event", {"caused_by": Cause(kind="robot")}, "invalid_argument"),  # type: ignore[arg-type]
+            ("pause_event", {"caused_by": Cause(kind="agent", id="\ud800")}, "invalid_argument"),
+            ("pause_event", {"caused_by": Cause(kind="agent", id="a" * 201)}, "invalid_argument"),
+            ("register_cleanup", {"priority": 2**40}, "invalid_argument"),
+            ("register_cleanup", {"max_total_bytes": 2**64}, "invalid_argument"),
+            ("register_cleanup", {"max_files": 2**31}, "invalid_argument"),
+            ("register_cleanup", {"retention_days": float("inf")}, "invalid_argument"),
+            ("register_cleanup", {"pattern": "*.\udcff"}, "invalid_argument"),
+            ("register_cleanup", {"exclude": ["\ud800"]}, "invalid_argument"),
+            ("register_cleanup", {"description": "\ud800"}, "invalid_argument"),
+            ("register_cleanup", {"schedule": "0 3 * * *\ud800"}, "invalid_argument"),
         ],
     )
     def test_bad_calls_to_other_methods_change_nothing(
@@ -644,6 +693,76 @@ class TestBadInput:
         h.register()
         r = h.svc.sync.schedule_event(name="x", function_name="backup_database")
         assert r.error is not None and r.error.code == "unavailable"
+
+
+#: Numbers of every kind and size, for fields that take a number.
+_ANY_NUMBER = st.one_of(
+    st.floats(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.booleans(),
+    st.sampled_from([0, 1, 2**31 - 1, 2**31, 2**63, 10_000, 10_001, 3_162_240_000]),
+)
+#: Text with anything in it, lone surrogates included.
+_ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=8)
+
+
+class TestAnyValue:
+    """Whatever value a caller passes, the answer is a task that works or a typed error,
+    and an error appends nothing. Before the bounds in ``limits.py``, ``timeout=1e18``
+    was accepted and its job actor failed on every load, and a lone surrogate in a note
+    surfaced as a codec error from the log."""
+
+    _NUMBER_FIELDS = (
+        "timeout",
+        "retry_backoff",
+        "misfire_grace",
+        "jitter",
+        "max_retries",
+        "max_concurrent",
+        "catchup_limit",
+        "max_runs",
+        "interval_value",
+    )
+
+    @settings(
+        max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    @given(
+        field=st.sampled_from(_NUMBER_FIELDS),
+        value=_ANY_NUMBER,
+        name=_ANY_TEXT,
+        note=_ANY_TEXT,
+        when=st.one_of(
+            st.none(), st.datetimes(timezones=st.one_of(st.none(), st.just(UTC), st.timezones()))
+        ),
+    )
+    def test_a_task_that_works_or_a_typed_error(
+        self, host: Host, field: str, value: object, name: str, note: str, when: datetime | None
+    ) -> None:
+        svc = host.svc.sync
+        before = host.log_size()
+        r = svc.schedule_event(
+            name=f"task {name}",
+            function_name="backup_database",
+            next_execution=host.clock.now() + timedelta(hours=1) if when is None else when,
+            timezone="UTC",
+            recurring=True,
+            interval_type="hours",
+            **{"interval_value": 1, field: value},
+        )
+        if r.error is not None:
+            assert r.error.code in ("invalid_argument", "invalid_trigger"), r.error
+            assert host.log_size() == before
+            return
+        # The job actor loads the new task to act on a command: it must be able to.
+        paused = svc.pause_event(r.unwrap(), note=note)
+        if paused.error is not None and paused.error.code == "invalid_state":
+            assert svc.get_event(r.unwrap()).unwrap().status == "completed"  # max_runs used up
+        elif paused.error is not None:
+            assert paused.error.code == "invalid_argument", paused.error
+            assert paused.error.details == {"field": "note"}
+        assert svc.preview_event(r.unwrap(), 2).ok
+        assert svc.cancel_event(r.unwrap()).ok
 
 
 class TestEventLoop:

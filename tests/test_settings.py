@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chronolog import Settings, ValidationError, load_settings
+from chronolog import SchedulerModule, Settings, ValidationError, load_settings
 
 
 class TestLoading:
@@ -91,3 +91,27 @@ class TestErrors:
         assert Settings().replace(executor_threads=2).executor_threads == 2
         with pytest.raises(ValidationError):
             Settings().replace(executor_threads=0)
+
+    @pytest.mark.parametrize(
+        ("key", "value"),
+        [
+            ("executor_threads", 0),
+            ("default_timeout", float("inf")),
+            ("default_retry_backoff", 1e300),
+            ("default_misfire_grace", float("nan")),
+            ("default_max_retries", 10**6),
+        ],
+    )
+    def test_the_module_checks_the_settings_it_is_given(self, key: str, value: object) -> None:
+        """A Struct's constructor checks nothing, so ``Settings(executor_threads=0)`` builds;
+        the module refuses it, naming the field. The policy defaults have the bounds a
+        task's own policies have (a default timeout of ``inf`` would reach every task)."""
+        with pytest.raises(ValidationError, match=f"invalid setting {key}") as refused:
+            SchedulerModule(Settings(**{key: value}))
+        assert refused.value.details["key"] == key
+
+    def test_policy_defaults_from_the_environment_are_bounded(self) -> None:
+        """TOML reads ``inf`` as a float: a variable holding it is refused too."""
+        with pytest.raises(ValidationError, match="default_timeout") as refused:
+            load_settings(environ={"CHRONOLOG_DEFAULT_TIMEOUT": "inf"})
+        assert refused.value.details == {"key": "default_timeout", "origin": "environment"}

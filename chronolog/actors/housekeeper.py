@@ -130,6 +130,14 @@ class HousekeeperActor(pykka.ThreadingActor):
                 self._enqueue(message)
             elif isinstance(message, _Drain):
                 self._run_next()
+        except Exception as exc:
+            # A bug, or input no check foresaw. Raised out of here it would stop the actor,
+            # and every later cleanup call would fail with it: answer it and go on. (The
+            # state changes only after an append succeeded, so it stays consistent.)
+            log.exception("housekeeper request failed", request=type(message).__name__)
+            reply = getattr(message, "reply", None)
+            if reply is not None:
+                reply(exc)
         finally:
             self.runtime.activity.end()
 
@@ -267,14 +275,27 @@ class HousekeeperActor(pykka.ThreadingActor):
         if not self._queue:
             return
         _, _, registration_id, dry_run, cause, collector = heapq.heappop(self._queue)
+        run_id = uuid.uuid4().hex
         try:
-            collector.add(self._run_one(registration_id, dry_run, cause))
+            try:
+                outcome = self._run_one(registration_id, run_id, dry_run, cause)
+            except Exception as exc:  # see on_receive: the caller is answered all the same
+                log.exception("cleanup run failed", registration_id=registration_id)
+                self._record_failure(registration_id, run_id, exc, cause)
+                outcome = RunOutcome(
+                    registration_id=registration_id,
+                    run_id=run_id,
+                    error_code="internal",
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+            collector.add(outcome)
         finally:
             if self._queue:
                 self._drain_later()
 
-    def _run_one(self, registration_id: str, dry_run: bool, cause: Cause) -> RunOutcome:
-        run_id = uuid.uuid4().hex
+    def _run_one(
+        self, registration_id: str, run_id: str, dry_run: bool, cause: Cause
+    ) -> RunOutcome:
         state = self.states.get(registration_id)
         if state is None or not state.active:
             return RunOutcome(
@@ -314,19 +335,7 @@ class HousekeeperActor(pykka.ThreadingActor):
         except (ChronologError, OSError) as exc:
             code = exc.code if isinstance(exc, ChronologError) else StorageError.code
             log.warning("cleanup run failed", registration_id=registration_id, error=str(exc))
-            with contextlib.suppress(ChronologError):
-                self._append(
-                    registration_id,
-                    [
-                        CleanupRunFailed(
-                            registration_id=registration_id,
-                            run_id=run_id,
-                            error_type=type(exc).__name__,
-                            message=str(exc),
-                        )
-                    ],
-                    cause,
-                )
+            self._record_failure(registration_id, run_id, exc, cause)
             return RunOutcome(
                 registration_id=registration_id, run_id=run_id, error_code=code, error=str(exc)
             )
@@ -348,6 +357,25 @@ class HousekeeperActor(pykka.ThreadingActor):
             cause,
         )
         return RunOutcome(registration_id=registration_id, run_id=run_id, report=report)
+
+    def _record_failure(
+        self, registration_id: str, run_id: str, exc: Exception, cause: Cause
+    ) -> None:
+        """Append that the run failed, if the log takes it (a run that never started is
+        recorded as failed too, so no run is left open)."""
+        with contextlib.suppress(ChronologError):
+            self._append(
+                registration_id,
+                [
+                    CleanupRunFailed(
+                        registration_id=registration_id,
+                        run_id=run_id,
+                        error_type=type(exc).__name__,
+                        message=str(exc),
+                    )
+                ],
+                cause,
+            )
 
 
 class Housekeeper:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 
 from chronolog.errors import UnsafePathError, ValidationError
+from chronolog.limits import is_utf8
 
 # Characters that keep a special meaning inside a regex character class.
 _CLASS_SPECIAL = frozenset("\\^-[]")
@@ -38,6 +39,8 @@ def check_glob(pattern: object, *, recursive: bool, what: str = "pattern") -> st
         raise ValidationError(f"{what} must be a non-empty string, got {pattern!r}")
     if "\0" in pattern:
         raise ValidationError(f"{what} {pattern!r} contains a NUL character")
+    if not is_utf8(pattern):
+        raise ValidationError(f"{what} {pattern!r} is not valid Unicode text (a lone surrogate)")
     if pattern.startswith("/"):
         raise UnsafePathError(f"{what} {pattern!r} is absolute; patterns are relative")
     segments = pattern.split("/")

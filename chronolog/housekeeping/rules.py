@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
 from chronolog.errors import ValidationError
 from chronolog.housekeeping.globs import check_glob, compile_globs
 from chronolog.housekeeping.model import CleanupRules
+from chronolog.limits import MAX_INT32, MAX_INT64, check_int, check_retention_days
 
 _BASIS_ATTRS = {"mtime": "st_mtime_ns", "ctime": "st_ctime_ns", "atime": "st_atime_ns"}
 
@@ -43,19 +43,12 @@ def compile_rules(rules: CleanupRules) -> CompiledRules:
     if rules.age_basis not in _BASIS_ATTRS:
         raise ValidationError(f"age_basis must be one of {sorted(_BASIS_ATTRS)}")
     days = rules.retention_days
-    if days is not None and (
-        isinstance(days, bool)
-        or not isinstance(days, int | float)
-        or not math.isfinite(days)
-        or days < 0
-    ):
-        raise ValidationError(f"retention_days must be a finite number >= 0, got {days!r}")
-    for name in ("max_files", "max_total_bytes"):
-        value = getattr(rules, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ValidationError(f"{name} must be an integer, got {value!r}")
-        if value is not None and value < 0:
-            raise ValidationError(f"{name} must be >= 0, got {value!r}")
+    if days is not None:
+        check_retention_days(days)
+    if rules.max_files is not None:
+        check_int(rules.max_files, "max_files", minimum=0, maximum=MAX_INT32)
+    if rules.max_total_bytes is not None:
+        check_int(rules.max_total_bytes, "max_total_bytes", minimum=0, maximum=MAX_INT64)
     if days is None and rules.max_files is None and rules.max_total_bytes is None:
         raise ValidationError(
             "rules select nothing: set retention_days, max_files or max_total_bytes"

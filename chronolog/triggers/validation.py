@@ -14,6 +14,7 @@ from typing import Any, get_args
 import msgspec
 
 from chronolog.errors import InvalidTriggerError
+from chronolog.limits import MAX_INT32, MAX_SECONDS
 from chronolog.triggers.cron import CronSyntaxError, parse_cron
 from chronolog.triggers.spec import (
     AmbiguousPolicy,
@@ -70,10 +71,11 @@ def validate(spec: TriggerSpec) -> TriggerSpec:
     Normalising converts every datetime to UTC and collapses whitespace in cron
     expressions; the result compares equal to a msgspec JSON round trip of itself.
     Checked: the zone is a known IANA name; datetimes are aware; ``end`` is not before
-    ``start``; ``max_runs >= 1``; ``jitter_seconds`` is finite and ``>= 0``; policies and
-    units are known; intervals have a ``start`` (their anchor) and ``every >= 1``; cron
-    expressions parse and can match some date (``0 0 30 2 *`` cannot); a date trigger's
-    ``run_at`` lies within ``start``/``end`` when those are given.
+    ``start``; ``max_runs`` is from 1 to ``MAX_INT32``; ``jitter_seconds`` is finite and
+    from 0 to ``MAX_SECONDS``; policies and units are known; intervals have a ``start``
+    (their anchor) and ``every >= 1``; cron expressions parse and can match some date
+    (``0 0 30 2 *`` cannot); a date trigger's ``run_at`` lies within ``start``/``end`` when
+    those are given.
     """
     if not isinstance(spec, _KINDS):
         raise InvalidTriggerError(
@@ -99,22 +101,26 @@ def validate(spec: TriggerSpec) -> TriggerSpec:
         changes["end"] = end
     max_runs = spec.max_runs
     if max_runs is not None and (
-        isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1
+        isinstance(max_runs, bool)
+        or not isinstance(max_runs, int)
+        or not 1 <= max_runs <= MAX_INT32
     ):
         raise _fail(
-            "max_runs", f"max_runs must be an integer >= 1 (or None for no limit), got {max_runs!r}"
+            "max_runs",
+            f"max_runs must be an integer from 1 to {MAX_INT32} (or None for no limit), "
+            f"got {max_runs!r}",
         )
     jitter = spec.jitter_seconds
     if (
         isinstance(jitter, bool)
         or not isinstance(jitter, int | float)
         or not math.isfinite(jitter)
-        or jitter < 0
+        or not 0 <= jitter <= MAX_SECONDS
     ):
         raise _fail(
             "jitter_seconds",
-            "jitter_seconds must be a finite number of seconds >= 0 (0 = no jitter), "
-            f"got {jitter!r}",
+            f"jitter_seconds must be a finite number of seconds from 0 to {MAX_SECONDS} "
+            f"(100 years; 0 = no jitter), got {jitter!r}",
         )
     if type(jitter) is not float:
         changes["jitter_seconds"] = float(jitter)
