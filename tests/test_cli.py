@@ -154,6 +154,35 @@ class TestReading:
         missing = chronolog("tasks", "list", "--data-dir", str(tmp_path / "nothing"))
         assert missing.returncode == 4 and "no chronolog data" in missing.stderr
 
+    def test_undecodable_arguments_are_bad_input(self, data_dir: Path) -> None:
+        """Bytes that are not UTF-8 in an argument (Python reads them as lone surrogates)
+        are bad input, exit 2, in a query and in a command alike; nothing changes."""
+        listed = chronolog("tasks", "list", "--module", "\udcff", "--data-dir", str(data_dir))
+        assert listed.returncode == 2 and "valid text" in listed.stderr, listed.stderr
+        paused = chronolog(
+            "tasks", "pause", "daily", "--note", "bad \udcff", "--data-dir", str(data_dir)
+        )
+        assert paused.returncode == 2 and "not valid Unicode" in paused.stderr, paused.stderr
+        page = _json(chronolog("tasks", "list", "--data-dir", str(data_dir), "--json"))
+        assert {t["task_id"]: t["status"] for t in page["items"]}["daily"] == "scheduled"
+
+    def test_a_reader_that_goes_away_ends_it_quietly(self, data_dir: Path) -> None:
+        """``chronolog … | head``: once the reader has gone, the command stops with the
+        status of a command killed by SIGPIPE, and no traceback."""
+        command = [sys.executable, "-m", "chronolog", "sql", "select * from range(200000)"]
+        process = subprocess.Popen(
+            [*command, "--data-dir", str(data_dir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "CHRONOLOG_LOG_LEVEL": "warning"},
+        )
+        assert process.stdout is not None
+        assert process.stdout.readline()
+        process.stdout.close()
+        _, errors = process.communicate(timeout=120)
+        assert process.returncode == 141, errors
+        assert b"Traceback" not in errors
+
     def test_sql_is_read_only(self, data_dir: Path) -> None:
         """SELECT works; a write is refused with exit 2 and nothing changes."""
         rows = _json(

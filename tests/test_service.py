@@ -566,6 +566,8 @@ class TestBadInput:
             ("register_cleanup", {"exclude": ["\ud800"]}, "invalid_argument"),
             ("register_cleanup", {"description": "\ud800"}, "invalid_argument"),
             ("register_cleanup", {"schedule": "0 3 * * *\ud800"}, "invalid_argument"),
+            ("list_events", {"module_id": "\udcff"}, "invalid_argument"),
+            ("get_executions", {"status": "\udcff"}, "invalid_argument"),
         ],
     )
     def test_bad_calls_to_other_methods_change_nothing(
@@ -589,6 +591,8 @@ class TestBadInput:
             "preview_event": {"event_id": event_id},
             "pause_event": {"event_id": event_id},
             "schedule_event": {"name": "y", "function_name": "backup_database"},
+            "list_events": {},
+            "get_executions": {"event_id": event_id},
         }
         before = host.log_size()
         r = getattr(svc, method)(**{**defaults[method], **kwargs})

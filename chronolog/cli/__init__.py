@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -230,6 +231,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _EXIT_BY_CODE.get(exc.code, c.EXIT_FAILED)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``chronolog tasks list | head``): stop quietly, with the
+        # status a shell gives a command killed by SIGPIPE. Standard output now points at
+        # /dev/null, so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import msgspec
 from chronolog.clock import ensure_utc
 from chronolog.errors import NotFoundError, ValidationError
 from chronolog.events import DEFAULT_CODEC, EVENT_TYPES
+from chronolog.limits import is_utf8
 from chronolog.projections.db import duckdb_errors
 from chronolog.projections.explain import decision
 from chronolog.projections.rows import (
@@ -106,8 +107,10 @@ def _check_choice(name: str, value: str | None, allowed: frozenset[str]) -> None
 
 
 def _check_text(name: str, value: str | None) -> None:
-    if value is not None and (not isinstance(value, str) or not value):
-        raise ValidationError(f"{name} must be a non-empty string, got {value!r}")
+    # DuckDB takes UTF-8 only: a lone surrogate (undecodable bytes from a command line)
+    # would fail inside the query as a storage error.
+    if value is not None and (not isinstance(value, str) or not value or not is_utf8(value)):
+        raise ValidationError(f"{name} must be a non-empty string of valid text, got {value!r}")
 
 
 def _check_flag(name: str, value: bool | None) -> None:
