@@ -6,7 +6,7 @@ import asyncio
 import concurrent.futures
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -243,6 +243,83 @@ class TestExecutions:
         assert harness.runtime.settle(5)  # no release needed: the signal ended the wait
         late = harness.events("p", LateResultRecorded)
         assert len(late) == 1 and late[0].result == "signalled"
+
+
+class _NoStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+class _NoRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def _holds_itself() -> list[Any]:
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    return cycle
+
+
+def _raises(error: BaseException) -> Callable[[], None]:
+    def function() -> None:
+        raise error
+
+    return function
+
+
+async def _async_surrogate() -> str:
+    return "\udcff"
+
+
+#: A function's odd outcome → the event that records it, the field, and what it holds.
+_ODD_OUTCOMES: dict[str, tuple[Callable[[], Any], type, str, str]] = {
+    "a lone surrogate": (lambda: "x\ud800", ExecutionSucceeded, "result", "'x\\ud800'"),
+    "one from a coroutine": (_async_surrogate, ExecutionSucceeded, "result", "'\\udcff'"),
+    "a list holding itself": (_holds_itself, ExecutionSucceeded, "result", "[[...]]"),
+    "a repr that raises": (_NoRepr, ExecutionSucceeded, "result", "<repr() raised RuntimeError>"),
+    "a surrogate message": (
+        _raises(ValueError("bad \udcff")),
+        ExecutionFailed,
+        "message",
+        "bad \\udcff",
+    ),
+    "a str that raises": (
+        _raises(_NoStr()),
+        ExecutionFailed,
+        "message",
+        "<str() raised RuntimeError>",
+    ),
+}
+
+
+class TestOddOutcomes:
+    @pytest.mark.parametrize("case", sorted(_ODD_OUTCOMES))
+    def test_any_outcome_is_stored_and_the_worker_lives_on(
+        self, tmp_path: Any, clock: FakeClock, case: str
+    ) -> None:
+        """Whatever a function returns or raises, its execution ends with what the log can
+        store (a repr, escapes for lone surrogates, a placeholder for a ``__str__`` that
+        raises), and the executor's one worker thread lives on to run the next task.
+        These used to kill the worker and leave the execution running for ever."""
+        function, kind, field, stored = _ODD_OUTCOMES[case]
+        store = SQLiteEventStore(tmp_path, clock=clock)
+        harness = Harness(clock, store, executor_threads=1)
+        harness.registry.register("odd", function)
+        harness.runtime.start()
+        try:
+            harness.schedule("odd", "odd", DateTrigger(run_at=clock.now()))
+            harness.advance(1)
+            [event] = harness.events("odd", kind)
+            assert getattr(event, field) == stored
+            if kind is ExecutionSucceeded:
+                assert event.result_is_repr
+            harness.schedule("next", "record", DateTrigger(run_at=clock.now()))
+            harness.advance(1)
+            assert len(harness.events("next", ExecutionSucceeded)) == 1
+        finally:
+            harness.runtime.stop(wait_for_executions=2)
+            store.close()
 
 
 class TestFireLead:

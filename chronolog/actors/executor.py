@@ -31,6 +31,22 @@ _current: contextvars.ContextVar[ExecutionContext | None] = contextvars.ContextV
 )
 _TRACEBACK_LIMIT = 16_384
 
+log = structlog.get_logger("chronolog.executor")
+
+
+def _storable_text(produce: Callable[[], str], what: str) -> str:
+    """``produce()`` as text the log can store, whatever the function's objects do.
+
+    A ``__str__`` or ``__repr__`` of the function's own may raise: a placeholder says so.
+    A lone surrogate (undecodable bytes decoded with ``surrogateescape``) cannot be written
+    as UTF-8: it becomes a backslash escape.
+    """
+    try:
+        text = produce()
+    except Exception as exc:
+        text = f"<{what} raised {type(exc).__name__}>"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
 
 #: Guards the first creation of a context's cancellation event against a concurrent cancel.
 _SIGNAL_LOCK = threading.Lock()
@@ -307,7 +323,12 @@ class Executor:
             work = self._work.get()
             if work is None:
                 return
-            self._run_sync(*work)
+            try:
+                self._run_sync(*work)
+            except Exception:
+                # Never lose a worker: the pool would shrink for good. (_report handles
+                # whatever a function returns or raises; this is for a bug of ours.)
+                log.exception("executor worker failed", execution_id=work[0].execution_id)
 
     def _run_sync(
         self,
@@ -379,13 +400,13 @@ class Executor:
                 result_truncated=truncated,
             )
         else:
-            text = "".join(traceback.format_exception(error))
+            text = _storable_text(lambda: "".join(traceback.format_exception(error)), "traceback")
             finish = Finish(
                 execution_id=request.execution_id,
                 outcome="failed",
                 duration_seconds=duration,
-                error_type=type(error).__qualname__,
-                message=str(error)[:4096],
+                error_type=_storable_text(lambda: type(error).__qualname__, "type name"),
+                message=_storable_text(lambda: str(error), "str()")[:4096],
                 traceback=text[-_TRACEBACK_LIMIT:],
             )
         try:
@@ -410,8 +431,10 @@ class Executor:
         """The value to store, whether it is a repr, and whether it was truncated."""
         try:
             encoded = self._encoder.encode(value)
-        except (TypeError, msgspec.EncodeError, OverflowError):
-            text = repr(value)
+        # Anything msgspec cannot take: TypeError (a type it does not know), OverflowError,
+        # UnicodeEncodeError (a lone surrogate), RecursionError (a container holding itself).
+        except Exception:
+            text = _storable_text(lambda: repr(value), "repr()")
             if len(text) > self._max_result_bytes:
                 return text[: self._max_result_bytes], True, True
             return text, True, False
