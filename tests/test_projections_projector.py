@@ -155,6 +155,44 @@ class TestSchemaVersion:
             assert tasks == [("c",)]
 
 
+class TestDamagedFile:
+    """The projections are derived from the log: a damaged file is set aside and rebuilt."""
+
+    @pytest.mark.parametrize("damage", ["garbage", "truncated", "bad checksum"])
+    def test_a_damaged_file_is_set_aside_and_rebuilt(self, tmp_path: Path, damage: str) -> None:
+        """A foreign header, a truncated file or a block whose checksum does not match
+        (what DuckDB names damage): the file is renamed ``….damaged-<time>``, byte for
+        byte, and a new one catches up from the log to the same tables."""
+        store = synthetic_store(2_000, seed=7)
+        path = tmp_path / "p.duckdb"
+        with Projector(store, path) as projector:
+            projector.catch_up()
+            expected = table_contents(projector.reader())
+        data = bytearray(path.read_bytes())
+        if damage == "garbage":
+            data[:4096] = b"\xab" * 4096
+        elif damage == "truncated":
+            del data[100:]
+        else:
+            data[12_288:12_300] = b"\x00" * 12  # inside the first block after the headers
+        path.write_bytes(bytes(data))
+        with Projector(store, path) as projector:
+            assert projector.position == 0
+            assert projector.catch_up() == 2_000
+            assert table_contents(projector.reader()) == expected
+        [aside] = [p for p in tmp_path.iterdir() if p.name.startswith("p.duckdb.damaged-")]
+        assert aside.read_bytes() == bytes(data)
+
+    def test_other_failures_are_raised_and_nothing_is_moved(self, tmp_path: Path) -> None:
+        """A path DuckDB cannot open for another reason (here a directory) is an error;
+        nothing is renamed."""
+        path = tmp_path / "p.duckdb"
+        path.mkdir()
+        with pytest.raises(StorageError):
+            Projector(InMemoryEventStore(), path)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["p.duckdb"]
+
+
 @contextlib.contextmanager
 def following(
     store: EventStore, projector: Projector, *, wake: DomainEvent, **options: float

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -11,6 +12,14 @@ import duckdb
 from chronolog.errors import StorageError
 
 IN_MEMORY = ":memory:"
+
+#: What DuckDB says of a damaged database file, as opposed to one that is locked, busy or
+#: out of reach: a truncated file, a foreign one, a block whose checksum does not match.
+_DAMAGE = (
+    "not a valid DuckDB database file",
+    "Could not read enough bytes",
+    "Corrupt database file",
+)
 
 
 @contextlib.contextmanager
@@ -32,4 +41,27 @@ def connect(db_path: str | Path | None, *, read_only: bool = False) -> duckdb.Du
     return conn
 
 
-__all__ = ["IN_MEMORY", "connect", "duckdb_errors"]
+def damaged_file(db_path: str | Path | None, error: StorageError) -> Path | None:
+    """The database file ``db_path``, if ``error`` (from opening or first reading it) says
+    the file is damaged; None for any other failure and for an in-memory database."""
+    if db_path is None or str(db_path) == IN_MEMORY:
+        return None
+    cause = error.__cause__
+    if not isinstance(cause, duckdb.Error) or not any(text in str(cause) for text in _DAMAGE):
+        return None
+    return Path(db_path)
+
+
+def set_aside(path: Path) -> Path:
+    """Rename ``path`` (and its WAL, if any) to ``<name>.damaged-<UTC time>`` and return
+    the new name: kept for a look, out of the way of a new database."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    path.rename(aside)
+    wal = path.with_name(path.name + ".wal")
+    if wal.exists():
+        wal.rename(aside.with_name(aside.name + ".wal"))
+    return aside
+
+
+__all__ = ["IN_MEMORY", "connect", "damaged_file", "duckdb_errors", "set_aside"]

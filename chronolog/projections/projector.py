@@ -25,13 +25,13 @@ from typing import TypeVar
 import duckdb
 import structlog
 
-from chronolog.errors import StoreClosedError, ValidationError
+from chronolog.errors import StorageError, StoreClosedError, ValidationError
 from chronolog.events import Envelope
 from chronolog.gil import let_others_run
 from chronolog.projections import writer
 from chronolog.projections.board import TaskBoard, Values
 from chronolog.projections.cache import StateCache
-from chronolog.projections.db import connect, duckdb_errors
+from chronolog.projections.db import connect, damaged_file, duckdb_errors, set_aside
 from chronolog.projections.queries import TaskQuery, task_row
 from chronolog.projections.rows import Page, TaskRow
 from chronolog.projections.schema import (
@@ -174,20 +174,6 @@ class Projector:
         self._cache = StateCache(max_tasks=cache_rows, max_executions=cache_rows)
         self._board = TaskBoard()
         self._checkpoint_threshold = checkpoint_threshold
-        self._conn = connect(db_path)
-        try:
-            with duckdb_errors("configuring the projection database"):
-                self._conn.execute(
-                    "SET checkpoint_threshold = $value", {"value": checkpoint_threshold}
-                )
-        except BaseException:
-            self._conn.close()
-            raise
-        # Loads for the next batch run on their own cursor while the writer commits.
-        self._load_cursor = self._conn.cursor()
-        with duckdb_errors("configuring the projection cursor"):
-            self._load_cursor.execute("SET TimeZone = 'UTC'")
-        self._cursor_source = self._conn.cursor()
         self._cursor_lock = threading.Lock()
         # Serialises batches, rebuilds and close; waiters for a position use the condition.
         self._lock = threading.RLock()
@@ -204,13 +190,54 @@ class Projector:
         self._requested = 0
         self._request_lock = threading.Lock()
         self._batches_prepared = 0
-        try:
-            self._position = self._open()
-        except BaseException:
-            self._close_connections()
-            raise
+        self._position = self._attach(db_path)
 
     # --- opening ----------------------------------------------------------------------------
+
+    def _attach(self, db_path: str | Path | None) -> int:
+        """Open the database and read its checkpoint. A damaged file is set aside (renamed,
+        not deleted) and a new one started: the projections are derived from the log, and
+        catching up rebuilds them. Any other failure is raised."""
+        try:
+            return self._connect(db_path)
+        except StorageError as exc:
+            damaged = damaged_file(db_path, exc)
+            if damaged is None:
+                raise
+            error = str(exc)
+        aside = set_aside(damaged)
+        log.warning(
+            "the projection database is damaged: set aside, rebuilding it from the log",
+            path=str(damaged),
+            kept_as=str(aside),
+            error=error,
+        )
+        return self._connect(db_path)
+
+    def _connect(self, db_path: str | Path | None) -> int:
+        conn = connect(db_path)
+        opened = [conn]
+        try:
+            with duckdb_errors("configuring the projection database"):
+                conn.execute(
+                    "SET checkpoint_threshold = $value", {"value": self._checkpoint_threshold}
+                )
+            # Loads for the next batch run on their own cursor while the writer commits.
+            self._load_cursor = conn.cursor()
+            opened.append(self._load_cursor)
+            with duckdb_errors("configuring the projection cursor"):
+                self._load_cursor.execute("SET TimeZone = 'UTC'")
+            self._cursor_source = conn.cursor()
+            opened.append(self._cursor_source)
+            self._conn = conn
+            return self._open()
+        except BaseException:
+            for each in reversed(opened):
+                with contextlib.suppress(duckdb.Error):
+                    each.close()
+            self._cache.reset(complete=False)
+            self._board.reset()
+            raise
 
     def _open(self) -> int:
         with duckdb_errors("reading the projection checkpoint"):
