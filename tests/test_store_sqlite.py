@@ -234,6 +234,25 @@ class TestReopening:
         with SQLiteEventStore(data_dir, read_only=True) as reader:
             assert reader.read_all()[:-1] == before
 
+    def test_a_cleanly_closed_log_is_whole_in_its_file(
+        self, data_dir: Path, tmp_path: Path
+    ) -> None:
+        """After ``close`` (with readers of its own and of another store open until then)
+        the WAL is folded into ``events.sqlite3`` and gone: a copy of that one file holds
+        every event. Before, the read-only readers closed last and left the events in
+        the WAL, so a backup of the log file alone missed them."""
+        with SQLiteEventStore(data_dir, read_only=False) as store:
+            store.append("s", numbered(300, "t"))
+            expected = store.read_all()
+            with SQLiteEventStore(data_dir, read_only=True) as reader:
+                assert reader.read_all() == expected
+        assert sorted(p.name for p in data_dir.iterdir() if "sqlite" in p.name) == [DB_FILENAME]
+        copy = tmp_path / "copy"
+        copy.mkdir()
+        (copy / DB_FILENAME).write_bytes((data_dir / DB_FILENAME).read_bytes())
+        with SQLiteEventStore(copy, read_only=True) as restored:
+            assert restored.read_all() == expected
+
     def test_expecting_new_a_stream_the_log_already_has_is_a_conflict(self, data_dir: Path) -> None:
         """After reopening, the writer knows no stream's version yet: an append that
         expects an empty stream the log already has gets a conflict, its neighbours in the

@@ -829,7 +829,6 @@ class SQLiteEventStore:
                 self._wake.release()
         if self._writer is not None:
             self._writer.join()
-            self._conn.close()
         with self._committed:
             self._committed.notify_all()
         with self._readers_lock:
@@ -838,6 +837,14 @@ class SQLiteEventStore:
                     conn.close()
             self._readers.clear()
             self._idle_readers.clear()
+        if self._writer is not None:
+            # Readers first, the writer last: the last connection to close folds the WAL
+            # into the database file and deletes it, and a read-only one cannot. So a log
+            # closed cleanly is whole in events.sqlite3 (a copy of that file alone is
+            # complete); the explicit checkpoint also covers readers of other processes.
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.close()
         self._release_process_lock()
 
     def __enter__(self) -> SQLiteEventStore:
