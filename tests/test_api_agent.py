@@ -640,6 +640,35 @@ class TestHousekeeperLifecycle:
         assert (row.runs, row.last_run_status) == (1, "failed")
         assert kept.exists()
 
+    def test_the_schedulers_own_data_is_never_cleaned(self, tmp_path: Path) -> None:
+        """With an allowed root that holds the data directory: registering the data
+        directory is unsafe_path, and a recursive cleanup of the root with no age limit
+        removes everything else but not one file of the log, its lock or the projections
+        (a dry run used to list them all)."""
+        data = tmp_path / "data"
+        module = SchedulerModule(
+            Settings(data_dir=str(data), cleanup_allowed_roots=(str(tmp_path),))
+        )
+        module.start_blocking()
+        try:
+            svc = module.service.sync
+            refused = svc.register_cleanup(str(data), "*", retention_days=0)
+            assert refused.error is not None and refused.error.code == "unsafe_path"
+            old = _file(tmp_path, "old.log", datetime(2026, 1, 1, tzinfo=UTC))
+            registration_id = svc.register_cleanup(
+                str(tmp_path), "**", retention_days=0, recursive=True
+            ).unwrap()
+            own = {"events.sqlite3", "chronolog.lock", "projections.duckdb"}
+            assert own <= {p.name for p in data.iterdir()}
+            for dry_run in (True, False):
+                [outcome] = svc.run_cleanup(registration_id, dry_run=dry_run).unwrap()
+                assert outcome.report is not None, outcome
+                assert [f.path for f in outcome.report.files] == ["old.log"]
+            assert not old.exists()
+            assert own <= {p.name for p in data.iterdir()}
+        finally:
+            module.stop_blocking()
+
     def test_an_unexpected_error_is_answered_and_the_housekeeper_goes_on(
         self, host: Host, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -25,6 +25,7 @@ from chronolog.housekeeping import (
     engine,
     policy,
     run_cleanup,
+    validate_target,
 )
 from chronolog.housekeeping.policy import FileFact
 
@@ -502,3 +503,51 @@ class TestValidation:
                 now=NOW,
             )
         assert files_under(outside) == {"a.log"}
+
+
+class TestProtectedDirectories:
+    """The scheduler's own data directory is never cleaned, whatever a registration says."""
+
+    def test_a_protected_directory_and_what_lies_inside_it_are_refused(
+        self, tmp_path: Path
+    ) -> None:
+        data = tmp_path / "data"
+        write(data, "sub/old.log")
+        for directory in (data, data / "sub"):
+            with pytest.raises(UnsafePathError, match="scheduler's own data"):
+                validate_target(
+                    directory,
+                    CleanupRules(retention_days=1),
+                    allowed_roots=[str(tmp_path)],
+                    protected=[data],
+                )
+            with pytest.raises(UnsafePathError):
+                clean(directory, CleanupRules(retention_days=1), protected=[data])
+        assert files_under(data) == {"sub/old.log"}
+
+    @pytest.mark.parametrize("dry_run", [True, False])
+    def test_a_run_above_it_never_enters_it(self, tmp_path: Path, dry_run: bool) -> None:
+        """A recursive run over an ancestor selects, removes and empties nothing inside the
+        protected directory (named through a symlink here: it is compared by identity),
+        and everything else as usual."""
+        data = tmp_path / "app" / "data"
+        for rel in ("events.sqlite3", "chronolog.lock", "nested/deep.log"):
+            write(data, rel)
+        write(tmp_path, "app/old.log")
+        write(tmp_path, "app/cache/old.tmp")
+        link = tmp_path / "data-link"
+        link.symlink_to(data)
+        report = clean(
+            tmp_path / "app",
+            CleanupRules(pattern="**", recursive=True, retention_days=1, remove_empty_dirs=True),
+            dry_run=dry_run,
+            protected=[link],
+        )
+        assert sorted(record.path for record in report.files) == ["cache/old.tmp", "old.log"]
+        assert files_under(data) == {"events.sqlite3", "chronolog.lock", "nested/deep.log"}
+        if not dry_run:
+            assert files_under(tmp_path / "app") == {
+                "data/events.sqlite3",
+                "data/chronolog.lock",
+                "data/nested/deep.log",
+            }

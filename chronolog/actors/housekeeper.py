@@ -152,6 +152,7 @@ class HousekeeperActor(pykka.ThreadingActor):
                 request.rules,
                 allowed_roots=settings.cleanup_allowed_roots,
                 allow_mount_roots=settings.cleanup_allow_mount_roots,
+                protected=(settings.data_path,),
             )
             _require_utf8(directory)
             registration_id = registration_id_for(directory, request.rules.pattern)
@@ -331,6 +332,8 @@ class HousekeeperActor(pykka.ThreadingActor):
                 resume_after=resume_after,
                 max_records=settings.cleanup_max_records,
                 monotonic=self.runtime.clock.monotonic,
+                # The log, its lock and the projections: never cleaned, whatever the rules.
+                protected=(settings.data_path,),
             )
         except (ChronologError, OSError) as exc:
             code = exc.code if isinstance(exc, ChronologError) else StorageError.code

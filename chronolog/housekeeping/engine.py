@@ -29,18 +29,22 @@ def validate_target(
     *,
     allowed_roots: Sequence[PathArg],
     allow_mount_roots: bool = False,
+    protected: Sequence[PathArg] = (),
 ) -> str:
     """Check a registration without touching any file; return the normalised directory.
 
     Raises :class:`~chronolog.errors.UnsafePathError` when the directory or a pattern could
     reach what the Housekeeper must not delete (``/``, the home directory, a path outside
-    ``allowed_roots``, a symlink on the path, a mount root, ``..`` or absolute patterns),
-    and :class:`~chronolog.errors.ValidationError` for malformed rules or a directory that
-    does not exist or is not a directory.
+    ``allowed_roots``, a symlink on the path, a mount root, a ``protected`` directory or one
+    inside it, ``..`` or absolute patterns), and :class:`~chronolog.errors.ValidationError`
+    for malformed rules or a directory that does not exist or is not a directory.
     """
     compile_rules(rules)
     target = open_target(
-        directory, allowed_roots=allowed_roots, allow_mount_roots=allow_mount_roots
+        directory,
+        allowed_roots=allowed_roots,
+        allow_mount_roots=allow_mount_roots,
+        protected=protected,
     )
     os.close(target.fd)
     return target.path
@@ -59,6 +63,7 @@ def run_cleanup(
     max_records: int = 1000,
     monotonic: Callable[[], float] = time.monotonic,
     allow_mount_roots: bool = False,
+    protected: Sequence[PathArg] = (),
 ) -> CleanupReport:
     """Apply ``rules`` to ``directory`` once and report every file selected.
 
@@ -83,7 +88,10 @@ def run_cleanup(
     compiled = compile_rules(rules)
     start_after = decode_cursor(resume_after) if resume_after is not None else ()
     target = open_target(
-        directory, allowed_roots=allowed_roots, allow_mount_roots=allow_mount_roots
+        directory,
+        allowed_roots=allowed_roots,
+        allow_mount_roots=allow_mount_roots,
+        protected=protected,
     )
     try:
         with exclusive_run(target):

@@ -33,6 +33,8 @@ class Target(NamedTuple):
     fd: int
     dev: int
     ino: int
+    #: ``(st_dev, st_ino)`` of protected directories: the walk never enters them.
+    skip: frozenset[tuple[int, int]] = frozenset()
 
 
 def normalise_path(value: PathArg, *, what: str = "directory") -> str:
@@ -81,18 +83,29 @@ def open_target(
     *,
     allowed_roots: Sequence[PathArg],
     allow_mount_roots: bool = False,
+    protected: Sequence[PathArg] = (),
 ) -> Target:
     """Check ``directory`` against the safety rules and open it.
 
     Raises :class:`UnsafePathError` when the directory is ``/``, the home directory (or an
-    ancestor of it), outside every allowed root, reached through a symlink, or a mount root
-    (unless ``allow_mount_roots``); :class:`ValidationError` when it does not exist or is not
-    a directory.
+    ancestor of it), outside every allowed root, reached through a symlink, a mount root
+    (unless ``allow_mount_roots``), or one of the ``protected`` directories or inside one;
+    :class:`ValidationError` when it does not exist or is not a directory. A protected
+    directory below ``directory`` goes into the target's ``skip``: the walk never enters it.
     """
     path = normalise_path(directory)
     roots = _normalise_roots(allowed_roots)
     if path in protected_directories():
         raise UnsafePathError(f"refusing to clean {display(path)!r}: a protected directory")
+    # Compared by their real paths: the target's own path has no symlink on it (opening
+    # refuses them), a protected one may.
+    guarded = [os.path.realpath(normalise_path(p, what="protected directory")) for p in protected]
+    for guard in guarded:
+        if is_within(path, guard):
+            raise UnsafePathError(
+                f"refusing to clean {display(path)!r}: it is or lies inside "
+                f"{display(guard)!r}, the scheduler's own data"
+            )
     if not any(is_within(path, root) for root in roots):
         raise UnsafePathError(
             f"{display(path)!r} is outside the allowed roots {[display(r) for r in roots]}"
@@ -106,7 +119,18 @@ def open_target(
     except BaseException:
         os.close(fd)
         raise
-    return Target(path=path, fd=fd, dev=st.st_dev, ino=st.st_ino)
+    return Target(path=path, fd=fd, dev=st.st_dev, ino=st.st_ino, skip=_identities(guarded))
+
+
+def _identities(paths: Sequence[str]) -> frozenset[tuple[int, int]]:
+    """``(st_dev, st_ino)`` of each existing directory in ``paths``."""
+    found: set[tuple[int, int]] = set()
+    for path in paths:
+        with suppress(OSError):
+            st = os.stat(path)
+            if stat.S_ISDIR(st.st_mode):
+                found.add((st.st_dev, st.st_ino))
+    return frozenset(found)
 
 
 def _normalise_roots(allowed_roots: Sequence[PathArg]) -> list[str]:

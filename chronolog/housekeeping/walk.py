@@ -200,8 +200,8 @@ def _enter(
         return None
     try:
         st = os.fstat(fd)
-        if st.st_dev != target.dev:
-            os.close(fd)  # another file system mounted here: never crossed
+        if st.st_dev != target.dev or (st.st_dev, st.st_ino) in target.skip:
+            os.close(fd)  # another file system mounted here, or a protected directory
             return None
         entries = _listing(fd)
     except OSError as exc:
