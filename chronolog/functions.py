@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 from chronolog.errors import UnknownFunctionError, ValidationError
+from chronolog.limits import is_utf8
 
 if TYPE_CHECKING:
     from chronolog.settings import Settings
@@ -90,6 +91,31 @@ class RegisteredFunction(msgspec.Struct, frozen=True):
             )
 
 
+def _is_async(function: Callable[..., Any]) -> bool:
+    """Whether calling ``function`` makes a coroutine to await: an ``async def`` function
+    or method, a partial of one, or an object whose ``__call__`` is ``async def``."""
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        type(function).__call__  # callable() holds (checked before): every such type has one
+    )
+
+
+def _check_keyword_callable(name: str, signature: inspect.Signature) -> None:
+    """Refuse a function with positional-only parameters that have no default: runs pass
+    parameters by keyword, so no run could ever call it."""
+    stuck = [
+        parameter.name
+        for parameter in signature.parameters.values()
+        if parameter.kind is inspect.Parameter.POSITIONAL_ONLY
+        and parameter.default is inspect.Parameter.empty
+    ]
+    if stuck:
+        raise ValidationError(
+            f"{name!r} takes {', '.join(stuck)} positionally only, without a default: runs "
+            "pass parameters by keyword, so it could never be called; wrap it in a function "
+            "with keyword parameters"
+        )
+
+
 class FunctionRegistry:
     """Maps names to callables. Thread-safe; re-registering a name replaces it."""
 
@@ -112,20 +138,28 @@ class FunctionRegistry:
         :class:`~chronolog.actors.executor.ExecutionContext` of each run in it. ``rules``:
         the parameters it takes, when not ``function``'s own (a stand-in's).
         """
-        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        if not isinstance(name, str) or not name.strip() or len(name) > 200 or not is_utf8(name):
             raise ValidationError(f"function name must be a non-empty string, got {name!r}")
         if not callable(function):
             raise ValidationError(f"{name!r}: {function!r} is not callable")
+        if inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function):
+            # Calling one only makes a generator: the body would never run.
+            raise ValidationError(
+                f"{name!r}: {function!r} is a generator function, whose body would never "
+                "run; register a plain (or async) function that does the work"
+            )
         signature: inspect.Signature | None
         try:
             signature = inspect.signature(function)
         except (TypeError, ValueError):
             signature = None  # some builtins: nothing to read
+        if signature is not None:
+            _check_keyword_callable(name, signature)
         entry = RegisteredFunction(
             name=name,
             function=function,
             module_id=module_id,
-            is_async=inspect.iscoroutinefunction(function),
+            is_async=_is_async(function),
             accepts_context=signature is not None and "context" in signature.parameters,
             description=description or (inspect.getdoc(function) or "").split("\n", 1)[0],
             rules=CallRules.of(signature) if rules is None else rules,

@@ -64,3 +64,65 @@ class TestConfiguredFunctions:
         with pytest.raises(ValidationError, match=re.escape("os.path:nope")):
             register_configured_functions(service, settings)
         assert service.registry.names() == []
+
+
+def _generator() -> Any:
+    yield 1
+
+
+async def _async_generator() -> Any:
+    yield 1
+
+
+def _positional(first: int, /, second: int = 0) -> int:
+    return first + second
+
+
+def _positional_with_default(first: int = 1, /, second: int = 0) -> int:
+    return first + second
+
+
+class _AsyncCallable:
+    async def __call__(self, n: int = 1) -> int:
+        return n
+
+
+class _Callable:
+    def __call__(self, n: int = 1) -> int:
+        return n
+
+
+class TestRegister:
+    """What ``register`` refuses: functions no run could ever call as meant."""
+
+    @pytest.mark.parametrize(
+        ("function", "says"),
+        [
+            (_generator, "generator function, whose body would never run"),
+            (_async_generator, "generator function, whose body would never run"),
+            (_positional, "takes first positionally only, without a default"),
+            (len, "takes obj positionally only"),
+        ],
+    )
+    def test_functions_no_run_could_call_are_refused(self, function: Any, says: str) -> None:
+        registry = FunctionRegistry()
+        with pytest.raises(ValidationError, match=re.escape(says)):
+            registry.register("job", function)
+        assert registry.names() == []
+
+    def test_a_name_with_a_lone_surrogate_is_refused(self) -> None:
+        with pytest.raises(ValidationError, match="function name"):
+            FunctionRegistry().register("job\udcff", _Callable())
+
+    def test_a_positional_parameter_with_a_default_is_fine(self) -> None:
+        entry = FunctionRegistry().register("job", _positional_with_default)
+        entry.check_call({"second": 2})
+
+    @pytest.mark.parametrize(
+        ("function", "is_async"),
+        [(_AsyncCallable(), True), (_Callable(), False), (_positional_with_default, False)],
+    )
+    def test_an_object_with_an_async_call_is_awaited(self, function: Any, is_async: bool) -> None:
+        """An object whose ``__call__`` is ``async def`` runs on the event loop like an
+        ``async def`` function (it used to run on a thread, leaving a coroutine unawaited)."""
+        assert FunctionRegistry().register("job", function).is_async is is_async

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import os
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -320,6 +322,37 @@ class TestOddOutcomes:
         finally:
             harness.runtime.stop(wait_for_executions=2)
             store.close()
+
+
+def _hides_a_coroutine() -> Any:
+    async def inner() -> int:
+        return 1
+
+    return inner()
+
+
+def test_a_plain_function_that_returns_a_coroutine_fails_clearly(
+    tmp_path: Any, clock: FakeClock
+) -> None:
+    """A wrapper that hides an ``async def`` from registration makes the run return a
+    coroutine nothing awaits: the run fails saying so (and the coroutine is closed, so
+    Python does not warn that it was never awaited)."""
+    store = SQLiteEventStore(tmp_path, clock=clock)
+    harness = Harness(clock, store)
+    harness.registry.register("hides", _hides_a_coroutine)
+    harness.runtime.start()
+    try:
+        harness.schedule("h", "hides", DateTrigger(run_at=clock.now()))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", "coroutine .* was never awaited", RuntimeWarning)
+            harness.advance(1)
+            gc.collect()
+        [failed] = harness.events("h", ExecutionFailed)
+        assert failed.error_type == "TypeError"
+        assert failed.message.startswith("the function returned a coroutine")
+    finally:
+        harness.runtime.stop(wait_for_executions=2)
+        store.close()
 
 
 class TestFireLead:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import inspect
 import queue
 import threading
 import time
@@ -345,6 +346,14 @@ class Executor:
         )
         try:
             value = function(**self._call_kwargs(request, context, accepts_context))
+            if inspect.iscoroutine(value):
+                # A wrapper hid an async function from registration: nothing awaits this.
+                value.close()
+                raise TypeError(
+                    "the function returned a coroutine, which nothing would await: register "
+                    "the async def function itself (or keep its signature with "
+                    "functools.wraps on an async def wrapper)"
+                )
         except BaseException as exc:
             self._report(request, context, started, None, exc)
         else:
@@ -473,3 +482,7 @@ class Executor:
             self._work.put(None)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._loop_thread.join(timeout=5)
+        if not self._loop_thread.is_alive():
+            # Closing releases the loop's self-pipe: two descriptors per stopped executor,
+            # which a host that starts and stops the scheduler would otherwise collect.
+            self._loop.close()
