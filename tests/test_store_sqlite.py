@@ -283,6 +283,14 @@ class TestReopening:
             store.append("s", _one())
         assert (data_dir / DB_FILENAME).is_file()
 
+    def test_a_file_where_the_directory_should_be_is_a_storage_error(self, tmp_path: Path) -> None:
+        """Not an OSError from deep inside: the one error type, naming the path."""
+        in_the_way = tmp_path / "data"
+        in_the_way.write_text("not a directory")
+        for path in (in_the_way, in_the_way / "below"):
+            with pytest.raises(StorageError, match=r"cannot use .* as the data directory"):
+                SQLiteEventStore(path)
+
 
 class TestOptions:
     @pytest.mark.parametrize("mode", ["OFF", "NORMAL", "FULL", "EXTRA"])

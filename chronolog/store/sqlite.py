@@ -347,7 +347,12 @@ class SQLiteEventStore:
             self._last_position = self._query_last_position()
             return
 
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way, no permission, a read-only file system
+            raise StorageError(
+                f"cannot use {self.data_dir} as the data directory: {exc.strerror or exc}"
+            ) from exc
         self._lock_fd = self._acquire_process_lock()
         try:
             self._conn = self._connect(write=True, synchronous=synchronous)
