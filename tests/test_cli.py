@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from chronolog import AppContext, SchedulerModule, Settings
@@ -288,6 +289,18 @@ class TestCommands:
             assert busy.returncode == 3 and "running" in busy.stderr
             listed = _json(chronolog("tasks", "list", "--data-dir", str(data_dir), "--json"))
             assert listed["total"] >= 3
+            # Exports read the same snapshot; writing the export file is not a change to
+            # the data directory (a read-only snapshot once made the DuckDB one fail).
+            for name, form in (("snap.duckdb", "duckdb"), ("parquet", "parquet")):
+                out = data_dir.parent / name
+                exported = chronolog(
+                    "export", str(out), "--format", form, "--data-dir", str(data_dir)
+                )
+                assert exported.returncode == 0, exported.stderr
+            tasks = duckdb.connect(str(data_dir.parent / "snap.duckdb"), read_only=True)
+            assert tasks.execute("SELECT count(*) FROM tasks").fetchone() == (listed["total"],)
+            tasks.close()
+            assert (data_dir.parent / "parquet" / "tasks.parquet").is_file()
         finally:
             module.stop_blocking()
 

@@ -324,8 +324,10 @@ def export(
 
 def _export_duckdb(cursor: duckdb.DuckDBPyConnection, temporary: Path) -> None:
     # The alias is ours (never user text); the file path is bound as a parameter.
+    # READ_WRITE: an attachment inherits the connection's mode, and the command line reads
+    # a running scheduler's projections through a read-only one.
     alias = f"chronolog_export_{uuid.uuid4().hex}"
-    cursor.execute(f"ATTACH $path AS {alias}", {"path": str(temporary)})
+    cursor.execute(f"ATTACH $path AS {alias} (READ_WRITE)", {"path": str(temporary)})
     try:
         cursor.execute("BEGIN TRANSACTION")
         try:
