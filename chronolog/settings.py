@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -189,15 +190,45 @@ def check_settings(settings: Settings) -> Settings:
 
 def _converted(values: dict[str, Any], origins: Mapping[str, str]) -> Settings:
     try:
-        return msgspec.convert(values, Settings, strict=False)
+        settings = msgspec.convert(values, Settings, strict=False)
     except msgspec.ValidationError as exc:
         text = str(exc)
         bad_key = _key_of(text)
-        where = origins.get(bad_key or "", "the Settings given")
-        raise ValidationError(
-            f"invalid setting {bad_key or '?'} (from {where}): {text}",
-            details={"key": bad_key, "origin": where},
-        ) from exc
+        raise _invalid(bad_key, text, origins) from exc
+    problem = _meaning_problem(settings)
+    if problem is not None:
+        raise _invalid(*problem, origins)
+    return settings
+
+
+def _invalid(key: str | None, text: str, origins: Mapping[str, str]) -> ValidationError:
+    where = origins.get(key or "", "the Settings given")
+    return ValidationError(
+        f"invalid setting {key or '?'} (from {where}): {text}",
+        details={"key": key, "origin": where},
+    )
+
+
+def _meaning_problem(settings: Settings) -> tuple[str, str] | None:
+    """(key, what is wrong) for a value of the right type that cannot work, else None.
+    Found here rather than at the first task or cleanup that would use it."""
+    if not settings.data_dir:
+        return "data_dir", "give a directory (an empty string names none)"
+    zone = settings.default_timezone
+    if zone is not None:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            return (
+                "default_timezone",
+                f"{zone!r} is not an IANA time zone known here (e.g. 'Europe/Berlin', 'UTC')",
+            )
+    for root in settings.cleanup_allowed_roots:
+        if not root.startswith("/"):
+            return "cleanup_allowed_roots", f"{root!r} is not an absolute path"
+    if settings.http_token == "":
+        return "http_token", "an empty token would let anyone in; leave it unset for none"
+    return None
 
 
 def _key_of(message: str) -> str | None:

@@ -100,6 +100,12 @@ class TestErrors:
             ("default_retry_backoff", 1e300),
             ("default_misfire_grace", float("nan")),
             ("default_max_retries", 10**6),
+            # Values of the right type that could not work: found at start, not at the
+            # first task or cleanup that would use them.
+            ("default_timezone", "Mars/Olympus_Mons"),
+            ("cleanup_allowed_roots", ("relative/logs",)),
+            ("data_dir", ""),
+            ("http_token", ""),
         ],
     )
     def test_the_module_checks_the_settings_it_is_given(self, key: str, value: object) -> None:
@@ -115,3 +121,13 @@ class TestErrors:
         with pytest.raises(ValidationError, match="default_timeout") as refused:
             load_settings(environ={"CHRONOLOG_DEFAULT_TIMEOUT": "inf"})
         assert refused.value.details == {"key": "default_timeout", "origin": "environment"}
+
+    def test_an_unknown_default_zone_names_its_origin(self, tmp_path: Path) -> None:
+        config = tmp_path / "chronolog.toml"
+        config.write_text('default_timezone = "Europe/Berln"\n')
+        with pytest.raises(ValidationError, match="not an IANA time zone") as refused:
+            load_settings(config, environ={})
+        assert refused.value.details == {
+            "key": "default_timezone",
+            "origin": f"settings file {config}",
+        }
