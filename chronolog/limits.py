@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import TypeGuard
 
 from chronolog.errors import ValidationError
 
@@ -76,14 +77,19 @@ def check_text(value: object, field: str, *, max_length: int, allow_empty: bool 
     return value
 
 
+def _number_up_to(value: object, highest: float) -> TypeGuard[float]:
+    """Whether ``value`` is a finite number (not a bool) from 0 to ``highest``."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and 0 <= value <= highest
+    )
+
+
 def check_seconds(value: object, field: str) -> float:
     """``value`` if it is a finite number of seconds from 0 to :data:`MAX_SECONDS`."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or not 0 <= value <= MAX_SECONDS
-    ):
+    if not _number_up_to(value, MAX_SECONDS):
         raise ValidationError(
             f"{field} must be a number of seconds from 0 to {MAX_SECONDS} (100 years), "
             f"got {value!r}",
@@ -108,12 +114,7 @@ def instant_range_message(field: str, value: datetime) -> str:
 
 def check_retention_days(value: object) -> float:
     """``value`` if it is a finite number of days from 0 to :data:`MAX_RETENTION_DAYS`."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or not 0 <= value <= MAX_RETENTION_DAYS
-    ):
+    if not _number_up_to(value, MAX_RETENTION_DAYS):
         raise ValidationError(
             f"retention_days must be a finite number of days from 0 to {MAX_RETENTION_DAYS} "
             f"(100 years), got {value!r}",

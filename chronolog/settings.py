@@ -21,9 +21,7 @@ from chronolog.limits import MAX_POLICY_COUNT, MAX_SECONDS
 
 LogFormat = Literal["auto", "json", "console"]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
-NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
-NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 #: Policy defaults end up in every task's policies: the same bounds as a task's own.
 PolicySeconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS)]
 PolicyTimeout = Annotated[float, msgspec.Meta(gt=0, le=MAX_SECONDS)]

@@ -528,8 +528,8 @@ class TestProtectedDirectories:
     @pytest.mark.parametrize("dry_run", [True, False])
     def test_a_run_above_it_never_enters_it(self, tmp_path: Path, dry_run: bool) -> None:
         """A recursive run over an ancestor selects, removes and empties nothing inside the
-        protected directory (named through a symlink here: it is compared by identity),
-        and everything else as usual."""
+        protected directory (named through a symlink and through '..' here: it is compared
+        by identity), and everything else as usual."""
         data = tmp_path / "app" / "data"
         for rel in ("events.sqlite3", "chronolog.lock", "nested/deep.log"):
             write(data, rel)
@@ -541,7 +541,7 @@ class TestProtectedDirectories:
             tmp_path / "app",
             CleanupRules(pattern="**", recursive=True, retention_days=1, remove_empty_dirs=True),
             dry_run=dry_run,
-            protected=[link],
+            protected=[link, tmp_path / "app" / "cache" / ".." / "data"],
         )
         assert sorted(record.path for record in report.files) == ["cache/old.tmp", "old.log"]
         assert files_under(data) == {"events.sqlite3", "chronolog.lock", "nested/deep.log"}

@@ -98,8 +98,8 @@ def open_target(
     if path in protected_directories():
         raise UnsafePathError(f"refusing to clean {display(path)!r}: a protected directory")
     # Compared by their real paths: the target's own path has no symlink on it (opening
-    # refuses them), a protected one may.
-    guarded = [os.path.realpath(normalise_path(p, what="protected directory")) for p in protected]
+    # refuses them), a protected one may, or '..' (a data_dir of "../data" is fine).
+    guarded = [os.path.realpath(os.fsdecode(os.fspath(p))) for p in protected]
     for guard in guarded:
         if is_within(path, guard):
             raise UnsafePathError(
