@@ -30,6 +30,7 @@ from chronolog.domain import commands as cmd
 from chronolog.domain.task_state import TaskState, replay_task
 from chronolog.errors import (
     ChronologError,
+    InvalidStateError,
     NotFoundError,
     RequestTimeoutError,
     ServiceUnavailableError,
@@ -44,7 +45,13 @@ from chronolog.host_loop import (
     Reply,
     replies_of,
 )
-from chronolog.housekeeping.registrations import Registration, RunOutcome
+from chronolog.housekeeping.registrations import (
+    CLEANUP_FUNCTION,
+    CLEANUP_TASK_PREFIX,
+    Registration,
+    RunOutcome,
+    is_cleanup_task,
+)
 from chronolog.ids import new_id
 from chronolog.limits import MAX_INT32, check_int, check_text
 from chronolog.result import ErrorInfo, Result
@@ -321,6 +328,13 @@ class SchedulerService:
             parameters=dict(parameters) if parameters is not None else None,
         )
         task_id = new_id() if event_id is None else check_id(event_id)
+        if event_id is not None and is_cleanup_task(task_id):
+            raise ValidationError(
+                f"event ids beginning with {CLEANUP_TASK_PREFIX!r} belong to the Housekeeper's "
+                "tasks (register_cleanup makes them); choose another id",
+                details={"field": "event_id"},
+            )
+        _not_the_cleanup_function(function_name)
         definition, is_recurring = self.validate_schedule(request)
         command = cmd.Schedule(
             definition=definition, recurring=is_recurring, cause=_cause(caused_by)
@@ -333,6 +347,11 @@ class SchedulerService:
         self, event_id: str, *, caused_by: Cause | None = None, **changes: Any
     ) -> _Sent[str]:
         """Change some of a task's fields (the names ``schedule_event`` takes)."""
+        _not_a_cleanup_task(
+            event_id, "change", "register_cleanup (the same directory and pattern updates it)"
+        )
+        if "function_name" in changes:
+            _not_the_cleanup_function(changes["function_name"])
         state = self._load(event_id)
         assert state.definition is not None
         request = apply_changes(request_from_definition(state.definition), changes)
@@ -345,6 +364,7 @@ class SchedulerService:
         self, event_id: str, note: str | None = None, *, caused_by: Cause | None = None
     ) -> _Sent[str]:
         """Cancel a task: it never fires again; running executions are signalled to stop."""
+        _not_a_cleanup_task(event_id, "cancel", "unregister_cleanup")
         command = cmd.Cancel(note=_note(note), cause=_cause(caused_by))
         return _Sent(self._send(check_id(event_id), command, caused_by), event_id)
 
@@ -803,6 +823,26 @@ def _projections_late() -> RequestTimeoutError:
 
 
 _CAUSE_KINDS = frozenset(get_args(CauseKind))
+
+
+def _not_a_cleanup_task(event_id: object, action: str, instead: str) -> None:
+    """A registration's task is the Housekeeper's: changed behind its back, the
+    registration would stay active with a task that no longer runs it. (Pausing, resuming
+    and running it now are fine.)"""
+    if isinstance(event_id, str) and is_cleanup_task(event_id):
+        raise InvalidStateError(
+            f"task {event_id!r} runs a cleanup registration: {action} it with {instead}",
+            details={"task_id": event_id},
+        )
+
+
+def _not_the_cleanup_function(function_name: object) -> None:
+    if function_name == CLEANUP_FUNCTION:
+        raise ValidationError(
+            f"{CLEANUP_FUNCTION!r} runs the Housekeeper's registrations on their schedules; "
+            "register a directory with register_cleanup instead",
+            details={"field": "function_name"},
+        )
 
 
 def _cause(caused_by: Cause | None) -> Cause:

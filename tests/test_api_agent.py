@@ -669,6 +669,40 @@ class TestHousekeeperLifecycle:
         finally:
             module.stop_blocking()
 
+    def test_a_registrations_task_is_changed_only_through_the_housekeeper(self, host: Host) -> None:
+        """Updating or cancelling a registration's task, taking its id for another task or
+        scheduling the built-in cleanup function directly would leave the registration
+        active with a task that no longer runs it: each is refused with a pointer to the
+        Housekeeper's own calls, and appends nothing. Pausing, resuming and running it
+        now stay open."""
+        svc = host.svc.sync
+        registration_id = svc.register_cleanup(str(host.clean), "*.log", retention_days=30).unwrap()
+        task_id = f"cleanup-{registration_id}"
+        assert host.module.settle(10)
+        before = host.position()
+        refusals = [
+            (svc.update_event(task_id, cron_expression="0 4 * * *"), "invalid_state"),
+            (svc.update_event(task_id, parameters={"registration_id": "x"}), "invalid_state"),
+            (svc.cancel_event(task_id), "invalid_state"),
+            (svc.schedule_event("x", "send_report", event_id=task_id), "invalid_argument"),
+            (svc.schedule_event("x", "send_report", event_id="cleanup-mine"), "invalid_argument"),
+            (
+                svc.schedule_event(
+                    "x", "chronolog.cleanup", parameters={"registration_id": registration_id}
+                ),
+                "invalid_argument",
+            ),
+        ]
+        for refused, code in refusals:
+            assert refused.error is not None and refused.error.code == code, refused
+        assert "unregister_cleanup" in refusals[2][0].error.message  # type: ignore[union-attr]
+        assert host.position() == before
+        for allowed in (svc.pause_event, svc.resume_event, svc.execute_now):
+            assert allowed(task_id).ok
+        assert host.module.settle(10)
+        [row] = svc.list_cleanups().unwrap()
+        assert row.active and svc.get_event(task_id).unwrap().status == "scheduled"
+
     def test_an_unexpected_error_is_answered_and_the_housekeeper_goes_on(
         self, host: Host, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -33,9 +33,18 @@ def registration_id_for(directory: str, pattern: str) -> str:
     return digest[:20]
 
 
+#: What the ids of the registrations' tasks begin with: the Housekeeper's namespace.
+CLEANUP_TASK_PREFIX = "cleanup-"
+
+
 def cleanup_task_id(registration_id: str) -> str:
     """The id of the task that runs a registration on its schedule."""
-    return f"cleanup-{registration_id}"
+    return f"{CLEANUP_TASK_PREFIX}{registration_id}"
+
+
+def is_cleanup_task(task_id: str) -> bool:
+    """Whether ``task_id`` is (or would be) one of the Housekeeper's tasks."""
+    return task_id.startswith(CLEANUP_TASK_PREFIX)
 
 
 class Registration(msgspec.Struct, frozen=True, kw_only=True):
