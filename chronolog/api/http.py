@@ -38,7 +38,6 @@ from chronolog.api.openapi import (
     EVENT_PATH,
     EVENTS_PATH,
     LIST_PARAMETERS,
-    MAX_OFFSET,
     OPENAPI_PATH,
     EventPage,
     QueryParameter,
@@ -46,6 +45,7 @@ from chronolog.api.openapi import (
     build_openapi,
 )
 from chronolog.errors import ValidationError
+from chronolog.projections.queries import MAX_OFFSET
 from chronolog.result import ErrorInfo
 from chronolog.service import SchedulerService
 

@@ -16,15 +16,19 @@ import msgspec
 
 from chronolog import __version__
 from chronolog.api.errors import ErrorEnvelope
-from chronolog.projections.queries import MAX_LIMIT, TASK_STATUSES, TaskRow, TaskSummary
+from chronolog.projections.queries import (
+    MAX_LIMIT,
+    MAX_OFFSET,
+    TASK_STATUSES,
+    TaskRow,
+    TaskSummary,
+)
 
 API_PREFIX: Final = "/api/v1/scheduler"
 EVENTS_PATH: Final = f"{API_PREFIX}/events"
 EVENT_PATH: Final = f"{API_PREFIX}/events/{{event_id}}"
 OPENAPI_PATH: Final = f"{API_PREFIX}/openapi.json"
 
-#: Largest ``offset`` accepted (a bound, so every value fits a 64-bit integer).
-MAX_OFFSET: Final = 1_000_000_000
 #: Longest ``cursor`` accepted, in characters.
 MAX_CURSOR_LENGTH: Final = 2048
 #: Ids of tasks and modules: what ``chronolog.task_spec.check_id`` accepts.

@@ -54,12 +54,15 @@ TASK_SORTS: Final = {
     "last_fire": "last_fire",
 }
 MAX_LIMIT: Final = 1000
+#: Largest ``offset`` accepted (a bound, so every value fits DuckDB's 64-bit OFFSET).
+MAX_OFFSET: Final = 1_000_000_000
 
 _json_decode = msgspec.json.decode
 
 __all__ = [
     "EXECUTION_STATUSES",
     "MAX_LIMIT",
+    "MAX_OFFSET",
     "TASK_SORTS",
     "TASK_STATUSES",
     "CleanupFileRow",
@@ -96,8 +99,8 @@ __all__ = [
 def _check_page(limit: int, offset: int) -> None:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise ValidationError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise ValidationError(f"offset must be a non-negative integer, got {offset!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= MAX_OFFSET:
+        raise ValidationError(f"offset must be an integer from 0 to {MAX_OFFSET}, got {offset!r}")
 
 
 def _check_choice(name: str, value: str | None, allowed: frozenset[str]) -> None:
