@@ -240,7 +240,14 @@ class SchedulerService:
 
         Raises :class:`~chronolog.errors.ValidationError` for a bad name or a non-callable:
         registration is part of the host's start-up code, where failing loudly is right.
+        The built-in ``chronolog.cleanup`` cannot be replaced (the Housekeeper's tasks call
+        it).
         """
+        if name == CLEANUP_FUNCTION:
+            raise ValidationError(
+                f"{CLEANUP_FUNCTION!r} is chronolog's own (the Housekeeper's tasks call it); "
+                "register your function under another name"
+            )
         entry = self._module.registry.register(
             name, function, module_id=module_id, description=description
         )

@@ -670,11 +670,11 @@ class TestHousekeeperLifecycle:
             module.stop_blocking()
 
     def test_a_registrations_task_is_changed_only_through_the_housekeeper(self, host: Host) -> None:
-        """Updating or cancelling a registration's task, taking its id for another task or
-        scheduling the built-in cleanup function directly would leave the registration
-        active with a task that no longer runs it: each is refused with a pointer to the
-        Housekeeper's own calls, and appends nothing. Pausing, resuming and running it
-        now stay open."""
+        """Updating or cancelling a registration's task, taking its id for another task,
+        scheduling the built-in cleanup function directly or registering another function
+        under its name would leave the registration active with a task that no longer runs
+        it: each is refused with a pointer to the Housekeeper's own calls, and appends
+        nothing. Pausing, resuming and running it now stay open."""
         svc = host.svc.sync
         registration_id = svc.register_cleanup(str(host.clean), "*.log", retention_days=30).unwrap()
         task_id = f"cleanup-{registration_id}"
@@ -702,6 +702,11 @@ class TestHousekeeperLifecycle:
         assert host.module.settle(10)
         [row] = svc.list_cleanups().unwrap()
         assert row.active and svc.get_event(task_id).unwrap().status == "scheduled"
+        # Nor can the function its task calls be replaced.
+        with pytest.raises(ValidationError, match="chronolog's own"):
+            host.svc.register_function("chronolog.cleanup", send_report)
+        [outcome] = svc.run_cleanup(registration_id, dry_run=True).unwrap()
+        assert outcome.report is not None
 
     def test_an_unexpected_error_is_answered_and_the_housekeeper_goes_on(
         self, host: Host, monkeypatch: pytest.MonkeyPatch
