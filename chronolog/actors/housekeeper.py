@@ -44,6 +44,7 @@ from chronolog.housekeeping.registrations import (
     cleanup_task_id,
     registration_id_for,
 )
+from chronolog.limits import is_utf8
 from chronolog.triggers import CronTrigger, validate
 
 if TYPE_CHECKING:
@@ -58,13 +59,11 @@ CLEANUP_STREAM_PREFIX = "cleanup-"
 
 
 def _require_utf8(directory: str) -> None:
-    try:
-        directory.encode("utf-8")
-    except UnicodeEncodeError:
+    if not is_utf8(directory):
         raise ValidationError(
             "the directory's path is not valid UTF-8; register its parent or rename it",
             details={"field": "directory"},
-        ) from None
+        )
 
 
 Reply = Callable[[Any], object]
