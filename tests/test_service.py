@@ -857,10 +857,15 @@ class TestEventLoop:
         """get_event and list_events read the task board, which has a write once the
         projector has folded it; a history query waits for DuckDB to have it too."""
         svc = host.svc.sync
+        # Not due: no execution of it may reach the projector once the commit is held.
         first = svc.schedule_event(
-            name="a", function_name="backup_database", next_execution=host.clock.now()
+            name="a",
+            function_name="backup_database",
+            next_execution=host.clock.now() + timedelta(days=1),
         ).unwrap()
         assert svc.get_event(first).ok  # the task board is loaded now
+        # And its own commit is done: only the next write's commit is held below.
+        assert host.module.require_projector().wait_for_position(host.log_size(), 10)
         gate = threading.Event()
         original = writer.commit
 
