@@ -552,6 +552,35 @@ class TestSupervisor:
             h.runtime.stop()
             store.close()
 
+    def test_a_command_sent_as_the_runtime_stops_is_answered(self, clock: FakeClock) -> None:
+        """A send that passed the running check while stop() ran posts to a shard that is
+        gone: the runtime answers it ``unavailable`` at once instead of leaving the caller
+        to its reply timeout. Here stop() runs, whole, between the check and the post."""
+        h = Harness(clock)
+        h.runtime.start()
+        slot_of = h.runtime._slot_of
+        stopped = []
+
+        def stop_first(task_id: str) -> Any:
+            if not stopped:
+                stopped.append(True)
+                h.runtime.stop()
+            return slot_of(task_id)
+
+        h.runtime._slot_of = stop_first  # type: ignore[method-assign]
+        definition = TaskDefinition(
+            name="late", function_name="record", trigger=DateTrigger(run_at=clock.now())
+        )
+        answer: concurrent.futures.Future[CommandOutcome] = concurrent.futures.Future()
+        h.runtime.send(
+            "late", cmd.Schedule(definition=definition, recurring=False), reply=answer.set_result
+        )
+        outcome = answer.result(5)
+        assert outcome.error is not None and outcome.error.code == "unavailable"
+        assert "stopped" in outcome.error.message
+        assert h.runtime.activity.count == 0
+        assert h.events("late") == []
+
     def test_idle_actors_are_passivated(self, clock: FakeClock) -> None:
         """An actor idle longer than the idle time is stopped; its task still fires later."""
         h = Harness(clock, actor_idle_seconds=10)

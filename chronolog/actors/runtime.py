@@ -20,7 +20,14 @@ import structlog
 from chronolog.actors.activity import ActivityCounter
 from chronolog.actors.executor import ExecutionBackend, ExecutionRequest, Executor, FinishCallback
 from chronolog.actors.housekeeper import CLEANUP_STREAM_PREFIX, Housekeeper
-from chronolog.actors.messages import Passivate, Reply, Resync, ShardMessage, TaskCommand
+from chronolog.actors.messages import (
+    CommandOutcome,
+    Passivate,
+    Reply,
+    Resync,
+    ShardMessage,
+    TaskCommand,
+)
 from chronolog.actors.shard import ROUND_SIZE, ShardSlot
 from chronolog.actors.supervisor import PASSIVATE_WAKE, RESTART_PREFIX, Supervisor
 from chronolog.actors.timer import (
@@ -89,6 +96,7 @@ class Runtime:
         self.housekeeper: Housekeeper | None = None
         self._started = False
         self._stopping = False
+        self._stopped = False  # the shards are gone: what reaches a mailbox now is answered here
         self._lock = threading.Lock()
         self.recovered_tasks = 0
 
@@ -196,6 +204,25 @@ class Runtime:
         if self._supervisor is not None:
             self._supervisor.stop(block=True, timeout=30)
         self._started = False
+        self._stopped = True
+        self._answer_unhandled()
+
+    def _answer_unhandled(self) -> None:
+        """Answer the messages left in the mailboxes of the stopped shards: a command sent
+        as the scheduler stopped would otherwise wait for its reply timeout."""
+        for slot in self._slots:
+            for message in slot.mailbox.take():
+                try:
+                    if isinstance(message, TaskCommand) and message.reply is not None:
+                        message.reply(
+                            CommandOutcome(
+                                error=ServiceUnavailableError(
+                                    "the scheduler stopped before it handled this command"
+                                )
+                            )
+                        )
+                finally:
+                    self.activity.end()
 
     @property
     def running(self) -> bool:
@@ -240,6 +267,10 @@ class Runtime:
         self.activity.begin()
         if slot.mailbox.post(message):
             slot.wake()
+        # A sender that passed send()'s check as stop() ran: the shards may have stopped
+        # before this post, and stop() answers only what it found queued.
+        if self._stopped:
+            self._answer_unhandled()
 
     def supervisor_tell(self, message: object) -> None:
         """Send a message to the supervisor, counting it as work in flight."""
