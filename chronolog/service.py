@@ -821,8 +821,7 @@ class SchedulerService:
             self._queries.shutdown(wait=True)
             self._queries = None
         if self._sync is not None:
-            self._sync.close()
-            self._sync = None
+            self._sync.close()  # kept: a reference a host holds works after a new start
 
 
 def _projections_late() -> RequestTimeoutError:
@@ -876,15 +875,20 @@ def _note(note: str | None, field: str = "note") -> str | None:
 
 
 class SyncSchedulerService:
-    """Blocking twins of the facade's methods, run on a private event-loop thread."""
+    """Blocking twins of the facade's methods, run on a private event-loop thread.
+
+    The thread starts on the first call and ends when the module stops; a reference kept
+    across a stop and a new start keeps working (a call made while stopped answers
+    ``unavailable`` at once, as the async method does).
+    """
 
     def __init__(self, service: SchedulerService) -> None:
         self._service = service
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="chronolog-sync", daemon=True
-        )
-        self._thread.start()
+        # Guards the loop's replacement: a call submits its coroutine under it, so close()
+        # sees every call submitted before it and waits for their answers.
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self._service, name)
@@ -892,14 +896,39 @@ class SyncSchedulerService:
             return method  # type: ignore[no-any-return]
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            future = asyncio.run_coroutine_threadsafe(method(*args, **kwargs), self._loop)
+            with self._lock:
+                loop = self._started_loop()
+                future = asyncio.run_coroutine_threadsafe(method(*args, **kwargs), loop)
             return future.result(REPLY_TIMEOUT + 5)
 
         call.__name__ = name
         call.__doc__ = method.__doc__
         return call
 
+    def _started_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(
+                target=self._loop.run_forever, name="chronolog-sync", daemon=True
+            )
+            self._thread.start()
+        return self._loop
+
     def close(self) -> None:
-        """Stop the private loop."""
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
+        """Let the calls in flight answer, then stop and close the private loop."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+
+        async def finish() -> None:
+            pending = asyncio.all_tasks() - {asyncio.current_task()}
+            if pending:
+                await asyncio.wait(pending, timeout=REPLY_TIMEOUT)
+            loop.stop()
+
+        asyncio.run_coroutine_threadsafe(finish(), loop)
+        thread.join(timeout=REPLY_TIMEOUT + 5)
+        if not thread.is_alive():
+            loop.close()  # its selector and self-pipe are file descriptors

@@ -328,13 +328,47 @@ def test_starting_and_stopping_leaks_no_descriptors(tmp_path: Path) -> None:
     try:
         for _ in range(4):
             module = SchedulerModule(Settings(data_dir=str(tmp_path / "data")))
-            module.register(AppContext())
+            app = AppContext()
+            module.register(app)
             module.start_blocking()
+            # The blocking facade's private loop is closed at stop too.
+            assert app.get_service("scheduler_service").sync.list_events().ok
             module.stop_blocking()
             counts.append(len(os.listdir("/proc/self/fd")))
     finally:
         gc.enable()
     assert counts[1:] == [counts[0]] * 3, counts
+
+
+def test_a_kept_blocking_facade_outlives_a_restart(tmp_path: Path) -> None:
+    """A host keeps ``svc.sync`` once. Stopped, it answers ``unavailable`` at once (as the
+    async facade does; its private loop was stopped under it, so calls waited 35 s for a
+    TimeoutError); started again, it works."""
+    module = SchedulerModule(Settings(data_dir=str(tmp_path / "data")))
+    app = AppContext()
+    svc: SchedulerService = module.register(app)
+    svc.register_function("backup_database", backup_database)
+    blocking = svc.sync
+    module.start_blocking()
+    try:
+        assert blocking.list_events().unwrap().total == 0
+        module.stop_blocking()
+        done = concurrent.futures.Future[Any]()
+        threading.Thread(
+            target=lambda: done.set_result(blocking.list_events()), daemon=True
+        ).start()
+        stopped = done.result(5)
+        assert stopped.error is not None and stopped.error.code == "unavailable"
+        module.start_blocking()
+        r = blocking.schedule_event(
+            name="after restart",
+            function_name="backup_database",
+            next_execution=datetime.now(UTC) + timedelta(days=1),
+        )
+        assert r.ok, r.error
+        assert blocking.get_event(r.value).unwrap().name == "after restart"
+    finally:
+        module.stop_blocking()
 
 
 class TestUpdate:
