@@ -280,6 +280,14 @@ _ODD_OUTCOMES: dict[str, tuple[Callable[[], Any], type, str, str]] = {
     "one from a coroutine": (_async_surrogate, ExecutionSucceeded, "result", "'\\udcff'"),
     "a list holding itself": (_holds_itself, ExecutionSucceeded, "result", "[[...]]"),
     "a repr that raises": (_NoRepr, ExecutionSucceeded, "result", "<repr() raised RuntimeError>"),
+    # JSON has no NaN or infinity: msgspec writes null, which would read as None.
+    "a NaN": (lambda: float("nan"), ExecutionSucceeded, "result", "nan"),
+    "an infinity in a dict": (
+        lambda: {"ratio": float("-inf"), "none": None},
+        ExecutionSucceeded,
+        "result",
+        "{'ratio': -inf, 'none': None}",
+    ),
     "a surrogate message": (
         _raises(ValueError("bad \udcff")),
         ExecutionFailed,

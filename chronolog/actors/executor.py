@@ -49,6 +49,18 @@ def _storable_text(produce: Callable[[], str], what: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def _lost_a_float(value: Any, encoded: bytes) -> bool:
+    """Whether ``encoded`` (JSON, holding a ``null``) wrote a NaN or an infinity of ``value``
+    as ``null``: read back, it would not be what the function returned. Asked only when
+    the JSON has a ``null``, which every such float leaves."""
+    try:
+        builtins = msgspec.to_builtins(value, str_keys=True)
+        # NaN is unequal to itself, and an infinity to the None it was read back as.
+        return bool(msgspec.json.decode(encoded) != builtins)
+    except Exception:
+        return False
+
+
 #: Guards the first creation of a context's cancellation event against a concurrent cancel.
 _SIGNAL_LOCK = threading.Lock()
 
@@ -447,6 +459,9 @@ class Executor:
             if len(text) > self._max_result_bytes:
                 return text[: self._max_result_bytes], True, True
             return text, True, False
+        if b"null" in encoded and _lost_a_float(value, encoded):
+            text = _storable_text(lambda: repr(value), "repr()")
+            return text[: self._max_result_bytes], True, len(text) > self._max_result_bytes
         if len(encoded) > self._max_result_bytes:
             return encoded[: self._max_result_bytes].decode("utf-8", "ignore"), True, True
         return msgspec.json.decode(encoded), False, False
