@@ -97,6 +97,14 @@ class StorageError(ChronologError):
     code = "storage_error"
 
 
+def projections_failing(reason: str) -> StorageError:
+    """The error of a read that needs what the failing projector has not applied yet."""
+    return StorageError(
+        f"the projections cannot catch up with the log: {reason}",
+        details={"projector_failure": reason},
+    )
+
+
 class StoreLockedError(StorageError):
     """Another process already has the data directory open for writing."""
 

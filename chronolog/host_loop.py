@@ -385,6 +385,12 @@ class PositionSource(Protocol):
         """Someone waits for ``position``: publish it as soon as possible."""
         ...
 
+    @property
+    def failure(self) -> str | None:
+        """Why the source cannot move on for now (None while it can). Publish the current
+        position when it is set, so waiters notice."""
+        ...
+
 
 class PositionWaiter:
     """Callers on one event loop waiting until ``source`` publishes a position.
@@ -393,8 +399,9 @@ class PositionWaiter:
     all of them when one caller is cancelled), kept in a list per target position. The
     waiter listens to the source only while someone waits, and then posts to the loop's
     inbox only for a position that releases someone. A caller still waiting after
-    ``timeout`` seconds fails with ``timeout_error()``. Use it on the loop's thread only
-    (the listener excepted).
+    ``timeout`` seconds fails with ``timeout_error()``; while the source reports a
+    :attr:`~PositionSource.failure`, callers fail at once with ``failure_error(reason)``.
+    Use it on the loop's thread only (the listener excepted).
     """
 
     def __init__(
@@ -403,8 +410,10 @@ class PositionWaiter:
         source: PositionSource,
         timeout: float,
         timeout_error: Callable[[], BaseException],
+        failure_error: Callable[[str], BaseException],
     ) -> None:
         self.source = source
+        self._failure_error = failure_error
         self._inbox = inbox_of(loop)
         self._pending = PendingFutures(loop, timeout, timeout_error)
         self._targets: dict[int, list[int]] = {}  # target position -> tokens
@@ -418,10 +427,13 @@ class PositionWaiter:
 
     def wait(self, target: int) -> asyncio.Future[None] | None:
         """None when the source is at ``target`` already, else a future that is done when
-        it gets there."""
+        it gets there. Raises ``failure_error(reason)`` while the source is failing."""
         if self.source.position >= target:
             return None
-        self.source.request(target)
+        self.source.request(target)  # a failing source may take it as a cue to try again
+        failure = self.source.failure
+        if failure is not None:
+            raise self._failure_error(failure)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._targets.setdefault(target, []).append(self._pending.add(future))
         if self._lowest is None or target < self._lowest:
@@ -438,7 +450,7 @@ class PositionWaiter:
     def _published(self, position: int) -> None:
         """The listener, on the source's thread."""
         lowest = self._lowest
-        if lowest is not None and position >= lowest:
+        if lowest is not None and (position >= lowest or self.source.failure is not None):
             self._inbox.post(self._release, position)
 
     def _release_next_turn(self) -> None:
@@ -451,6 +463,9 @@ class PositionWaiter:
         if self._release_armed:
             return  # the next turn's release goes on, to the newest position
         position = max(position, self.source.position)
+        failure = self.source.failure
+        if failure is not None:
+            self._fail_beyond(position, failure)
         budget = WAKEUPS_PER_TURN
         for target in sorted(t for t in self._targets if t <= position):
             tokens = self._targets[target]
@@ -470,3 +485,12 @@ class PositionWaiter:
         if self._lowest is None and self._listening:
             self._listening = False
             self.source.remove_position_listener(self._published)
+
+    def _fail_beyond(self, position: int, failure: str) -> None:
+        """Fail the callers waiting for a position beyond ``position``: the source cannot
+        get there for now."""
+        for target in [t for t in self._targets if t > position]:
+            for token in self._targets.pop(target):
+                future = self._pending.pop(token)
+                if future is not None and not future.done():
+                    future.set_exception(self._failure_error(failure))

@@ -50,6 +50,10 @@ PROJECTIONS_FILENAME = "projections.duckdb"
 #: with each failure in a row up to :data:`PROJECTOR_RETRY_MAX`.
 PROJECTOR_RETRY_FIRST = 0.5
 PROJECTOR_RETRY_MAX = 30.0
+#: Readers waiting for their own writes wait out a projector retry this soon (a passing
+#: error costs them that wait); a later retry means the projector keeps failing, and they
+#: fail at once, saying why, instead of at their 30 s timeout.
+READS_WAIT_FOR_RETRY = 1.0
 
 
 @runtime_checkable
@@ -230,19 +234,21 @@ class SchedulerModule:
                 return
             except StoreClosedError:
                 return
-            except Exception:
+            except Exception as exc:
                 self.projector_failures += 1
                 # After a long healthy stretch a failure is the first in a row again.
                 healthy = time.monotonic() - started >= PROJECTOR_RETRY_MAX
                 in_a_row = 1 if healthy else in_a_row + 1
                 delay = min(PROJECTOR_RETRY_FIRST * 2 ** (in_a_row - 1), PROJECTOR_RETRY_MAX)
+                if delay > READS_WAIT_FOR_RETRY:
+                    # Cleared by the next batch the projector applies.
+                    projector.note_failure(f"{exc} (it tries again within {delay:g} s)")
                 log.exception(
                     "the projector failed; it follows the log again after a pause",
                     retry_in_seconds=delay,
                     failures=self.projector_failures,
                 )
-                if stop.wait(delay):
-                    return
+                projector.pause_after_failure(delay, READS_WAIT_FOR_RETRY, stop)
 
     def _start_process(self) -> None:
         from chronolog.process.engine import ProcessEngine  # only this engine needs it
@@ -268,6 +274,8 @@ class SchedulerModule:
         self._projector_stop.set()
         if self._store is not None:
             self._store.wake_waiters()  # the projector's wait sees the stop at once
+        if self._projector is not None:
+            self._projector.wake()  # and so does its pause after a failure
         if self._projector_thread is not None:
             self._projector_thread.join(timeout=30)
             self._projector_thread = None

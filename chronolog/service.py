@@ -35,6 +35,7 @@ from chronolog.errors import (
     RequestTimeoutError,
     ServiceUnavailableError,
     ValidationError,
+    projections_failing,
 )
 from chronolog.events import Cause, CauseKind, EventMetadata, TaskDefinition
 from chronolog.host_loop import (
@@ -748,7 +749,7 @@ class SchedulerService:
         waiter = self._catch_up.get(loop)
         if waiter is None or waiter.source is not board:
             waiter = self._catch_up[loop] = PositionWaiter(
-                loop, board, REPLY_TIMEOUT, _projections_late
+                loop, board, REPLY_TIMEOUT, _projections_late, projections_failing
             )
         return waiter.wait(written)
 
@@ -792,7 +793,7 @@ class SchedulerService:
                 if projector.board_covers(written):
                     return found
             if projector.position < written and not projector.wait_for_position(
-                written, REPLY_TIMEOUT
+                written, REPLY_TIMEOUT, fail_fast=True
             ):
                 raise _projections_late()
             return run(projector)

@@ -16,7 +16,7 @@ import pytest
 
 from chronolog.actors.messages import TaskCommand
 from chronolog.domain import commands as cmd
-from chronolog.errors import RequestTimeoutError
+from chronolog.errors import RequestTimeoutError, StorageError, projections_failing
 from chronolog.events import Cause
 from chronolog.host_loop import (
     WAKEUPS_PER_TURN,
@@ -364,6 +364,7 @@ class Source:
 
     def __init__(self) -> None:
         self.position = 0
+        self.failure: str | None = None
         self.listeners: list[Callable[[int], object]] = []
         self.requested: list[int] = []
 
@@ -380,6 +381,11 @@ class Source:
         self.position = position
         for listener in list(self.listeners):
             listener(position)
+
+    def fail(self, reason: str) -> None:
+        """As the projector's note_failure: the reason, then the position published again."""
+        self.failure = reason
+        self.publish(self.position)
 
 
 def late() -> RequestTimeoutError:
@@ -400,7 +406,7 @@ class TestPositionWaiter:
         source = Source()
 
         async def main() -> None:
-            waiter = PositionWaiter(loop, source, 30.0, late)
+            waiter = PositionWaiter(loop, source, 30.0, late, projections_failing)
             assert waiter.wait(0) is None  # there already
             five, seven = waiter.wait(5), waiter.wait(7)
             assert five is not None and seven is not None
@@ -432,7 +438,7 @@ class TestPositionWaiter:
         source = Racing()
 
         async def main() -> None:
-            waiter = PositionWaiter(loop, source, 30.0, late)
+            waiter = PositionWaiter(loop, source, 30.0, late, projections_failing)
             future = waiter.wait(5)
             assert future is not None
             await asyncio.wait_for(future, timeout=5)
@@ -446,7 +452,7 @@ class TestPositionWaiter:
         source = Source()
 
         async def main() -> list[Any]:
-            waiter = PositionWaiter(loop, source, 30.0, late)
+            waiter = PositionWaiter(loop, source, 30.0, late, projections_failing)
 
             async def read() -> str:
                 future = waiter.wait(5)
@@ -476,7 +482,7 @@ class TestPositionWaiter:
         source = Source()
 
         async def main() -> tuple[list[int], list[Any]]:
-            waiter = PositionWaiter(loop, source, 30.0, late)
+            waiter = PositionWaiter(loop, source, 30.0, late, projections_failing)
             woken: list[int] = []
 
             async def read(i: int, target: int) -> int:
@@ -507,12 +513,41 @@ class TestPositionWaiter:
         assert [o for i, o in enumerate(outcomes) if i != 7] == [i for i in range(10_000) if i != 7]
         assert_a_slice_per_turn(seen, 9_999)
 
+    def test_a_failing_source_fails_its_waiters_at_once(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """While the projector cannot apply the log (a full disk), the readers waiting for
+        their writes fail now with the reason, not at their 30 s timeout; a reader whose
+        position was reached is released, and new readers fail until the source moves on."""
+        source = Source()
+
+        async def main() -> None:
+            waiter = PositionWaiter(loop, source, 30.0, late, projections_failing)
+            reached, beyond = waiter.wait(3), waiter.wait(5)
+            assert reached is not None and beyond is not None
+            source.position = 3
+            in_thread(lambda: source.fail("No space left on device"))
+            await asyncio.wait_for(reached, timeout=5)
+            with pytest.raises(StorageError, match=r"cannot catch up.*No space left"):
+                await asyncio.wait_for(beyond, timeout=5)
+            assert len(waiter) == 0 and source.listeners == []
+            assert waiter.wait(3) is None  # what it has applied reads as before
+            with pytest.raises(StorageError, match="No space left"):
+                waiter.wait(6)
+            source.failure = None
+            again = waiter.wait(6)
+            assert again is not None
+            in_thread(lambda: source.publish(6))
+            await asyncio.wait_for(again, timeout=5)
+
+        loop.run_until_complete(main())
+
     def test_a_position_that_never_comes_times_out(self, loop: asyncio.AbstractEventLoop) -> None:
         source = Source()
 
         async def main() -> None:
             advance = fake_clock(loop)
-            waiter = PositionWaiter(loop, source, 30.0, late)
+            waiter = PositionWaiter(loop, source, 30.0, late, projections_failing)
             futures = [waiter.wait(5) for _ in range(1000)]
             assert len(loop._scheduled) <= 1  # type: ignore[attr-defined]
             advance(31)

@@ -292,6 +292,34 @@ class TestFollowing:
             assert projector.wait_for_position(2, timeout=10)
             assert one(projector.reader(), "SELECT status FROM tasks") == {"status": "running"}
 
+    def test_a_failed_commit_reports_its_own_error(self, tmp_path: Path) -> None:
+        """A COMMIT that fails (a full disk) ends DuckDB's transaction; the rollback after
+        it must not replace the error that says why with "no transaction is active"."""
+
+        class FullDisk:
+            def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
+                self._conn = conn
+
+            def __getattr__(self, name: str) -> object:
+                return getattr(self._conn, name)
+
+            def commit(self) -> None:
+                self._conn.rollback()  # as DuckDB leaves it: no transaction
+                raise duckdb.IOException('Could not write file "x.wal": No space left on device')
+
+        store = store_with(scheduled("a"))
+        projector = Projector(store, tmp_path / "p.duckdb")
+        real = projector._conn
+        projector._conn = FullDisk(real)  # type: ignore[assignment]
+        try:
+            with pytest.raises(StorageError, match="No space left on device"):
+                projector.catch_up()
+        finally:
+            projector._conn = real
+        assert projector.position == 0
+        assert projector.catch_up() == 1
+        projector.close()
+
     def test_run_until_stopped_follows_appends(self, tmp_path: Path) -> None:
         """The loop projects new events soon after they are appended, and stops when told."""
         store = store_with(scheduled("a"))

@@ -949,6 +949,78 @@ class TestEventLoop:
         assert [run.status for run in history.items] == ["succeeded"]
         assert host.module.projector_failures == 2
 
+    def test_reads_fail_fast_while_the_projector_keeps_failing(
+        self, host: Host, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A projector that keeps failing (retried seconds later: a full disk) makes the
+        reads that need what it has not applied fail at once with the reason, not after
+        their 30 s timeout. Commands still work: the log takes them. Once the projector
+        applies again, so do the reads."""
+        # A retry as far off as a long-failing projector's: reads bring it forward.
+        monkeypatch.setattr(module_module, "PROJECTOR_RETRY_FIRST", 20.0)
+        original = writer.commit
+        disk_full = threading.Event()
+        disk_full.set()
+
+        def failing(conn: Any, batch: writer.PreparedBatch) -> None:
+            if disk_full.is_set():
+                raise duckdb.IOException("No space left on device")
+            original(conn, batch)
+
+        svc = host.svc.sync
+        first = svc.schedule_event(
+            name="a", function_name="backup_database", next_execution=host.clock.now()
+        ).unwrap()
+        assert svc.get_event(first).ok
+        monkeypatch.setattr(writer, "commit", failing)
+        second = svc.schedule_event(
+            name="b", function_name="backup_database", next_execution=host.clock.now()
+        ).unwrap()
+        projector = host.module.require_projector()
+        deadline = time.monotonic() + 10
+        while projector.failure is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert projector.failure is not None and "No space left" in projector.failure
+        for read in (
+            lambda: svc.get_event(second),
+            lambda: svc.list_events(),
+            lambda: svc.get_executions(event_id=first),
+        ):
+            started = time.monotonic()
+            r = read()
+            assert time.monotonic() - started < 5
+            assert r.error is not None and r.error.code == "storage_error", r
+            assert "No space left on device" in r.error.message
+        disk_full.clear()  # space is freed: the next read brings the next try forward
+        deadline = time.monotonic() + 10
+        while not (r := svc.get_event(second)).ok and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert r.unwrap().name == "b"
+        assert projector.failure is None
+        assert svc.list_events().unwrap().total == 2
+
+    def test_stopping_does_not_wait_out_the_projectors_pause(
+        self, host: Host, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A projector pausing after a failure stops as soon as the module does."""
+        monkeypatch.setattr(module_module, "PROJECTOR_RETRY_FIRST", 20.0)
+
+        def failing(conn: Any, batch: writer.PreparedBatch) -> None:
+            raise duckdb.IOException("No space left on device")
+
+        monkeypatch.setattr(writer, "commit", failing)
+        host.svc.sync.schedule_event(
+            name="a", function_name="backup_database", next_execution=host.clock.now()
+        ).unwrap()
+        projector = host.module.require_projector()
+        deadline = time.monotonic() + 10
+        while projector.failure is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert projector.failure is not None
+        started = time.monotonic()
+        host.module.stop_blocking()
+        assert time.monotonic() - started < 5
+
     def test_a_read_waits_for_the_projector_on_the_loop(self, host: Host) -> None:
         """A read that must see a write the projector has not applied yet waits on the
         caller's loop (not on a query thread) and answers once the projector gets there."""

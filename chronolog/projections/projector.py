@@ -25,7 +25,12 @@ from typing import TypeVar
 import duckdb
 import structlog
 
-from chronolog.errors import StorageError, StoreClosedError, ValidationError
+from chronolog.errors import (
+    StorageError,
+    StoreClosedError,
+    ValidationError,
+    projections_failing,
+)
 from chronolog.events import Envelope
 from chronolog.gil import let_others_run
 from chronolog.projections import writer
@@ -186,6 +191,8 @@ class Projector:
         self._listeners_lock = threading.Lock()
         self._closed = False
         self._position = 0
+        self._failure: str | None = None
+        self._retry_wanted = False  # a reader asked for a position while it was failing
         # The highest position a reader waits for: a pacing projector starts at once.
         self._requested = 0
         self._request_lock = threading.Lock()
@@ -416,16 +423,70 @@ class Projector:
                     return
                 self._requested = position
             self._store.wake_waiters()
+        if self._failure is not None:
+            with self._applied:
+                self._retry_wanted = True
+                self._applied.notify_all()
 
     def _is_requested(self) -> bool:
         """Whether a reader waits for a position not applied yet."""
         return self._requested > self._position
 
-    def wait_for_position(self, position: int, timeout: float) -> bool:
-        """Block until the projection has applied ``position`` (read-your-writes); or time out."""
+    def wait_for_position(self, position: int, timeout: float, *, fail_fast: bool = False) -> bool:
+        """Block until the projection has applied ``position`` (read-your-writes); or time out.
+
+        ``fail_fast``: while the projector is failing (:attr:`failure`), raise
+        :class:`StorageError` with the reason at once instead of waiting out ``timeout``.
+        """
         self.request(position)
         with self._applied:
-            return self._applied.wait_for(lambda: self._position >= position, timeout)
+            if not fail_fast:
+                return self._applied.wait_for(lambda: self._position >= position, timeout)
+            self._applied.wait_for(
+                lambda: self._position >= position or self._failure is not None, timeout
+            )
+            if self._position >= position:
+                return True
+            if self._failure is not None:
+                raise projections_failing(self._failure)
+            return False
+
+    def pause_after_failure(self, delay: float, least: float, stop: threading.Event) -> None:
+        """Wait ``delay`` seconds before following the log again after a failure; only
+        ``least`` seconds when a reader asks for a position meanwhile (so a cause that is
+        gone, a disk with room again, is noticed at the next read, at most one try per
+        ``least``). Returns early once ``stop`` is set and :meth:`wake` called."""
+        now = time.monotonic()
+        deadline, earliest = now + delay, now + min(least, delay)
+        with self._applied:
+            self._retry_wanted = False
+            while not stop.is_set():
+                now = time.monotonic()
+                if now >= deadline or (self._retry_wanted and now >= earliest):
+                    return
+                self._applied.wait((earliest if self._retry_wanted else deadline) - now)
+
+    def wake(self) -> None:
+        """Wake :meth:`pause_after_failure` (to see its ``stop``)."""
+        with self._applied:
+            self._applied.notify_all()
+
+    @property
+    def failure(self) -> str | None:
+        """Why following the log last failed, until the projector applies something again
+        (None while it is healthy). The projections then lag the log until the cause (a
+        full disk, say) is gone."""
+        return self._failure
+
+    def note_failure(self, reason: str) -> None:
+        """Record that following the log failed (whoever runs the projector tries again
+        later), and wake the readers waiting for a position, who fail now with ``reason``
+        rather than at their timeout."""
+        with self._applied:
+            self._failure = reason
+            self._applied.notify_all()
+        self._publish(self._position_listeners, self._position)
+        self._publish(self._board_listeners, self.board_position)
 
     def _catch_up(self, batch_size: int, stop: threading.Event | None) -> int:
         with self._lock:
@@ -563,6 +624,7 @@ class Projector:
     def _set_position(self, position: int) -> None:
         with self._applied:
             self._position = position
+            self._failure = None  # it applies again
             self._applied.notify_all()
         self._publish(self._position_listeners, position)
         self._publish(self._board_listeners, position)
@@ -693,6 +755,11 @@ class BoardPositions:
     def request(self, position: int) -> None:
         """Someone waits for ``position``: catch up at once (see :meth:`Projector.request`)."""
         self._projector.request(position)
+
+    @property
+    def failure(self) -> str | None:
+        """The projector's :attr:`~Projector.failure`."""
+        return self._projector.failure
 
 
 def _without(

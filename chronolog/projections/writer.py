@@ -221,5 +221,8 @@ def commit(conn: duckdb.DuckDBPyConnection, batch: PreparedBatch) -> None:
             )
             conn.commit()
         except BaseException:
-            conn.rollback()
+            # A COMMIT that failed (a full disk) has ended the transaction: its rollback
+            # would raise "no transaction is active" over the error that says why.
+            with contextlib.suppress(duckdb.Error):
+                conn.rollback()
             raise
