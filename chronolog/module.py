@@ -56,6 +56,12 @@ PROJECTOR_RETRY_MAX = 30.0
 READS_WAIT_FOR_RETRY = 1.0
 
 
+def projector_retry_delay(in_a_row: int) -> float:
+    """The pause after the projector's ``in_a_row``-th failure in a row (seconds)."""
+    # The exponent is capped: a float overflows past 2 ** 1023, some days of failures in.
+    return min(PROJECTOR_RETRY_FIRST * 2.0 ** min(in_a_row - 1, 16), PROJECTOR_RETRY_MAX)
+
+
 @runtime_checkable
 class ServiceRegistry(Protocol):
     """What chronolog needs from a host's service registry."""
@@ -239,7 +245,7 @@ class SchedulerModule:
                 # After a long healthy stretch a failure is the first in a row again.
                 healthy = time.monotonic() - started >= PROJECTOR_RETRY_MAX
                 in_a_row = 1 if healthy else in_a_row + 1
-                delay = min(PROJECTOR_RETRY_FIRST * 2 ** (in_a_row - 1), PROJECTOR_RETRY_MAX)
+                delay = projector_retry_delay(in_a_row)
                 if delay > READS_WAIT_FOR_RETRY:
                     # Cleared by the next batch the projector applies.
                     projector.note_failure(f"{exc} (it tries again within {delay:g} s)")

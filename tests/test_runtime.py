@@ -21,11 +21,13 @@ from chronolog.actors.messages import CommandOutcome, TaskCommand
 from chronolog.actors.runtime import Runtime
 from chronolog.actors.shard import ROUND_SIZE
 from chronolog.domain import commands as cmd
+from chronolog.errors import StorageError
 from chronolog.events import (
     EventMetadata,
     ExecutionCancelled,
     ExecutionFailed,
     ExecutionInterrupted,
+    ExecutionSkipped,
     ExecutionStarted,
     ExecutionSucceeded,
     ExecutionTimedOut,
@@ -361,6 +363,83 @@ def test_a_plain_function_that_returns_a_coroutine_fails_clearly(
     finally:
         harness.runtime.stop(wait_for_executions=2)
         store.close()
+
+
+class FillingStore(InMemoryEventStore):
+    """A log whose appends fail while ``full`` is set, as SQLite's do on a full disk."""
+
+    full = False
+
+    def append_many(self, requests: Any) -> Any:
+        if self.full:
+            raise StorageError("append failed: database or disk is full")
+        return super().append_many(requests)
+
+
+class TestAppendFailures:
+    """A command of the scheduler's own (a fire, a run's outcome) whose events the log
+    cannot take is sent again after a pause, not dropped: nobody else would notice."""
+
+    def test_a_fire_the_log_refused_runs_once_it_takes_it(self, clock: FakeClock) -> None:
+        store = FillingStore(clock=clock)
+        h = Harness(clock, store)
+        h.runtime.start()
+        try:
+            h.schedule("t", "record", DateTrigger(run_at=clock.now() + TEN_S))
+            store.full = True
+            h.advance(10)  # the fire's append fails: tried again 0.5 s later
+            h.advance(0.5)  # and fails again: tried again 1 s later
+            assert h.calls == [] and h.events("t", ExecutionStarted) == []
+            store.full = False
+            h.advance(1)
+            assert [tag for tag, _ in h.calls] == [""]
+            assert len(h.events("t", ExecutionSucceeded)) == 1
+        finally:
+            h.runtime.stop()
+
+    def test_a_fire_refused_past_its_grace_follows_the_catch_up_policy(
+        self, clock: FakeClock
+    ) -> None:
+        store = FillingStore(clock=clock)
+        h = Harness(clock, store)
+        h.runtime.start()
+        try:
+            trigger = IntervalTrigger(every=1, unit="minutes", start=clock.now() + TEN_S)
+            h.schedule("t", "record", trigger, misfire_grace_seconds=2, catchup="skip")
+            store.full = True
+            for step in (10, 0.5, 1, 2):  # tries 0.5, 1, 2 and 4 s apart
+                h.advance(step)
+            store.full = False
+            h.advance(4)  # 7.5 s late: beyond the grace
+            assert h.calls == []
+            [skipped] = h.events("t", ExecutionSkipped)
+            assert (skipped.reason, skipped.policy) == ("misfire", "catchup=skip")
+            h.advance(52.5)  # the schedule goes on: the next fire, at 70 s, runs
+            assert len(h.calls) == 1
+        finally:
+            h.runtime.stop()
+
+    def test_an_outcome_the_log_refused_is_recorded_later(self, clock: FakeClock) -> None:
+        """Dropped, the run would stay ``running`` until the next start, then be recorded
+        ``interrupted`` and perhaps run again although it succeeded."""
+        store = FillingStore(clock=clock)
+        h = Harness(clock, store)
+        h.runtime.start()
+        try:
+            h.schedule("t", "block", DateTrigger(run_at=clock.now()), settle=False)
+            h.advance(1, executions=False)
+            assert len(h.events("t", ExecutionStarted)) == 1
+            store.full = True
+            h.release.set()
+            assert h.runtime.settle(10)
+            assert h.events("t", ExecutionSucceeded) == []
+            store.full = False
+            h.advance(1)
+            [succeeded] = h.events("t", ExecutionSucceeded)
+            assert succeeded.result == "late"
+            assert h.events("t", ExecutionInterrupted) == []
+        finally:
+            h.runtime.stop()
 
 
 class TestFireLead:

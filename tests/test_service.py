@@ -949,6 +949,12 @@ class TestEventLoop:
         assert [run.status for run in history.items] == ["succeeded"]
         assert host.module.projector_failures == 2
 
+    def test_the_projectors_pause_doubles_up_to_its_cap_for_ever(self) -> None:
+        """Failing for days (a thousand failures in a row and more) keeps the pause at its
+        cap: the doubling once overflowed a float and ended the projector's thread."""
+        delays = [module_module.projector_retry_delay(n) for n in (1, 2, 3, 1_100, 10**6)]
+        assert delays == [0.5, 1.0, 2.0, 30.0, 30.0]
+
     def test_reads_fail_fast_while_the_projector_keeps_failing(
         self, host: Host, monkeypatch: pytest.MonkeyPatch
     ) -> None:

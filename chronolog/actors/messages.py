@@ -42,12 +42,16 @@ class TaskCommand(msgspec.Struct, frozen=True, kw_only=True):
     metadata: EventMetadata | None = None
     reply: Reply | None = None
     new_task: bool = False
+    #: How many times the scheduler already sent this command again because its events
+    #: could not be appended (only commands nobody waits for are sent again).
+    redo: int = 0
 
 
 class Resync(msgspec.Struct, frozen=True):
     """Reload the task from its stream and repair what a crash may have lost."""
 
     task_id: str
+    redo: int = 0
 
 
 class Passivate(msgspec.Struct, frozen=True):

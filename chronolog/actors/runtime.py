@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
+import msgspec
 import pykka
 import structlog
 
@@ -33,6 +34,7 @@ from chronolog.actors.supervisor import PASSIVATE_WAKE, RESTART_PREFIX, Supervis
 from chronolog.actors.timer import (
     Due,
     FireDue,
+    RedoDue,
     ReleaseDue,
     RetryDue,
     TimeoutDue,
@@ -51,6 +53,11 @@ from chronolog.settings import Settings
 from chronolog.store import EventStore
 
 log = structlog.get_logger("chronolog.runtime")
+
+#: A command of the scheduler's own whose append failed is sent again after this many
+#: seconds, doubling with each failure up to :data:`REDO_MAX` (see ``Runtime.redo_later``).
+REDO_FIRST = 0.5
+REDO_MAX = 30.0
 
 TASK_STREAM_PREFIX = "task-"
 _RECOVERY_PAGE = 20_000
@@ -335,6 +342,8 @@ class Runtime:
             self._command(due.task_id, cmd.TimeoutDue(execution_id=due.execution_id))
         elif isinstance(due, ReleaseDue):
             self.executor.release(due.execution_id)
+        elif isinstance(due, RedoDue):
+            self._post(due.message)
         elif due.name == PASSIVATE_WAKE:
             idle = self.settings.actor_idle_seconds
             for slot in self._slots:
@@ -342,6 +351,19 @@ class Runtime:
             self.timer.add(self.clock.now() + timedelta(seconds=idle / 2), due)
         elif due.name.startswith(RESTART_PREFIX):
             self._post(Resync(due.name[len(RESTART_PREFIX) :]))
+
+    def redo_later(self, message: TaskCommand | Resync) -> float:
+        """Send ``message`` again after a pause: its events could not be appended (a full
+        disk) and nobody waits for an answer that would say so, so dropping it would lose
+        a fire, a retry, a timeout or a run's outcome until the next start. The pause
+        doubles with each try, from :data:`REDO_FIRST` to :data:`REDO_MAX` seconds; the
+        command is decided again then (a fire that has waited past its misfire grace is
+        recorded as missed). Returns the pause."""
+        redo = message.redo + 1
+        delay: float = min(REDO_FIRST * 2.0 ** min(redo - 1, 16), REDO_MAX)
+        again = msgspec.structs.replace(message, redo=redo)
+        self.timer.add(self.clock.now() + timedelta(seconds=delay), RedoDue(message.task_id, again))
+        return delay
 
     def _command(self, task_id: str, command: Command) -> None:
         self._post(TaskCommand(task_id=task_id, command=command))

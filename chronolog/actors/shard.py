@@ -271,7 +271,16 @@ class JobShard(pykka.ThreadingActor):
                     )
                     self._done(message, CommandOutcome(error=error))
             elif isinstance(answer, ChronologError):
-                log.error("append failed", task_id=job.task_id, error=str(answer))
+                if isinstance(message, TaskCommand) and message.reply is not None:
+                    log.error("append failed", task_id=job.task_id, error=str(answer))
+                else:  # the scheduler's own: nobody would learn of it, so it is sent again
+                    log.error(
+                        "append failed; the command is sent again later",
+                        task_id=job.task_id,
+                        error=str(answer),
+                        retry_in_seconds=self.runtime.redo_later(message),
+                        tries=message.redo + 1,
+                    )
                 self._done(message, CommandOutcome(state=job.state, error=answer))
             else:
                 try:

@@ -1,9 +1,10 @@
 """One timer for every task: a heap of due instants, woken exactly when the first is due.
 
 Entries are fires (one per task: the task's pending next fire), retries, execution
-timeouts and releases. A fire is dispatched ``lead`` before its instant: the runtime
-commits it then, and holds the execution back until a release entry at the instant itself
-lets it run (see ``Settings.fire_lead_seconds``). Since the run waits for its release anyway,
+timeouts, releases, and the scheduler's own commands sent again after a failed append.
+A fire is dispatched ``lead`` before its instant: the runtime commits it then, and holds
+the execution back until a release entry at the instant itself lets it run (see
+``Settings.fire_lead_seconds``). Since the run waits for its release anyway,
 a wake-up also hands over the fires due within the next tenth of the lead: a burst of fires
 (10,000 in 2 s) then costs one wake-up per few milliseconds instead of one per fire, and
 every wake-up is a wait for the GIL behind the threads that commit them.
@@ -27,6 +28,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 
+from chronolog.actors.messages import Resync, TaskCommand
 from chronolog.clock import Clock
 
 #: Longest the timer sleeps before re-reading the wall clock (seconds).
@@ -67,7 +69,15 @@ class WakeDue(msgspec.Struct, frozen=True, gc=False):
     name: str
 
 
-Due = FireDue | RetryDue | TimeoutDue | ReleaseDue | WakeDue
+class RedoDue(msgspec.Struct, frozen=True, gc=False):
+    """Send again a message of the scheduler's own whose events could not be appended
+    (a full disk, say)."""
+
+    task_id: str
+    message: TaskCommand | Resync
+
+
+Due = FireDue | RetryDue | TimeoutDue | ReleaseDue | WakeDue | RedoDue
 Dispatch = Callable[[Sequence[Due]], None]
 
 
