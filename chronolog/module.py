@@ -195,7 +195,10 @@ class SchedulerModule:
         data_dir = self.settings.data_path
         if self._store is None:
             self._store = SQLiteEventStore(
-                data_dir, synchronous=self.settings.sqlite_synchronous, clock=self.clock
+                data_dir,
+                synchronous=self.settings.sqlite_synchronous,
+                clock=self.clock,
+                reserve_bytes=self.settings.disk_reserve_bytes,
             )
         path = self._projections_path
         if path is None and self._owns_store:

@@ -72,6 +72,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: SQLite durability of the event log.
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
+    #: Bytes held back in the data directory for when its disk fills up: released then,
+    #: so the log (and the cleanups that could free the disk) goes on; 0 holds none.
+    disk_reserve_bytes: Annotated[int, msgspec.Meta(ge=0, le=1 << 30)] = 1 << 20
     #: The HTTP API (``chronolog run`` / ``serve``).
     http_host: str = "127.0.0.1"
     http_port: Port = 8765

@@ -100,6 +100,8 @@ class TestErrors:
             ("default_retry_backoff", 1e300),
             ("default_misfire_grace", float("nan")),
             ("default_max_retries", 10**6),
+            ("disk_reserve_bytes", -1),
+            ("disk_reserve_bytes", 1 << 31),
             # Values of the right type that could not work: found at start, not at the
             # first task or cleanup that would use them.
             ("default_timezone", "Mars/Olympus_Mons"),

@@ -31,6 +31,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import structlog
+
 from chronolog.clock import Clock, SystemClock
 from chronolog.errors import (
     ChronologError,
@@ -56,6 +58,9 @@ from chronolog.store.base import (
     check_range,
     check_stream_id,
 )
+from chronolog.store.reserve import DiskReserve
+
+log = structlog.get_logger("chronolog.store")
 
 SynchronousMode = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
@@ -79,6 +84,8 @@ CREATE TABLE IF NOT EXISTS events (
 _COLUMNS = "position, stream_id, stream_version, type, schema_version, recorded_at, data, metadata"
 _INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _VERSION_CACHE_LIMIT = 200_000
+#: While the disk reserve is released, how often the writer looks for room to hold it again.
+RESERVE_CHECK_SECONDS = 30.0
 #: Read connections kept open for reuse (more are opened under load, then closed).
 _IDLE_READERS = 8
 #: Longest the writer waits for in-flight appenders to queue before it commits without
@@ -276,6 +283,15 @@ def _insert_chunks(
     return done
 
 
+def _disk_full(exc: Exception) -> bool:
+    """Whether SQLite failed for want of space (``SQLITE_FULL``)."""
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or (
+        "disk is full" in str(exc)
+    )
+
+
 def _answer(batch: list[_Append]) -> None:
     """Chain the calls of a committed (or refused) batch and wake the first (see _Call)."""
     first: _Call | None = None
@@ -308,7 +324,10 @@ class SQLiteEventStore:
         clock: Clock | None = None,
         codec: EventCodec = DEFAULT_CODEC,
         poll_interval: float = 0.05,
+        reserve_bytes: int = 0,
     ) -> None:
+        """``reserve_bytes``: space held back in the data directory for a full disk (see
+        :mod:`chronolog.store.reserve`; 0 holds none)."""
         if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValidationError(
                 f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}"
@@ -364,6 +383,9 @@ class SQLiteEventStore:
             self._release_process_lock()
             raise StorageError(f"cannot open event log {self.path}: {exc}") from exc
         self._versions: dict[str, int] = {}
+        self._reserve = DiskReserve(self.data_dir, reserve_bytes)
+        self._reserve.ensure()
+        self._reserve_checked = time.monotonic()
         self._writer = threading.Thread(
             target=self._write_loop, name="chronolog-store-writer", daemon=True
         )
@@ -605,6 +627,37 @@ class SQLiteEventStore:
                 self._writer_wants = _WANTS_NOTHING
 
     def _commit(self, batch: list[_Append]) -> None:
+        try:
+            position, tentative = self._write(batch)
+        except Exception as exc:
+            if not (_disk_full(exc) and self._reserve.release()):
+                self._fail(batch, exc)
+                return
+            log.warning(
+                "the disk under the event log is full: its reserve was released so that "
+                "the log goes on (cleanups among it); free some space",
+                data_dir=str(self.data_dir),
+                reserve_bytes=self._reserve.size,
+            )
+            for request in batch:
+                request.error = None
+            try:
+                position, tentative = self._write(batch)
+            except Exception as again:
+                self._fail(batch, again)
+                return
+        self._versions.update(tentative)
+        if len(self._versions) > _VERSION_CACHE_LIMIT:
+            self._versions.clear()
+        with self._committed:
+            self._last_position = position
+            self._committed.notify_all()
+        _answer(batch)
+        self._restore_reserve()
+
+    def _write(self, batch: list[_Append]) -> tuple[int, dict[str, int]]:
+        """Insert the batch in one transaction; the last position and the new stream
+        versions. Rolled back, and raised, when it fails."""
         conn = self._conn
         position = self._last_position
         tentative: dict[str, int] = {}
@@ -655,23 +708,31 @@ class SQLiteEventStore:
             if rows:
                 conn.executemany(_INSERT, rows)
             conn.execute("COMMIT")
-        except Exception as exc:
+        except Exception:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             self._versions.clear()
-            error = StorageError(f"append failed: {exc}")
-            for request in batch:
-                if request.error is None:
-                    request.error = error
-            _answer(batch)
-            return
-        self._versions.update(tentative)
-        if len(self._versions) > _VERSION_CACHE_LIMIT:
-            self._versions.clear()
-        with self._committed:
-            self._last_position = position
-            self._committed.notify_all()
+            raise
+        return position, tentative
+
+    def _fail(self, batch: list[_Append], exc: Exception) -> None:
+        error = StorageError(f"append failed: {exc}")
+        for request in batch:
+            if request.error is None:
+                request.error = error
         _answer(batch)
+
+    def _restore_reserve(self) -> None:
+        """Write the reserve again once the disk has room (looked at twice a minute at
+        most, by the writer, after a commit)."""
+        if self._reserve.size <= 0:
+            return
+        now = time.monotonic()
+        if now - self._reserve_checked < RESERVE_CHECK_SECONDS:
+            return
+        self._reserve_checked = now
+        if not self._reserve.held and self._reserve.ensure():
+            log.info("the event log's disk reserve is held again", data_dir=str(self.data_dir))
 
     def _current_version(self, stream_id: str) -> int:
         version = self._versions.get(stream_id)

@@ -1,0 +1,112 @@
+"""The space the event log holds back for a full disk: released when an append finds the
+disk full (the append is then tried again), held again once there is room."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chronolog.errors import StorageError
+from chronolog.events import TaskCompleted
+from chronolog.store import SQLiteEventStore
+from chronolog.store import sqlite as sqlite_module
+from chronolog.store.base import AppendRequest
+from chronolog.store.reserve import RESERVE_FILENAME, DiskReserve
+
+SIZE = 64 * 1024
+
+
+class TestDiskReserve:
+    def test_it_is_held_released_and_held_again(self, tmp_path: Path) -> None:
+        reserve = DiskReserve(tmp_path, SIZE)
+        assert reserve.ensure() and reserve.held
+        assert (tmp_path / RESERVE_FILENAME).stat().st_size == SIZE
+        assert reserve.ensure()  # already held: nothing to do
+        assert reserve.release() and not reserve.held
+        assert not reserve.release()  # nothing left to free
+        assert reserve.ensure() and reserve.held
+
+    def test_it_is_not_taken_from_a_disk_short_of_room(self, tmp_path: Path) -> None:
+        """Twice its size must be free: taking the last free bytes would fill the disk."""
+        reserve = DiskReserve(tmp_path, SIZE, free=lambda path: 2 * SIZE - 1)
+        assert not reserve.ensure()
+        assert not (tmp_path / RESERVE_FILENAME).exists()
+        assert not DiskReserve(tmp_path, 0).ensure()  # none asked for
+        assert not (tmp_path / RESERVE_FILENAME).exists()
+
+
+class DiskFills:
+    """The writer's SQLite connection, whose COMMIT fails as on a full disk ``failures``
+    times (SQLite then rolls back, as the store asks)."""
+
+    def __init__(self, conn: sqlite3.Connection, failures: int) -> None:
+        self._conn = conn
+        self.failures = failures
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "COMMIT" and self.failures:
+            self.failures -= 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+def append_one(store: SQLiteEventStore, i: int) -> None:
+    event = TaskCompleted(task_id=f"t{i}", reason="one_shot")
+    [outcome] = store.append_many([AppendRequest(stream_id=f"task-t{i}", events=[event])])
+    if isinstance(outcome, Exception):
+        raise outcome
+
+
+class TestTheLogOnAFullDisk:
+    def test_the_reserve_lets_the_append_in(self, tmp_path: Path) -> None:
+        """The first append that finds the disk full releases the reserve and goes in;
+        the next, with no reserve left, fails as before and changes nothing."""
+        store = SQLiteEventStore(tmp_path, reserve_bytes=SIZE)
+        try:
+            reserve = tmp_path / RESERVE_FILENAME
+            assert reserve.stat().st_size == SIZE
+            store._conn = DiskFills(store._conn, failures=1)  # type: ignore[assignment]
+            append_one(store, 1)
+            assert not reserve.exists()
+            assert store.last_position() == 1
+            store._conn.failures = 1  # type: ignore[attr-defined]
+            with pytest.raises(StorageError, match="disk is full"):
+                append_one(store, 2)
+            assert store.last_position() == 1
+            assert [e.position for e in store.read_all()] == [1]
+        finally:
+            store.close()
+
+    def test_the_reserve_is_held_again_once_there_is_room(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(sqlite_module, "RESERVE_CHECK_SECONDS", 0.0)
+        store = SQLiteEventStore(tmp_path, reserve_bytes=SIZE)
+        try:
+            store._conn = DiskFills(store._conn, failures=1)  # type: ignore[assignment]
+            append_one(store, 1)  # released, then (room enough here) held again
+            reserve = DiskReserve(tmp_path, SIZE)
+            deadline = time.monotonic() + 5  # by the writer, after it answered
+            while not reserve.held and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert reserve.held
+        finally:
+            store.close()
+
+    def test_without_a_reserve_a_full_disk_fails_the_append(self, tmp_path: Path) -> None:
+        store = SQLiteEventStore(tmp_path)
+        try:
+            assert not (tmp_path / RESERVE_FILENAME).exists()
+            store._conn = DiskFills(store._conn, failures=1)  # type: ignore[assignment]
+            with pytest.raises(StorageError, match="disk is full"):
+                append_one(store, 1)
+            assert store.last_position() == 0
+        finally:
+            store.close()
