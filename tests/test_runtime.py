@@ -334,6 +334,61 @@ class TestOddOutcomes:
             store.close()
 
 
+def test_a_run_timed_out_while_it_waited_for_a_thread_never_begins(clock: FakeClock) -> None:
+    """Its timeout counts from its instant: a run still waiting for a worker when it
+    expires is recorded timed out, and its function must not run afterwards (it did, once
+    the thread was free, as a late result; with retries that made two runs)."""
+    h = Harness(clock, executor_threads=1)
+    h.runtime.start()
+    try:
+        h.schedule("hog", "block", DateTrigger(run_at=clock.now()), settle=False)
+        h.advance(0.5, executions=False)  # the one worker is taken
+        h.schedule(
+            "late", "record", DateTrigger(run_at=clock.now()), settle=False, timeout_seconds=1
+        )
+        h.advance(0.5, executions=False)  # due: waits for the worker
+        h.advance(1.5, executions=False)  # past its timeout while it waits
+        assert len(h.events("late", ExecutionTimedOut)) == 1
+        h.release.set()
+        assert h.runtime.settle(10)
+        assert h.calls == []  # "record" never ran
+        assert h.events("late", LateResultRecorded) == []
+        assert len(h.events("hog", ExecutionSucceeded)) == 1
+    finally:
+        h.runtime.stop(wait_for_executions=2)
+
+
+def test_an_async_run_timed_out_before_its_loop_got_to_it_never_begins(
+    clock: FakeClock,
+) -> None:
+    """The same for a coroutine function whose loop is held (by another task's blocking
+    call): once the loop is free, the timed-out run does not start."""
+    h = Harness(clock)
+    loop_free = threading.Event()
+
+    async def holds_the_loop() -> None:
+        loop_free.wait(10)  # blocks the executor's event loop on purpose
+
+    h.registry.register("holds", holds_the_loop)
+    h.runtime.start()
+    try:
+        h.schedule("hog", "holds", DateTrigger(run_at=clock.now()), settle=False)
+        h.advance(0.5, executions=False)
+        h.schedule(
+            "late", "arecord", DateTrigger(run_at=clock.now()), settle=False, timeout_seconds=1
+        )
+        h.advance(0.5, executions=False)
+        h.advance(1.5, executions=False)
+        assert len(h.events("late", ExecutionTimedOut)) == 1
+        loop_free.set()
+        assert h.runtime.settle(10)
+        assert h.calls == []
+        assert h.events("late", LateResultRecorded) == []
+    finally:
+        loop_free.set()
+        h.runtime.stop(wait_for_executions=2)
+
+
 def _hides_a_coroutine() -> Any:
     async def inner() -> int:
         return 1

@@ -350,6 +350,11 @@ class Executor:
         function: Callable[..., Any],
         accepts_context: bool,
     ) -> None:
+        if context.is_cancelled:
+            # Timed out or cancelled while it waited for a thread: its end is in the log
+            # already, and a run that never began must not begin after it.
+            self._forget(request.execution_id)
+            return
         token = _current.set(context)
         started = time.perf_counter()
         # Bound for the function's own structlog calls too: its log lines carry the ids.
@@ -384,6 +389,9 @@ class Executor:
         task = asyncio.current_task()
         with self._lock:
             self._running[request.execution_id] = (context, task)
+        if context.is_cancelled:  # before its coroutine was scheduled: as in _run_sync
+            self._forget(request.execution_id)
+            return
         token = _current.set(context)
         started = time.perf_counter()
         structlog.contextvars.bind_contextvars(
