@@ -371,6 +371,16 @@ def test_a_kept_blocking_facade_outlives_a_restart(tmp_path: Path) -> None:
         module.stop_blocking()
 
 
+def failing_projector(host: Host) -> Any:
+    """The host's projector, once it has noted a failure (waited for up to 10 s)."""
+    projector = host.module.require_projector()
+    deadline = time.monotonic() + 10
+    while projector.failure is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert projector.failure is not None
+    return projector
+
+
 class TestUpdate:
     @staticmethod
     def hourly(host: Host) -> str:
@@ -982,11 +992,8 @@ class TestEventLoop:
         second = svc.schedule_event(
             name="b", function_name="backup_database", next_execution=host.clock.now()
         ).unwrap()
-        projector = host.module.require_projector()
-        deadline = time.monotonic() + 10
-        while projector.failure is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert projector.failure is not None and "No space left" in projector.failure
+        projector = failing_projector(host)
+        assert "No space left" in str(projector.failure)
         for read in (
             lambda: svc.get_event(second),
             lambda: svc.list_events(),
@@ -1018,11 +1025,7 @@ class TestEventLoop:
         host.svc.sync.schedule_event(
             name="a", function_name="backup_database", next_execution=host.clock.now()
         ).unwrap()
-        projector = host.module.require_projector()
-        deadline = time.monotonic() + 10
-        while projector.failure is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert projector.failure is not None
+        failing_projector(host)
         started = time.monotonic()
         host.module.stop_blocking()
         assert time.monotonic() - started < 5
