@@ -1,17 +1,19 @@
 """A state-machine test of the facade against a simple model, on a fake clock.
 
 Any sequence of schedule / pause / resume / cancel / run-now / rename (an update that
-leaves the trigger alone) / clock-advance / restart keeps the facade's answers equal to
-the model's, and replaying each task's stream gives
-the state the live system reports.
+leaves the trigger alone) / clock-advance (with the log refusing every append for a
+while, as on a full disk) / restart keeps the facade's answers equal to the model's, and
+replaying each task's stream gives the state the live system reports.
 """
 
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -63,6 +65,21 @@ class ModelTask:
                 self.status = "completed"
 
 
+class FullDisk:
+    """The log's SQLite connection on a full disk: every COMMIT fails."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
 class FacadeMachine(RuleBasedStateMachine):
     tasks = Bundle("tasks")
 
@@ -76,7 +93,13 @@ class FacadeMachine(RuleBasedStateMachine):
     def _start(self) -> None:
         self.app = AppContext()
         self.module = SchedulerModule(
-            Settings(data_dir=self.data_dir, default_timezone="UTC", log_level="error"),
+            # No disk reserve: the full disk below must refuse every append.
+            Settings(
+                data_dir=self.data_dir,
+                default_timezone="UTC",
+                log_level="error",
+                disk_reserve_bytes=0,
+            ),
             clock=self.clock,
         )
         self.module.register(self.app)
@@ -123,6 +146,31 @@ class FacadeMachine(RuleBasedStateMachine):
     @rule(seconds=st.integers(min_value=1, max_value=4 * 3600))
     def advance(self, seconds: int) -> None:
         self.clock.advance(seconds)
+        self._settle()
+        for task in self.model.values():
+            task.advance_to(self.clock.now())
+
+    @rule(task_id=tasks, seconds=st.integers(min_value=1, max_value=3 * 3600))
+    def advance_while_the_disk_is_full(self, task_id: str, seconds: int) -> None:
+        """The log refuses every append for ``seconds``: a command answers
+        ``storage_error`` and changes nothing; the fires due meanwhile are decided once the
+        log takes them again (as late as that makes them), none lost."""
+        store: Any = self.module.require_runtime().store
+        real = store._conn
+        store._conn = FullDisk(real)
+        try:
+            r = self.svc.execute_now(task_id)
+            expected = (
+                "invalid_state"
+                if self.model[task_id].status in ("completed", "cancelled")
+                else "storage_error"
+            )
+            assert r.error is not None and r.error.code == expected, r
+            self.clock.advance(seconds)
+            self._settle()
+        finally:
+            store._conn = real
+        self.clock.advance(1)  # the refused fires are tried again within a second
         self._settle()
         for task in self.model.values():
             task.advance_to(self.clock.now())
