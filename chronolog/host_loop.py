@@ -391,6 +391,11 @@ class PositionSource(Protocol):
         position when it is set, so waiters notice."""
         ...
 
+    @property
+    def failures(self) -> int:
+        """How many failures the source has reported so far (each sets :attr:`failure`)."""
+        ...
+
 
 class PositionWaiter:
     """Callers on one event loop waiting until ``source`` publishes a position.
@@ -399,9 +404,11 @@ class PositionWaiter:
     all of them when one caller is cancelled), kept in a list per target position. The
     waiter listens to the source only while someone waits, and then posts to the loop's
     inbox only for a position that releases someone. A caller still waiting after
-    ``timeout`` seconds fails with ``timeout_error()``; while the source reports a
-    :attr:`~PositionSource.failure`, callers fail at once with ``failure_error(reason)``.
-    Use it on the loop's thread only (the listener excepted).
+    ``timeout`` seconds fails with ``timeout_error()``. When the source reports a failure,
+    the callers waiting for a position beyond its own fail with ``failure_error(reason)``;
+    one that comes while the source is failing asks it to try again and waits for that try
+    (it fails only at the source's next failure). Use it on the loop's thread only (the
+    listener excepted).
     """
 
     def __init__(
@@ -417,6 +424,9 @@ class PositionWaiter:
         self._inbox = inbox_of(loop)
         self._pending = PendingFutures(loop, timeout, timeout_error)
         self._targets: dict[int, list[int]] = {}  # target position -> tokens
+        # Tokens of callers that came while the source was failing -> its failure count
+        # then: they wait for the next failure, not that one. (The others fail at any.)
+        self._late: dict[int, int] = {}
         self._lowest: int | None = None  # the lowest target, read by the source's thread
         self._listening = False
         self._release_armed = False  # more callers to wake in the next turn
@@ -427,23 +437,26 @@ class PositionWaiter:
 
     def wait(self, target: int) -> asyncio.Future[None] | None:
         """None when the source is at ``target`` already, else a future that is done when
-        it gets there. Raises ``failure_error(reason)`` while the source is failing."""
+        it gets there (or fails, if the source fails first)."""
         if self.source.position >= target:
             return None
-        self.source.request(target)  # a failing source may take it as a cue to try again
-        failure = self.source.failure
-        if failure is not None:
-            raise self._failure_error(failure)
+        failing = self.source.failure is not None
+        failures = self.source.failures
+        self.source.request(target)  # a failing source takes it as a cue to try again
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._targets.setdefault(target, []).append(self._pending.add(future))
+        token = self._pending.add(future)
+        self._targets.setdefault(target, []).append(token)
+        if failing:
+            self._late[token] = failures
         if self._lowest is None or target < self._lowest:
             self._lowest = target
         if not self._listening:
             self._listening = True
             self.source.add_position_listener(self._published)
-        # Published between the check above and now, the position reached no listener.
+        # Published between the check above and now, the position (or a failure) reached
+        # no listener.
         position = self.source.position
-        if position >= target:
+        if position >= target or self.source.failures > failures:
             self._release(position)
         return future
 
@@ -465,12 +478,14 @@ class PositionWaiter:
         position = max(position, self.source.position)
         failure = self.source.failure
         if failure is not None:
-            self._fail_beyond(position, failure)
+            self._fail_beyond(position, failure, self.source.failures)
         budget = WAKEUPS_PER_TURN
         for target in sorted(t for t in self._targets if t <= position):
             tokens = self._targets[target]
             woken, rest = tokens[:budget], tokens[budget:]
             for token in woken:
+                if self._late:
+                    self._late.pop(token, None)
                 future = self._pending.pop(token)
                 if future is not None and not future.done():
                     future.set_result(None)
@@ -486,11 +501,18 @@ class PositionWaiter:
             self._listening = False
             self.source.remove_position_listener(self._published)
 
-    def _fail_beyond(self, position: int, failure: str) -> None:
-        """Fail the callers waiting for a position beyond ``position``: the source cannot
-        get there for now."""
+    def _fail_beyond(self, position: int, failure: str, failures: int) -> None:
+        """Fail the callers waiting for a position beyond ``position`` that have seen a
+        failure since they came (the ``failures``-th): the source cannot get there for now."""
         for target in [t for t in self._targets if t > position]:
+            waiting = []
             for token in self._targets.pop(target):
+                if self._late.get(token, -1) >= failures:
+                    waiting.append(token)  # came after this failure: waits for the next
+                    continue
+                self._late.pop(token, None)
                 future = self._pending.pop(token)
                 if future is not None and not future.done():
                     future.set_exception(self._failure_error(failure))
+            if waiting:
+                self._targets[target] = waiting

@@ -51,8 +51,9 @@ PROJECTIONS_FILENAME = "projections.duckdb"
 PROJECTOR_RETRY_FIRST = 0.5
 PROJECTOR_RETRY_MAX = 30.0
 #: Readers waiting for their own writes wait out a projector retry this soon (a passing
-#: error costs them that wait); a later retry means the projector keeps failing, and they
-#: fail at once, saying why, instead of at their 30 s timeout.
+#: error costs them that wait); a later retry means the projector keeps failing: the
+#: failure is noted, and a reader then asks for one try (at most one per this many
+#: seconds) and fails with the reason if it fails, instead of at its 30 s timeout.
 READS_WAIT_FOR_RETRY = 1.0
 
 

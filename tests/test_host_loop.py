@@ -365,6 +365,7 @@ class Source:
     def __init__(self) -> None:
         self.position = 0
         self.failure: str | None = None
+        self.failures = 0
         self.listeners: list[Callable[[int], object]] = []
         self.requested: list[int] = []
 
@@ -385,6 +386,7 @@ class Source:
     def fail(self, reason: str) -> None:
         """As the projector's note_failure: the reason, then the position published again."""
         self.failure = reason
+        self.failures += 1
         self.publish(self.position)
 
 
@@ -513,12 +515,12 @@ class TestPositionWaiter:
         assert [o for i, o in enumerate(outcomes) if i != 7] == [i for i in range(10_000) if i != 7]
         assert_a_slice_per_turn(seen, 9_999)
 
-    def test_a_failing_source_fails_its_waiters_at_once(
-        self, loop: asyncio.AbstractEventLoop
-    ) -> None:
+    def test_a_failing_source_fails_its_waiters(self, loop: asyncio.AbstractEventLoop) -> None:
         """While the projector cannot apply the log (a full disk), the readers waiting for
-        their writes fail now with the reason, not at their 30 s timeout; a reader whose
-        position was reached is released, and new readers fail until the source moves on."""
+        their writes fail with the reason when it fails, not at their 30 s timeout; a
+        reader whose position was reached is released. A reader that comes while it is
+        failing asks it to try again and waits for that try: failed, it fails; succeeded,
+        it reads."""
         source = Source()
 
         async def main() -> None:
@@ -532,13 +534,21 @@ class TestPositionWaiter:
                 await asyncio.wait_for(beyond, timeout=5)
             assert len(waiter) == 0 and source.listeners == []
             assert waiter.wait(3) is None  # what it has applied reads as before
-            with pytest.raises(StorageError, match="No space left"):
-                waiter.wait(6)
-            source.failure = None
+            source.requested.clear()
             again = waiter.wait(6)
-            assert again is not None
+            assert again is not None and source.requested == [6]  # the cue to try again
+            in_thread(lambda: source.publish(3))  # a publication, but no new failure
+            await asyncio.sleep(0.05)
+            assert not again.done()
+            in_thread(lambda: source.fail("still no space"))
+            with pytest.raises(StorageError, match="still no space"):
+                await asyncio.wait_for(again, timeout=5)
+            healed = waiter.wait(6)
+            assert healed is not None
+            source.failure = None  # the next try applies the log
             in_thread(lambda: source.publish(6))
-            await asyncio.wait_for(again, timeout=5)
+            await asyncio.wait_for(healed, timeout=5)
+            assert len(waiter) == 0 and source.listeners == []
 
         loop.run_until_complete(main())
 

@@ -192,6 +192,7 @@ class Projector:
         self._closed = False
         self._position = 0
         self._failure: str | None = None
+        self._failures = 0  # failures noted so far
         self._retry_wanted = False  # a reader asked for a position while it was failing
         # The highest position a reader waits for: a pacing projector starts at once.
         self._requested = 0
@@ -435,20 +436,26 @@ class Projector:
     def wait_for_position(self, position: int, timeout: float, *, fail_fast: bool = False) -> bool:
         """Block until the projection has applied ``position`` (read-your-writes); or time out.
 
-        ``fail_fast``: while the projector is failing (:attr:`failure`), raise
-        :class:`StorageError` with the reason at once instead of waiting out ``timeout``.
+        ``fail_fast``: when the projector fails (see :meth:`note_failure`) before it gets
+        there, raise :class:`StorageError` with the reason instead of waiting out
+        ``timeout``. Called while it is failing, this asks it to try again now (see
+        :meth:`pause_after_failure`) and waits for that try: a cause that is gone costs
+        the read nothing, one that is not fails it within about a second.
         """
+        seen = self._failures
         self.request(position)
         with self._applied:
             if not fail_fast:
                 return self._applied.wait_for(lambda: self._position >= position, timeout)
-            self._applied.wait_for(
-                lambda: self._position >= position or self._failure is not None, timeout
-            )
+
+            def failed() -> bool:
+                return self._failures > seen and self._failure is not None
+
+            self._applied.wait_for(lambda: self._position >= position or failed(), timeout)
             if self._position >= position:
                 return True
-            if self._failure is not None:
-                raise projections_failing(self._failure)
+            if failed():
+                raise projections_failing(str(self._failure))
             return False
 
     def pause_after_failure(self, delay: float, least: float, stop: threading.Event) -> None:
@@ -478,12 +485,18 @@ class Projector:
         full disk, say) is gone."""
         return self._failure
 
+    @property
+    def failures(self) -> int:
+        """How many failures :meth:`note_failure` has recorded."""
+        return self._failures
+
     def note_failure(self, reason: str) -> None:
         """Record that following the log failed (whoever runs the projector tries again
         later), and wake the readers waiting for a position, who fail now with ``reason``
         rather than at their timeout."""
         with self._applied:
             self._failure = reason
+            self._failures += 1
             self._applied.notify_all()
         self._publish(self._position_listeners, self._position)
         self._publish(self._board_listeners, self.board_position)
@@ -760,6 +773,11 @@ class BoardPositions:
     def failure(self) -> str | None:
         """The projector's :attr:`~Projector.failure`."""
         return self._projector.failure
+
+    @property
+    def failures(self) -> int:
+        """The projector's :attr:`~Projector.failures`."""
+        return self._projector.failures
 
 
 def _without(
