@@ -13,6 +13,7 @@ import pytest
 from chronolog.errors import StorageError
 from chronolog.events import TaskCompleted
 from chronolog.store import SQLiteEventStore
+from chronolog.store import reserve as reserve_module
 from chronolog.store import sqlite as sqlite_module
 from chronolog.store.base import AppendRequest
 from chronolog.store.reserve import RESERVE_FILENAME, DiskReserve
@@ -110,3 +111,47 @@ class TestTheLogOnAFullDisk:
             assert store.last_position() == 0
         finally:
             store.close()
+
+
+class TestOpeningOnAFullDisk:
+    """Opening the log writes too (its WAL and index): on a full disk that fails, and the
+    reserve left from the last run is what lets the scheduler start."""
+
+    @staticmethod
+    def failing_once(monkeypatch: pytest.MonkeyPatch) -> None:
+        original = SQLiteEventStore._open_writer
+        failures = [1]
+
+        def open_writer(self: SQLiteEventStore, synchronous: Any) -> Any:
+            if failures[0]:
+                failures[0] -= 1
+                raise sqlite3.OperationalError("disk I/O error")
+            return original(self, synchronous)
+
+        monkeypatch.setattr(SQLiteEventStore, "_open_writer", open_writer)
+
+    def test_the_reserve_lets_the_log_open(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        SQLiteEventStore(tmp_path, reserve_bytes=SIZE).close()  # a run left its reserve
+        assert (tmp_path / RESERVE_FILENAME).exists()
+        monkeypatch.setattr(reserve_module, "free_bytes", lambda path: 0)  # the disk is full
+        self.failing_once(monkeypatch)
+        store = SQLiteEventStore(tmp_path, reserve_bytes=SIZE)
+        try:
+            assert not (tmp_path / RESERVE_FILENAME).exists()
+            append_one(store, 1)
+            assert store.last_position() == 1
+        finally:
+            store.close()
+
+    def test_with_room_to_spare_the_error_is_the_open_error(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A failure that is not for want of space keeps the reserve and is reported."""
+        SQLiteEventStore(tmp_path, reserve_bytes=SIZE).close()
+        self.failing_once(monkeypatch)
+        with pytest.raises(StorageError, match=r"cannot open event log.*disk I/O error"):
+            SQLiteEventStore(tmp_path, reserve_bytes=SIZE)
+        assert (tmp_path / RESERVE_FILENAME).exists()
+        SQLiteEventStore(tmp_path, reserve_bytes=SIZE).close()  # the lock was let go

@@ -42,11 +42,12 @@ class DiskReserve:
     """The reserve file ``<directory>/disk-reserve`` of ``size`` bytes (0: none)."""
 
     def __init__(
-        self, directory: Path, size: int, free: Callable[[Path], int] = free_bytes
+        self, directory: Path, size: int, free: Callable[[Path], int] | None = None
     ) -> None:
+        """``free``: how free space is measured (default :func:`free_bytes`)."""
         self.path = directory / RESERVE_FILENAME
         self.size = size
-        self._free = free
+        self._free = free if free is not None else free_bytes
 
     @property
     def held(self) -> bool:
@@ -82,6 +83,14 @@ class DiskReserve:
             self.release()
             return False
         return True
+
+    def short_of_room(self) -> bool:
+        """Whether the disk has less free than the reserve would give back (a failure to
+        write there may well be for want of space)."""
+        try:
+            return self._free(self.path.parent) < self.size
+        except OSError:
+            return False
 
     def release(self) -> bool:
         """Delete the reserve; True when there was one to free."""

@@ -373,17 +373,28 @@ class SQLiteEventStore:
                 f"cannot use {self.data_dir} as the data directory: {exc.strerror or exc}"
             ) from exc
         self._lock_fd = self._acquire_process_lock()
-        try:
-            self._conn = self._connect(write=True, synchronous=synchronous)
-            self._conn.executescript(_SCHEMA)
-            self._last_position = self._conn.execute(
-                "SELECT COALESCE(MAX(position), 0) FROM events"
-            ).fetchone()[0]
-        except sqlite3.Error as exc:
-            self._release_process_lock()
-            raise StorageError(f"cannot open event log {self.path}: {exc}") from exc
-        self._versions: dict[str, int] = {}
         self._reserve = DiskReserve(self.data_dir, reserve_bytes)
+        try:
+            self._conn, self._last_position = self._open_writer(synchronous)
+        except sqlite3.Error as exc:
+            # Opening writes too (the WAL, its index): on a full disk it fails, often as a
+            # plain "disk I/O error". The reserve is there for that.
+            if not (self._reserve.short_of_room() and self._reserve.release()):
+                self._release_process_lock()
+                raise StorageError(f"cannot open event log {self.path}: {exc}") from exc
+            log.warning(
+                "the disk under the event log is full: its reserve was released so that "
+                "the log opens; free some space",
+                data_dir=str(self.data_dir),
+                reserve_bytes=self._reserve.size,
+                error=str(exc),
+            )
+            try:
+                self._conn, self._last_position = self._open_writer(synchronous)
+            except sqlite3.Error as again:
+                self._release_process_lock()
+                raise StorageError(f"cannot open event log {self.path}: {again}") from again
+        self._versions: dict[str, int] = {}
         self._reserve.ensure()
         self._reserve_checked = time.monotonic()
         self._writer = threading.Thread(
@@ -392,6 +403,17 @@ class SQLiteEventStore:
         self._writer.start()
 
     # --- opening ----------------------------------------------------------------------------
+
+    def _open_writer(self, synchronous: SynchronousMode) -> tuple[sqlite3.Connection, int]:
+        """The writing connection, its schema in place, and the last position."""
+        conn = self._connect(write=True, synchronous=synchronous)
+        try:
+            conn.executescript(_SCHEMA)
+            last: int = conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]
+        except sqlite3.Error:
+            conn.close()
+            raise
+        return conn, last
 
     def _acquire_process_lock(self) -> int:
         fd = os.open(self.data_dir / LOCK_FILENAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
