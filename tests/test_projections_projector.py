@@ -320,6 +320,25 @@ class TestFollowing:
         assert projector.catch_up() == 1
         projector.close()
 
+    def test_a_read_that_asks_before_the_pause_still_cuts_it_short(self, tmp_path: Path) -> None:
+        """A reader may ask for a try between a failure and the pause after it: the pause
+        must still end early for it (it used to forget the wish, and the read waited out
+        the whole pause, up to 30 s, then timed out)."""
+        store = store_with(scheduled("a"))
+        projector = Projector(store, tmp_path / "p.duckdb")
+        try:
+            projector.note_failure("No space left on device")
+            projector.request(5)  # before the pause begins
+            stop = threading.Event()
+            started = time.monotonic()
+            projector.pause_after_failure(30.0, 0.05, stop)
+            assert time.monotonic() - started < 5
+            started = time.monotonic()  # the wish was used up by that try
+            projector.pause_after_failure(0.3, 0.05, stop)
+            assert time.monotonic() - started >= 0.25
+        finally:
+            projector.close()
+
     def test_run_until_stopped_follows_appends(self, tmp_path: Path) -> None:
         """The loop projects new events soon after they are appended, and stops when told."""
         store = store_with(scheduled("a"))

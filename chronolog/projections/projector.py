@@ -466,12 +466,14 @@ class Projector:
         now = time.monotonic()
         deadline, earliest = now + delay, now + min(least, delay)
         with self._applied:
-            self._retry_wanted = False
+            # The wish is not reset here: a reader may have asked between the failure and
+            # this pause. It is taken when the pause ends, for the try that follows.
             while not stop.is_set():
                 now = time.monotonic()
                 if now >= deadline or (self._retry_wanted and now >= earliest):
-                    return
+                    break
                 self._applied.wait((earliest if self._retry_wanted else deadline) - now)
+            self._retry_wanted = False
 
     def wake(self) -> None:
         """Wake :meth:`pause_after_failure` (to see its ``stop``)."""
