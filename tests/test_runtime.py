@@ -21,7 +21,7 @@ from chronolog.actors.messages import CommandOutcome, TaskCommand
 from chronolog.actors.runtime import Runtime
 from chronolog.actors.shard import ROUND_SIZE
 from chronolog.domain import commands as cmd
-from chronolog.errors import StorageError
+from chronolog.errors import EventCodecError, StorageError
 from chronolog.events import (
     EventMetadata,
     ExecutionCancelled,
@@ -424,10 +424,13 @@ class FillingStore(InMemoryEventStore):
     """A log whose appends fail while ``full`` is set, as SQLite's do on a full disk."""
 
     full = False
+    error: StorageError = StorageError("append failed: database or disk is full")
+    refused = 0
 
     def append_many(self, requests: Any) -> Any:
         if self.full:
-            raise StorageError("append failed: database or disk is full")
+            self.refused += 1
+            raise self.error
         return super().append_many(requests)
 
 
@@ -449,6 +452,22 @@ class TestAppendFailures:
             h.advance(1)
             assert [tag for tag, _ in h.calls] == [""]
             assert len(h.events("t", ExecutionSucceeded)) == 1
+        finally:
+            h.runtime.stop()
+
+    def test_an_append_that_cannot_pass_is_not_tried_again(self, clock: FakeClock) -> None:
+        """Events the log can never take (they cannot be encoded) are not retried for ever."""
+        store = FillingStore(clock=clock)
+        store.error = EventCodecError("cannot encode the event")
+        h = Harness(clock, store)
+        h.runtime.start()
+        try:
+            h.schedule("t", "record", DateTrigger(run_at=clock.now() + TEN_S))
+            store.full = True
+            h.advance(10)
+            for _ in range(4):
+                h.advance(30)
+            assert store.refused == 1
         finally:
             h.runtime.stop()
 

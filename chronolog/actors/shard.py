@@ -46,8 +46,11 @@ from chronolog.domain.task_state import TaskState
 from chronolog.errors import (
     ChronologError,
     ConcurrencyError,
+    EventCodecError,
+    ReadOnlyStoreError,
     ServiceUnavailableError,
     StorageError,
+    StoreClosedError,
 )
 from chronolog.gil import let_others_run
 from chronolog.store import AppendOutcome, AppendRequest
@@ -271,7 +274,8 @@ class JobShard(pykka.ThreadingActor):
                     )
                     self._done(message, CommandOutcome(error=error))
             elif isinstance(answer, ChronologError):
-                if isinstance(message, TaskCommand) and message.reply is not None:
+                has_caller = isinstance(message, TaskCommand) and message.reply is not None
+                if has_caller or not _may_pass(answer):
                     log.error("append failed", task_id=job.task_id, error=str(answer))
                 else:  # the scheduler's own: nobody would learn of it, so it is sent again
                     log.error(
@@ -450,6 +454,14 @@ def _one_per_task(
             seen.add(message.task_id)
             batch.append(message)
     return batch
+
+
+def _may_pass(error: ChronologError) -> bool:
+    """Whether an append that failed with ``error`` may succeed if tried again later (a
+    full disk, a busy file), unlike events that cannot be encoded or a closed store."""
+    return isinstance(error, StorageError) and not isinstance(
+        error, EventCodecError | StoreClosedError | ReadOnlyStoreError
+    )
 
 
 def _unavailable(message: ShardMessage) -> ServiceUnavailableError:
