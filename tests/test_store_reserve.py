@@ -3,6 +3,7 @@ disk full (the append is then tried again), held again once there is room."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from chronolog import AppContext, SchedulerModule, SchedulerService, Settings
 from chronolog.errors import StorageError
 from chronolog.events import TaskCompleted
 from chronolog.store import SQLiteEventStore
@@ -155,3 +157,35 @@ class TestOpeningOnAFullDisk:
             SQLiteEventStore(tmp_path, reserve_bytes=SIZE)
         assert (tmp_path / RESERVE_FILENAME).exists()
         SQLiteEventStore(tmp_path, reserve_bytes=SIZE).close()  # the lock was let go
+
+
+def test_a_cleanup_runs_on_a_full_disk(tmp_path: Path) -> None:
+    """The case the reserve is for: the disk under the log is full, and a cleanup that
+    would free it must be recorded before it removes anything. The first append finds
+    the disk full, the reserve goes, and the run is recorded and done."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    old = time.time() - 10 * 86400
+    for i in range(5):
+        path = logs / f"app{i}.log"
+        path.write_bytes(b"x" * 1000)
+        os.utime(path, (old, old))
+    settings = Settings(
+        data_dir=str(tmp_path / "data"),
+        cleanup_allowed_roots=(str(tmp_path),),
+        disk_reserve_bytes=SIZE,
+    )
+    module = SchedulerModule(settings)
+    svc: SchedulerService = module.register(AppContext())
+    module.start_blocking()
+    try:
+        registration = svc.sync.register_cleanup(str(logs), pattern="*.log", retention_days=1)
+        store: Any = module.require_runtime().store
+        store._conn = DiskFills(store._conn, failures=1)  # the disk has just filled up
+        [outcome] = svc.sync.run_cleanup(registration.unwrap()).unwrap()
+        assert outcome.error is None, outcome.error
+        assert outcome.report is not None and outcome.report.summary.files_removed == 5
+        assert list(logs.iterdir()) == []
+        assert not (tmp_path / "data" / RESERVE_FILENAME).exists()
+    finally:
+        module.stop_blocking()
