@@ -463,16 +463,17 @@ class Executor:
         # Anything msgspec cannot take: TypeError (a type it does not know), OverflowError,
         # UnicodeEncodeError (a lone surrogate), RecursionError (a container holding itself).
         except Exception:
-            text = _storable_text(lambda: repr(value), "repr()")
-            if len(text) > self._max_result_bytes:
-                return text[: self._max_result_bytes], True, True
-            return text, True, False
+            return self._repr_result(value)
         if b"null" in encoded and _lost_a_float(value, encoded):
-            text = _storable_text(lambda: repr(value), "repr()")
-            return text[: self._max_result_bytes], True, len(text) > self._max_result_bytes
+            return self._repr_result(value)
         if len(encoded) > self._max_result_bytes:
             return encoded[: self._max_result_bytes].decode("utf-8", "ignore"), True, True
         return msgspec.json.decode(encoded), False, False
+
+    def _repr_result(self, value: Any) -> tuple[str, bool, bool]:
+        """What JSON cannot hold faithfully, stored as its repr (flagged), capped."""
+        text = _storable_text(lambda: repr(value), "repr()")
+        return text[: self._max_result_bytes], True, len(text) > self._max_result_bytes
 
     # --- stopping --------------------------------------------------------------------------
 

@@ -96,8 +96,6 @@ class DiskReserve:
         """Delete the reserve; True when there was one to free."""
         try:
             self.path.unlink()
-        except FileNotFoundError:
-            return False
-        except OSError:
+        except OSError:  # none there (or not ours to remove): nothing freed
             return False
         return True

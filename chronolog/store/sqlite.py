@@ -375,25 +375,10 @@ class SQLiteEventStore:
         self._lock_fd = self._acquire_process_lock()
         self._reserve = DiskReserve(self.data_dir, reserve_bytes)
         try:
-            self._conn, self._last_position = self._open_writer(synchronous)
+            self._conn, self._last_position = self._open_log(synchronous)
         except sqlite3.Error as exc:
-            # Opening writes too (the WAL, its index): on a full disk it fails, often as a
-            # plain "disk I/O error". The reserve is there for that.
-            if not (self._reserve.short_of_room() and self._reserve.release()):
-                self._release_process_lock()
-                raise StorageError(f"cannot open event log {self.path}: {exc}") from exc
-            log.warning(
-                "the disk under the event log is full: its reserve was released so that "
-                "the log opens; free some space",
-                data_dir=str(self.data_dir),
-                reserve_bytes=self._reserve.size,
-                error=str(exc),
-            )
-            try:
-                self._conn, self._last_position = self._open_writer(synchronous)
-            except sqlite3.Error as again:
-                self._release_process_lock()
-                raise StorageError(f"cannot open event log {self.path}: {again}") from again
+            self._release_process_lock()
+            raise StorageError(f"cannot open event log {self.path}: {exc}") from exc
         self._versions: dict[str, int] = {}
         self._reserve.ensure()
         self._reserve_checked = time.monotonic()
@@ -403,6 +388,27 @@ class SQLiteEventStore:
         self._writer.start()
 
     # --- opening ----------------------------------------------------------------------------
+
+    def _open_log(self, synchronous: SynchronousMode) -> tuple[sqlite3.Connection, int]:
+        """:meth:`_open_writer`, tried once more after releasing the reserve when the disk
+        is short of room: opening writes too (the WAL, its index), and on a full disk it
+        fails, often as a plain "disk I/O error"."""
+        try:
+            return self._open_writer(synchronous)
+        except sqlite3.Error as exc:
+            if not (self._reserve.short_of_room() and self._reserve.release()):
+                raise
+            self._reserve_released("the log opens", error=str(exc))
+        return self._open_writer(synchronous)
+
+    def _reserve_released(self, so_that: str, **details: object) -> None:
+        log.warning(
+            f"the disk under the event log is full: its reserve was released so that "
+            f"{so_that}; free some space",
+            data_dir=str(self.data_dir),
+            reserve_bytes=self._reserve.size,
+            **details,
+        )
 
     def _open_writer(self, synchronous: SynchronousMode) -> tuple[sqlite3.Connection, int]:
         """The writing connection, its schema in place, and the last position."""
@@ -655,12 +661,7 @@ class SQLiteEventStore:
             if not (_disk_full(exc) and self._reserve.release()):
                 self._fail(batch, exc)
                 return
-            log.warning(
-                "the disk under the event log is full: its reserve was released so that "
-                "the log goes on (cleanups among it); free some space",
-                data_dir=str(self.data_dir),
-                reserve_bytes=self._reserve.size,
-            )
+            self._reserve_released("the log goes on (cleanups among it)")
             for request in batch:
                 request.error = None
             try:
