@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import inspect
 import threading
@@ -34,6 +35,7 @@ from chronolog.errors import (
     NotFoundError,
     RequestTimeoutError,
     ServiceUnavailableError,
+    StorageError,
     ValidationError,
     projections_failing,
 )
@@ -786,7 +788,7 @@ class SchedulerService:
         projector = self._module.require_projector()
         written = self._written
 
-        def job() -> T:
+        def answer() -> T:
             if board and projector.board_covers(written):
                 found = run(projector)
                 # Still so: the board was not reset meanwhile (a failed commit does that).
@@ -798,15 +800,31 @@ class SchedulerService:
                 raise _projections_late()
             return run(projector)
 
+        def job() -> T:
+            generation = projector.generation
+            try:
+                return answer()
+            except StorageError as exc:
+                # A database that refuses all work is opened again, and read once more.
+                if not projector.reopen_after(exc, generation):
+                    raise
+            return answer()
+
         return await asyncio.get_running_loop().run_in_executor(self._query_pool(), job)
 
     def _cursor(self, projector: Projector) -> duckdb.DuckDBPyConnection:
         """This query thread's cursor on the projections."""
         cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
-        if cursor is None or getattr(self._local, "projector", None) is not projector:
+        made_for = getattr(self._local, "made_for", None)
+        if cursor is None or made_for != (projector, projector.generation):
+            if cursor is not None:
+                # Made before the database was opened again: whatever closing it says of
+                # the old database is of no use.
+                with contextlib.suppress(Exception):
+                    cursor.close()
             cursor = projector.reader()
             self._local.cursor = cursor
-            self._local.projector = projector
+            self._local.made_for = (projector, projector.generation)
         return cursor
 
     def _query_pool(self) -> concurrent.futures.ThreadPoolExecutor:

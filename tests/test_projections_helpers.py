@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 
+from chronolog.errors import StorageError
 from chronolog.events import (
     Cause,
     CleanupRegistered,
@@ -305,3 +307,17 @@ def table_contents(conn: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[Any,
         order = ", ".join(f'"{key}"' for key in KEYS[table])
         contents[table] = conn.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
     return contents
+
+
+def invalidate(projector: Projector) -> None:
+    """Make DuckDB refuse all further work on the projector's database, as a checkpoint
+    that hits a full disk does (a real fatal error, not a stand-in)."""
+    cursor = projector.reader()
+    cursor.execute("SET debug_checkpoint_abort = 'before_header'")
+    # Something for the checkpoint to write, that leaves the tables as they are.
+    cursor.execute("CREATE TABLE scratch (x INTEGER)")
+    cursor.execute("DROP TABLE scratch")
+    with pytest.raises(duckdb.FatalException):
+        cursor.execute("FORCE CHECKPOINT")  # FORCE: waits for a commit in progress
+    with pytest.raises(StorageError, match="invalidated"):
+        projector.reader()

@@ -14,6 +14,7 @@ import pytest
 from test_projections_helpers import (
     append_all,
     at,
+    invalidate,
     one,
     scheduled,
     started,
@@ -191,6 +192,125 @@ class TestDamagedFile:
         with pytest.raises(StorageError):
             Projector(InMemoryEventStore(), path)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["p.duckdb"]
+
+
+class TestInvalidatedDatabase:
+    """DuckDB refuses all work on a database after a fatal error until it is opened again;
+    the projector opens it again instead of failing until the next start."""
+
+    def test_the_projectors_next_batch_opens_it_again(self, tmp_path: Path) -> None:
+        """The batch that meets the refusal fails; the next try opens the file again (its
+        committed batches intact) and goes on to the same tables as a fresh projection."""
+        store = synthetic_store(1_500, seed=5)
+        with Projector(store, tmp_path / "p.duckdb", batch_size=500) as projector:
+            projector.catch_up()
+            invalidate(projector)
+            for append in synthetic_log(events=300, tasks=5, seed=6):
+                store.append(append.stream_id, append.events, metadata=append.metadata)
+            with pytest.raises(StorageError, match="invalidated"):
+                projector.catch_up()
+            assert projector.generation == 0
+            assert projector.catch_up() == store.last_position() - 1_500
+            assert projector.generation == 1
+            got = table_contents(projector.reader())
+        with Projector(store, tmp_path / "fresh.duckdb") as fresh:
+            fresh.catch_up()
+            assert got == table_contents(fresh.reader())
+
+    def test_a_reader_that_meets_it_opens_it_again_once(self, tmp_path: Path) -> None:
+        """A reader's query fails first (an idle projector has no batch to fail):
+        ``reopen_after`` opens the database again and says the reader may try once more;
+        a second reader of the same generation does not open it a second time."""
+        store = synthetic_store(1_000, seed=2)
+        with Projector(store, tmp_path / "p.duckdb") as projector:
+            projector.catch_up()
+            expected = table_contents(projector.reader())
+            invalidate(projector)
+            errors = []
+            for _ in range(2):
+                try:
+                    projector.reader()
+                except StorageError as exc:
+                    errors.append(exc)
+            assert len(errors) == 2
+            assert projector.reopen_after(errors[0], generation=0)
+            assert projector.reopen_after(errors[1], generation=0)
+            assert projector.generation == 1
+            assert projector.position == 1_000
+            assert table_contents(projector.reader()) == expected
+            assert projector.catch_up() == 0
+
+    def test_a_reader_busy_on_an_old_cursor_does_not_keep_the_old_database(
+        self, tmp_path: Path
+    ) -> None:
+        """While one connection to a database is open, DuckDB hands the same (refusing)
+        database to whoever opens the file again. The reopen closes every cursor of the
+        old one, waiting for one that another thread is using."""
+        store = synthetic_store(1_000, seed=3)
+        with Projector(store, tmp_path / "p.duckdb") as projector:
+            projector.catch_up()
+            old = projector.reader()
+            invalidate(projector)
+            stop = threading.Event()
+
+            def hammer() -> None:
+                while not stop.is_set():
+                    with contextlib.suppress(duckdb.Error):
+                        old.execute("SELECT count(*) FROM tasks").fetchall()
+
+            thread = threading.Thread(target=hammer)
+            thread.start()
+            try:
+                refused = StorageError("reading failed")
+                refused.__cause__ = duckdb.FatalException("database has been invalidated")
+                assert projector.reopen_after(refused, generation=0)
+                assert one(projector.reader(), "SELECT count(*) AS n FROM tasks")["n"] > 0
+            finally:
+                stop.set()
+                thread.join(timeout=10)
+
+    def test_an_in_memory_database_is_rebuilt_from_the_log(self) -> None:
+        """Opening an in-memory database again starts it empty: catching up rebuilds it.
+        (DuckDB never checkpoints one: the refusal is an internal error's.)"""
+        store = synthetic_store(800, seed=4)
+        with Projector(store, None) as projector:
+            projector.catch_up()
+            expected = table_contents(projector.reader())
+            refused = StorageError("reading failed")
+            refused.__cause__ = duckdb.InternalException("INTERNAL Error: a failed assertion")
+            assert projector.reopen_after(refused, generation=0)
+            assert projector.position == 0
+            assert projector.catch_up() == 800
+            assert table_contents(projector.reader()) == expected
+
+    def test_damage_met_by_a_reader_sets_the_file_aside(self, tmp_path: Path) -> None:
+        """A damaged block shows only when it is read: the reader's error (what DuckDB
+        says of a block whose checksum does not match) sets the file aside and a new one
+        is rebuilt from the log."""
+        store = synthetic_store(600, seed=8)
+        path = tmp_path / "p.duckdb"
+        with Projector(store, path) as projector:
+            projector.catch_up()
+            expected = table_contents(projector.reader())
+            damage = StorageError("reading tasks failed")
+            damage.__cause__ = duckdb.IOException(
+                "Corrupt database file: computed checksum 1 does not match stored checksum 2"
+            )
+            assert projector.reopen_after(damage, generation=0)
+            assert projector.position == 0
+            assert projector.catch_up() == 600
+            assert table_contents(projector.reader()) == expected
+        assert [p.name.startswith("p.duckdb.damaged-") for p in tmp_path.iterdir()].count(True)
+
+    def test_other_errors_open_nothing_again(self, tmp_path: Path) -> None:
+        """A full disk's refused commit, say, leaves the database as it is."""
+        with Projector(store_with(scheduled("a")), tmp_path / "p.duckdb") as projector:
+            projector.catch_up()
+            full = StorageError("projecting failed")
+            full.__cause__ = duckdb.IOException("No space left on device")
+            assert not projector.reopen_after(full, generation=0)
+            assert projector.generation == 0
+            assert not [p for p in tmp_path.iterdir() if "damaged" in p.name]
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_projections_helpers import invalidate
 
 from chronolog import AppContext, Cause, SchedulerModule, SchedulerService, Settings, service
 from chronolog import module as module_module
@@ -958,6 +959,44 @@ class TestEventLoop:
         history = svc.get_executions(event_id=event_id).unwrap()
         assert [run.status for run in history.items] == ["succeeded"]
         assert host.module.projector_failures == 2
+
+    def test_a_database_duckdb_refuses_is_opened_again_for_a_reader(self, host: Host) -> None:
+        """After a fatal DuckDB error (a checkpoint on a full disk) every statement on the
+        database fails until it is opened again. An idle projector has nothing to apply:
+        the first read that meets the refusal opens it again and answers."""
+        svc = host.svc.sync
+        event_id = svc.schedule_event(
+            name="x", function_name="backup_database", next_execution=host.clock.now()
+        ).unwrap()
+        host.advance(1)
+        history = svc.get_executions(event_id=event_id).unwrap()
+        assert [run.status for run in history.items] == ["succeeded"]
+        invalidate(host.module.require_projector())
+        assert svc.get_executions(event_id=event_id).unwrap() == history
+        assert svc.list_events().unwrap().total == 1
+        assert host.module.require_projector().generation == 1
+
+    def test_a_database_duckdb_refuses_is_opened_again_by_the_projector(
+        self, host: Host, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """When the projector meets the refusal first, its next try opens the database
+        again: the new task and its run reach the reads, none of them fails."""
+        monkeypatch.setattr(module_module, "PROJECTOR_RETRY_FIRST", 0.01)
+        svc = host.svc.sync
+        first = svc.schedule_event(
+            name="a", function_name="backup_database", next_execution=host.clock.now()
+        ).unwrap()
+        assert svc.get_event(first).ok
+        invalidate(host.module.require_projector())
+        second = svc.schedule_event(
+            name="b", function_name="backup_database", next_execution=host.clock.now()
+        ).unwrap()
+        host.advance(1)
+        assert svc.get_event(second).unwrap().name == "b"
+        for event_id in (first, second):
+            runs = svc.get_executions(event_id=event_id).unwrap().items
+            assert [run.status for run in runs] == ["succeeded"]
+        assert host.module.projector_failures >= 1
 
     def test_the_projectors_pause_doubles_up_to_its_cap_for_ever(self) -> None:
         """Failing for days (a thousand failures in a row and more) keeps the pause at its

@@ -41,13 +41,29 @@ def connect(db_path: str | Path | None, *, read_only: bool = False) -> duckdb.Du
     return conn
 
 
+def says_damaged(error: StorageError) -> bool:
+    """Whether ``error`` is DuckDB saying the database file is damaged."""
+    cause = error.__cause__
+    return isinstance(cause, duckdb.Error) and any(text in str(cause) for text in _DAMAGE)
+
+
+def says_invalidated(error: StorageError) -> bool:
+    """Whether ``error`` comes from a DuckDB database that refuses all work from then on.
+
+    DuckDB invalidates a database after a fatal or internal error (a checkpoint that hit a
+    full disk is one): every later statement on any of its connections fails, until the
+    database is opened again. The file itself is intact; opening it replays its WAL.
+    """
+    cause = error.__cause__
+    return isinstance(cause, duckdb.FatalException | duckdb.InternalException) or (
+        isinstance(cause, duckdb.Error) and "database has been invalidated" in str(cause)
+    )
+
+
 def damaged_file(db_path: str | Path | None, error: StorageError) -> Path | None:
     """The database file ``db_path``, if ``error`` (from opening or first reading it) says
     the file is damaged; None for any other failure and for an in-memory database."""
-    if db_path is None or str(db_path) == IN_MEMORY:
-        return None
-    cause = error.__cause__
-    if not isinstance(cause, duckdb.Error) or not any(text in str(cause) for text in _DAMAGE):
+    if db_path is None or str(db_path) == IN_MEMORY or not says_damaged(error):
         return None
     return Path(db_path)
 
@@ -64,4 +80,12 @@ def set_aside(path: Path) -> Path:
     return aside
 
 
-__all__ = ["IN_MEMORY", "connect", "damaged_file", "duckdb_errors", "set_aside"]
+__all__ = [
+    "IN_MEMORY",
+    "connect",
+    "damaged_file",
+    "duckdb_errors",
+    "says_damaged",
+    "says_invalidated",
+    "set_aside",
+]

@@ -36,7 +36,15 @@ from chronolog.gil import let_others_run
 from chronolog.projections import writer
 from chronolog.projections.board import TaskBoard, Values
 from chronolog.projections.cache import StateCache
-from chronolog.projections.db import connect, damaged_file, duckdb_errors, set_aside
+from chronolog.projections.db import (
+    IN_MEMORY,
+    connect,
+    damaged_file,
+    duckdb_errors,
+    says_damaged,
+    says_invalidated,
+    set_aside,
+)
 from chronolog.projections.queries import TaskQuery, task_row
 from chronolog.projections.rows import Page, TaskRow
 from chronolog.projections.schema import (
@@ -78,6 +86,11 @@ FOLD_SLICE = 128
 #: tail (slices of 128 alone moved its p99 at 5,000 events/s from a median of 175 to
 #: 187 ms over five and seven runs).
 FOLD_SLICES_MAX = 4
+
+#: Tries to close the database while a reader's cursor is in use (a query of a database
+#: DuckDB refuses work on fails at once), and the wait between two.
+CLOSE_TRIES = 100
+CLOSE_RETRY_SECONDS = 0.01
 
 #: Events per transaction in a rebuild. Larger batches were measured on 1,000,000 events:
 #: 150,000 gave 0.2-0.4 s faster rebuilds but a 57 % larger file (DuckDB writes whole row
@@ -198,6 +211,11 @@ class Projector:
         self._requested = 0
         self._request_lock = threading.Lock()
         self._batches_prepared = 0
+        self._db_path = db_path
+        # Why the database must be opened again before the next batch ("invalidated" or
+        # "damaged"; see :meth:`reopen_after`), and how many times it was.
+        self._broken: str | None = None
+        self._generation = 0
         self._position = self._attach(db_path)
 
     # --- opening ----------------------------------------------------------------------------
@@ -303,6 +321,63 @@ class Projector:
         self._cache.reset(complete=True)
         self._board.reset(empty=True)
         self._set_position(0)
+
+    # --- opening again ------------------------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        """How many times the database was opened again (see :meth:`reopen_after`): a
+        cursor from :meth:`reader` belongs to the generation it was made in."""
+        return self._generation
+
+    def reopen_after(self, error: StorageError, generation: int) -> bool:
+        """Open the database again if ``error``, met by a reader of ``generation``, says it
+        must be; return whether it was (or has been since): the reader may try once more.
+
+        DuckDB refuses all work on a database after a fatal error (a checkpoint on a full
+        disk), and a damaged block shows only when it is read. Left alone, the projections
+        would stay frozen until the next start; the projector's own next batch makes the
+        same check.
+        """
+        kind = _breakage(error)
+        if kind is None:
+            return False
+        with self._lock:
+            self._check_open()
+            if self._generation == generation:
+                self._broken = self._broken or kind
+                self._reopen()
+        return True
+
+    def _reopen(self) -> None:
+        """Close the database and open it again (a damaged file is set aside first), then
+        go on from its checkpoint; the caller holds ``self._lock``. On failure the reason
+        stays, and the next batch tries again."""
+        kind, path = self._broken, self._db_path
+        with self._cursor_lock:
+            self._close_connections()
+            self._generation += 1
+            file = None if path is None or str(path) == IN_MEMORY else Path(path)
+            if kind == "damaged" and file is not None and file.exists():
+                log.warning(
+                    "the projection database is damaged: set aside, rebuilding it from the log",
+                    path=str(file),
+                    kept_as=str(set_aside(file)),
+                )
+            position = self._attach(path)
+            self._broken = None
+        log.warning(
+            "the projection database was opened again after it refused all work",
+            reason=kind,
+            position=position,
+        )
+        with self._applied:
+            self._position = position
+            self._applied.notify_all()
+        self._publish(self._position_listeners, position)
+        self._publish(self._board_listeners, position)
+        # Whatever the reopened database lacks is applied at once, not after a pace.
+        self._store.wake_waiters()
 
     # --- applying -----------------------------------------------------------------------------
 
@@ -506,14 +581,20 @@ class Projector:
     def _catch_up(self, batch_size: int, stop: threading.Event | None) -> int:
         with self._lock:
             self._check_open()
-            first = self._store.read_all(self._position + 1, batch_size)
-            if not first:
-                return 0
-            if len(first) < batch_size:
-                # Live tail: one small batch, no threads.
-                self._apply_now(first, live=stop is not None)
-                return len(first)
-            return self._pipeline(first, batch_size, stop)
+            if self._broken is not None:
+                self._reopen()
+            try:
+                first = self._store.read_all(self._position + 1, batch_size)
+                if not first:
+                    return 0
+                if len(first) < batch_size:
+                    # Live tail: one small batch, no threads.
+                    self._apply_now(first, live=stop is not None)
+                    return len(first)
+                return self._pipeline(first, batch_size, stop)
+            except StorageError as exc:
+                self._broken = self._broken or _breakage(exc)
+                raise
 
     def _pipeline(
         self, first: Sequence[Envelope], batch_size: int, stop: threading.Event | None
@@ -728,9 +809,22 @@ class Projector:
             self._applied.notify_all()
 
     def _close_connections(self) -> None:
-        for conn in (self._load_cursor, self._cursor_source, self._conn):
+        """Close the connection and, with it, every cursor made from it (the readers'
+        too). Only then does DuckDB let the database go: while one connection to it is
+        open, opening the file again returns the same database, however broken."""
+        for conn in (self._load_cursor, self._cursor_source):
             with contextlib.suppress(duckdb.Error):
                 conn.close()
+        for attempt in range(1, CLOSE_TRIES + 1):
+            try:
+                self._conn.close()
+                break
+            except duckdb.ResourceInUseException:
+                # A cursor in use on another thread (a reader's query) makes it refuse.
+                if attempt < CLOSE_TRIES:
+                    time.sleep(CLOSE_RETRY_SECONDS)
+            except duckdb.Error:
+                break
         self._cache.reset(complete=False)
         self._board.reset()
 
@@ -780,6 +874,13 @@ class BoardPositions:
     def failures(self) -> int:
         """The projector's :attr:`~Projector.failures`."""
         return self._projector.failures
+
+
+def _breakage(error: StorageError) -> str | None:
+    """Why ``error`` means the database must be opened again, or None if it does not."""
+    if says_invalidated(error):
+        return "invalidated"
+    return "damaged" if says_damaged(error) else None
 
 
 def _without(
