@@ -701,6 +701,11 @@ class SchedulerService:
             self._sync = SyncSchedulerService(self)
         return self._sync
 
+    @property
+    def _started(self) -> bool:
+        """Whether the module runs (either engine)."""
+        return self._module.runtime is not None or self._module.engine is not None
+
     def _load(self, event_id: str) -> TaskState:
         """The task's state, replayed from its stream (the log is the truth)."""
         check_id(event_id)
@@ -898,7 +903,7 @@ class SyncSchedulerService:
 
     The thread starts on the first call and ends when the module stops; a reference kept
     across a stop and a new start keeps working (a call made while stopped answers
-    ``unavailable`` at once, as the async method does).
+    ``unavailable`` at once, as the async method does, and leaves no thread behind).
     """
 
     def __init__(self, service: SchedulerService) -> None:
@@ -918,7 +923,11 @@ class SyncSchedulerService:
             with self._lock:
                 loop = self._started_loop()
                 future = asyncio.run_coroutine_threadsafe(method(*args, **kwargs), loop)
-            return future.result(REPLY_TIMEOUT + 5)
+            try:
+                return future.result(REPLY_TIMEOUT + 5)
+            finally:
+                if not self._service._started:
+                    self.close()  # stopped: no thread is kept for calls that cannot be served
 
         call.__name__ = name
         call.__doc__ = method.__doc__

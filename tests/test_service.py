@@ -344,7 +344,7 @@ def test_starting_and_stopping_leaks_no_descriptors(tmp_path: Path) -> None:
 def test_a_kept_blocking_facade_outlives_a_restart(tmp_path: Path) -> None:
     """A host keeps ``svc.sync`` once. Stopped, it answers ``unavailable`` at once (as the
     async facade does; its private loop was stopped under it, so calls waited 35 s for a
-    TimeoutError); started again, it works."""
+    TimeoutError) and keeps no thread for it; started again, it works."""
     module = SchedulerModule(Settings(data_dir=str(tmp_path / "data")))
     app = AppContext()
     svc: SchedulerService = module.register(app)
@@ -360,6 +360,8 @@ def test_a_kept_blocking_facade_outlives_a_restart(tmp_path: Path) -> None:
         ).start()
         stopped = done.result(5)
         assert stopped.error is not None and stopped.error.code == "unavailable"
+        # Nor is a thread kept for calls made while stopped (one stayed until a next stop).
+        assert not [t for t in threading.enumerate() if t.name == "chronolog-sync"]
         module.start_blocking()
         r = blocking.schedule_event(
             name="after restart",
