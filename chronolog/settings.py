@@ -43,6 +43,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     engine: Literal["thread", "process"] = "thread"
     #: Threads that run synchronous task functions.
     executor_threads: PositiveInt = 8
+    #: Seconds a stop waits for running executions to end. Those still running then are
+    #: asked to stop (a coroutine is cancelled, a thread sees ``context.cancelled``) and
+    #: given a second more; a run that has not ended is recorded ``interrupted`` at the
+    #: next start and retried per policy.
+    stop_grace_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
     #: Retries after a failed execution, for tasks that do not say.
     default_max_retries: PolicyCount = 0
     #: First retry delay in seconds (doubles per attempt).

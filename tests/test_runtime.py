@@ -7,6 +7,7 @@ import concurrent.futures
 import gc
 import os
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -656,6 +657,55 @@ class TestRecovery:
             assert [s.attempt for s in second.events("b", ExecutionStarted)] == [1, 2]
         finally:
             second.runtime.stop()
+            store.close()
+
+    def test_a_stop_asks_the_runs_still_going_after_its_grace_to_stop(
+        self, tmp_path: Any, clock: FakeClock
+    ) -> None:
+        """``stop_grace_seconds`` is how long a stop waits for running executions. Then a
+        coroutine is cancelled (its ``finally`` runs before the loop stops) and a thread
+        sees ``context.cancelled``: a run that ends records its outcome; one that did not
+        is interrupted at the next start and retried per policy. (A stop used to wait
+        10 s, then leave threads running and coroutines stopped mid-flight.)"""
+        store = SQLiteEventStore(tmp_path, clock=clock)
+        first = Harness(clock, store, stop_grace_seconds=0.2)
+        cleaned_up = threading.Event()
+
+        async def sleeper() -> None:
+            try:
+                await asyncio.sleep(60)
+            finally:
+                cleaned_up.set()
+
+        first.registry.register("sleeper", sleeper)
+        first.runtime.start()
+        now = DateTrigger(run_at=clock.now())
+        first.schedule("a", "sleeper", now, settle=False, max_retries=1, retry_backoff_seconds=1)
+        first.schedule("p", "patient", now, settle=False)
+        first.advance(1, executions=False)
+        deadline = time.monotonic() + 10
+        while first.runtime.executor.running < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert first.runtime.executor.running == 2
+        began = time.monotonic()
+        first.runtime.stop()
+        assert time.monotonic() - began < 5
+        assert cleaned_up.is_set()
+        assert [e.result for e in first.events("p", ExecutionSucceeded)] == ["signalled"]
+        assert not first.events("a", ExecutionSucceeded)
+        store.close()
+
+        store = SQLiteEventStore(tmp_path, clock=clock)
+        second = Harness(clock, store)
+        second.registry.register("sleeper", sleeper)
+        second.runtime.start()
+        try:
+            assert second.runtime.settle(10, executions=False)
+            assert len(second.events("a", ExecutionInterrupted)) == 1
+            second.advance(5, executions=False)
+            assert [s.attempt for s in second.events("a", ExecutionStarted)] == [1, 2]
+        finally:
+            second.runtime.stop(wait_for_executions=0)
             store.close()
 
     def test_timer_is_rebuilt_from_the_log(self, tmp_path: Any, clock: FakeClock) -> None:

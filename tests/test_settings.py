@@ -102,6 +102,8 @@ class TestErrors:
             ("default_max_retries", 10**6),
             ("disk_reserve_bytes", -1),
             ("disk_reserve_bytes", 1 << 31),
+            ("stop_grace_seconds", -1),
+            ("stop_grace_seconds", float("inf")),
             # Values of the right type that could not work: found at start, not at the
             # first task or cleanup that would use them.
             ("default_timezone", "Mars/Olympus_Mons"),

@@ -31,6 +31,9 @@ _current: contextvars.ContextVar[ExecutionContext | None] = contextvars.ContextV
     "chronolog_execution", default=None
 )
 _TRACEBACK_LIMIT = 16_384
+#: Seconds a stop gives the runs it asked to stop (after its grace) to end: a cancelled
+#: coroutine's ``finally`` blocks run before the loop stops.
+STOP_CANCEL_WAIT = 1.0
 
 log = structlog.get_logger("chronolog.executor")
 
@@ -478,17 +481,22 @@ class Executor:
     # --- stopping --------------------------------------------------------------------------
 
     def shutdown(self, wait: bool = True, timeout: float = 10.0) -> None:
-        """Stop accepting work; optionally wait for running executions to end."""
+        """Stop accepting work; optionally wait up to ``timeout`` for running executions to
+        end. Those still running are then asked to stop and given :data:`STOP_CANCEL_WAIT`
+        seconds: one that ends reports its outcome; one that does not (a cancelled
+        coroutine, a thread that ignores the signal) stays open in the log, and the next
+        start records it interrupted and retries it per policy."""
         if self._closed:
             return
         self._closed = True
         if wait:
             self.wait_idle(timeout)
-        else:
-            with self._lock:
-                running = list(self._running)
-            for execution_id in running:
-                self.cancel(execution_id)
+        with self._lock:
+            running = [each for each in self._running if each not in self._held]
+        for execution_id in running:
+            self.cancel(execution_id)
+        if running:
+            self.wait_idle(STOP_CANCEL_WAIT)
         # Runs still queued never start: their ``ExecutionStarted`` stays open in the log and
         # the next start records them as interrupted (and retries them per policy).
         while True:

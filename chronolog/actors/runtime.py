@@ -193,8 +193,11 @@ class Runtime:
                 shard.append(state)
         return seeds
 
-    def stop(self, *, wait_for_executions: float = 10.0) -> None:
-        """Stop the timer, let running executions finish (up to the wait), stop the actors."""
+    def stop(self, *, wait_for_executions: float | None = None) -> None:
+        """Stop the timer, let running executions finish (up to the wait, by default
+        ``stop_grace_seconds``; then they are asked to stop), stop the actors."""
+        if wait_for_executions is None:
+            wait_for_executions = self.settings.stop_grace_seconds
         with self._lock:
             if not self._started or self._stopping:
                 return

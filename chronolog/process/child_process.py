@@ -49,7 +49,8 @@ log = structlog.get_logger("chronolog.process")
 
 #: Seconds the scheduler process may take to recover and start.
 START_TIMEOUT = 120.0
-#: Seconds an orderly stop may take before the process is killed.
+#: Seconds an orderly stop may take, beyond ``stop_grace_seconds``, before the process is
+#: killed.
 STOP_TIMEOUT = 60.0
 
 
@@ -175,10 +176,10 @@ class ChildProcess:
             self._stopping = True
             with contextlib.suppress(ChannelClosedError):
                 channel.send(msg.Stop())
-            self._stopped.wait(STOP_TIMEOUT)
+            self._stopped.wait(self._stop_timeout)
         self._alive = False
         channel.close(0.0 if self._lost else 5.0)
-        self._reap(STOP_TIMEOUT)
+        self._reap(self._stop_timeout)
         if self._reader is not None:
             self._reader.join(timeout=5)
         self._releases.stop()
@@ -187,6 +188,10 @@ class ChildProcess:
             # execution stays open in the log and the next start recovers it.
             self._executor.shutdown(wait=False)
         self._channel = None
+
+    @property
+    def _stop_timeout(self) -> float:
+        return self.settings.stop_grace_seconds + STOP_TIMEOUT
 
     def _reap(self, timeout: float) -> None:
         process = self._process

@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection
 
 import structlog
 
-from chronolog.actors.executor import ExecutionRequest, Executor
+from chronolog.actors.executor import STOP_CANCEL_WAIT, ExecutionRequest, Executor
 from chronolog.domain.commands import Finish
 from chronolog.process.frames import ChannelClosedError
 from chronolog.process.messages import Cancel, Run
@@ -139,11 +139,12 @@ class RemoteExecutor:
         self._closed = True
         if wait:
             self.wait_idle(timeout)
-        else:
-            with self._lock:
-                running = [i for i, r in self._remote.items() if not r.held]
-            for execution_id in running:
-                self.cancel(execution_id)
+        with self._lock:
+            running = [i for i, r in self._remote.items() if not r.held]
+        for execution_id in running:  # still running: asked to stop, as the local ones are
+            self.cancel(execution_id)
+        if running:
+            self.wait_idle(STOP_CANCEL_WAIT)
         with self._lock:
             held = [i for i, r in self._remote.items() if r.held]
         for execution_id in held:  # never started: the next start recovers them
