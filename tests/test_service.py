@@ -763,6 +763,33 @@ class TestBadInput:
             assert r.error is not None and r.error.code == "invalid_state"
         assert host.log_size() == before
 
+    def test_running_now_a_function_nobody_registered_is_refused(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """A host started without a function its tasks name (renamed in a new release,
+        say): ``execute_now`` answers ``unknown_function``, as ``schedule_event`` would,
+        and writes nothing."""
+        first = Host(tmp_path / "data", clock)
+        first.register()
+        first.module.start_blocking()
+        event_id = first.svc.sync.schedule_event(
+            name="x",
+            function_name="backup_database",
+            next_execution=clock.now() + timedelta(days=1),
+        ).unwrap()
+        first.module.stop_blocking()
+        second = Host(tmp_path / "data", clock)
+        second.module.start_blocking()  # nothing registered this time
+        try:
+            before = second.log_size()
+            r = second.svc.sync.execute_now(event_id)
+            assert r.error is not None and r.error.code == "unknown_function", r
+            assert "backup_database" in r.error.message
+            assert second.log_size() == before
+            assert not second.svc.sync.get_executions(event_id=event_id).unwrap().items
+        finally:
+            second.module.stop_blocking()
+
     def test_calls_before_start_are_unavailable(self, tmp_path: Path) -> None:
         """A facade whose module has not started answers with 'unavailable'."""
         h = Host(tmp_path, FakeClock())

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from chronolog.actors.executor import ExecutionRequest
-from chronolog.domain.commands import Command
+from chronolog.domain.commands import Command, RunNow
 from chronolog.domain.task_decider import decide
 from chronolog.domain.task_state import TaskState, evolve_task, replay_task
 from chronolog.events import (
@@ -70,6 +70,11 @@ class JobActor(msgspec.Struct, gc=False):
 
     def decide(self, runtime: Runtime, command: Command) -> list[DomainEvent]:
         """The events ``command`` leads to now (raises ``ChronologError`` to refuse it)."""
+        definition = self.state.definition
+        if isinstance(command, RunNow) and definition is not None and not self.state.is_final:
+            # A run asked for now of a function nobody registered could only fail: refused
+            # with ``unknown_function``, as ``schedule_event`` refuses it, writing nothing.
+            runtime.registry.get(definition.function_name)
         return decide(self.state, command, runtime.clock.now(), new_id)
 
     def apply(self, envelopes: Sequence[Envelope]) -> None:
