@@ -659,8 +659,9 @@ class TestRecovery:
             second.runtime.stop()
             store.close()
 
+    @pytest.mark.parametrize("grace", [0.0, 0.2])
     def test_a_stop_asks_the_runs_still_going_after_its_grace_to_stop(
-        self, tmp_path: Any, clock: FakeClock
+        self, tmp_path: Any, clock: FakeClock, grace: float
     ) -> None:
         """``stop_grace_seconds`` is how long a stop waits for running executions. Then a
         coroutine is cancelled (its ``finally`` runs before the loop stops) and a thread
@@ -668,7 +669,7 @@ class TestRecovery:
         is interrupted at the next start and retried per policy. (A stop used to wait
         10 s, then leave threads running and coroutines stopped mid-flight.)"""
         store = SQLiteEventStore(tmp_path, clock=clock)
-        first = Harness(clock, store, stop_grace_seconds=0.2)
+        first = Harness(clock, store, stop_grace_seconds=grace)
         cleaned_up = threading.Event()
 
         async def sleeper() -> None:

@@ -19,7 +19,13 @@ import pykka
 import structlog
 
 from chronolog.actors.activity import ActivityCounter
-from chronolog.actors.executor import ExecutionBackend, ExecutionRequest, Executor, FinishCallback
+from chronolog.actors.executor import (
+    STOP_CANCEL_WAIT,
+    ExecutionBackend,
+    ExecutionRequest,
+    Executor,
+    FinishCallback,
+)
 from chronolog.actors.housekeeper import CLEANUP_STREAM_PREFIX, Housekeeper
 from chronolog.actors.messages import (
     CommandOutcome,
@@ -210,7 +216,9 @@ class Runtime:
         self.executor.shutdown(wait=True, timeout=wait_for_executions)
         if self.housekeeper is not None:
             self.housekeeper.stop()
-        self.activity.wait_idle(timeout=wait_for_executions)
+        # The outcomes reported meanwhile (also by runs that ended once asked to stop) are
+        # appended before the shards stop; a grace of 0 still leaves them that second.
+        self.activity.wait_idle(timeout=wait_for_executions + STOP_CANCEL_WAIT)
         if self._supervisor is not None:
             self._supervisor.stop(block=True, timeout=30)
         self._started = False
