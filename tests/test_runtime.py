@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -237,6 +238,60 @@ class TestExecutions:
         late = harness.events("b", LateResultRecorded)
         assert len(late) == 1 and late[0].succeeded
         assert not harness.events("b", ExecutionSucceeded)
+
+    def test_runs_that_ignore_their_timeout_do_not_take_every_worker(
+        self, clock: FakeClock
+    ) -> None:
+        """A function that ignores its cancellation signal keeps its thread after its
+        timeout. Each such run gets a stand-in worker (at most the pool's size of them), so
+        other runs still begin; once the stuck functions return, the pool is its size again.
+        Before, two stuck runs on two threads kept every other synchronous run waiting."""
+
+        def exec_threads() -> int:
+            return sum(t.name.startswith("chronolog-exec-") for t in threading.enumerate())
+
+        before = exec_threads()
+        h = Harness(clock, executor_threads=2)
+        h.runtime.start()
+        try:
+            assert exec_threads() - before == 2
+            now = DateTrigger(run_at=clock.now())
+            for task_id in ("b1", "b2"):
+                h.schedule(task_id, "block", now, settle=False, timeout_seconds=5)
+            h.advance(5, executions=False)
+            assert h.events("b1", ExecutionTimedOut) and h.events("b2", ExecutionTimedOut)
+            h.schedule("r", "record", DateTrigger(run_at=clock.now()), settle=False)
+            h.advance(1, executions=False)
+            # Well within the 10 s the stuck functions wait before they return by themselves.
+            deadline = time.monotonic() + 3
+            while not h.events("r", ExecutionSucceeded) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert h.events("r", ExecutionSucceeded)
+            assert exec_threads() - before == 4
+            # Two more stuck runs on the two stand-ins: the cap, said in a warning.
+            for task_id in ("b3", "b4"):
+                h.schedule(
+                    task_id,
+                    "block",
+                    DateTrigger(run_at=clock.now()),
+                    settle=False,
+                    timeout_seconds=5,
+                )
+            with structlog.testing.capture_logs() as logs:
+                h.advance(5, executions=False)
+            assert h.events("b3", ExecutionTimedOut) and h.events("b4", ExecutionTimedOut)
+            assert exec_threads() - before == 4
+            assert any("every executor thread is held" in line["event"] for line in logs)
+            h.release.set()
+            assert h.runtime.settle(10)
+            assert len(h.events("b1", LateResultRecorded)) == 1
+            deadline = time.monotonic() + 10
+            while exec_threads() - before > 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert exec_threads() - before == 2
+        finally:
+            h.release.set()
+            h.runtime.stop(wait_for_executions=2)
 
     def test_a_timed_out_thread_is_signalled_through_its_context(self, harness: Harness) -> None:
         """The timeout sets ``context.cancelled``: a function waiting on it stops at once."""

@@ -212,12 +212,18 @@ class Executor:
         # work item and no thread-count check per call, which shows at thousands of runs
         # per second.
         self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
-        self._workers = [
-            threading.Thread(target=self._work_loop, name=f"chronolog-exec-{i}", daemon=True)
-            for i in range(threads)
-        ]
-        for worker in self._workers:
-            worker.start()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._pool_size = threads
+        self._workers_started = 0
+        self._workers_alive = 0  # changed under self._lock once the pool runs
+        # Runs on a worker thread now, and those of them timed out or cancelled: a function
+        # that ignores ``context.cancelled`` keeps its thread, so each such run gets a
+        # stand-in worker (see :meth:`_stand_in_for`).
+        self._on_worker: set[str] = set()
+        self._given_up: set[str] = set()
+        for _ in range(threads):
+            self._start_worker()
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(
             target=self._loop.run_forever, name="chronolog-async", daemon=True
@@ -226,8 +232,6 @@ class Executor:
         self._running: dict[str, tuple[ExecutionContext, asyncio.Task[Any] | None]] = {}
         self._running_tasks: collections.Counter[str] = collections.Counter()
         self._held: dict[str, ExecutionRequest] = {}
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
         self._encoder = msgspec.json.Encoder()
         self._closed = False
 
@@ -286,16 +290,47 @@ class Executor:
             self._work.put((request, context, entry.function, entry.accepts_context))
 
     def cancel(self, execution_id: str) -> bool:
-        """Signal a running execution to stop; coroutines are cancelled outright."""
+        """Signal a running execution to stop; coroutines are cancelled outright. A
+        function on a worker thread keeps it until it returns: another worker stands in."""
         with self._lock:
             found = self._running.get(execution_id)
-        if found is None:
-            return False
-        context, task = found
-        context.cancel()
+            if found is None:
+                return False
+            context, task = found
+            # Under the lock: a worker about to begin the run either sees the signal and
+            # never begins it, or has begun it and gets its stand-in here.
+            context.cancel()
+            if execution_id in self._on_worker:
+                self._stand_in_for(execution_id)
         if task is not None:
             self._loop.call_soon_threadsafe(task.cancel)
         return True
+
+    def _start_worker(self) -> None:
+        self._workers_started += 1
+        self._workers_alive += 1
+        threading.Thread(
+            target=self._work_loop, name=f"chronolog-exec-{self._workers_started}", daemon=True
+        ).start()
+
+    def _stand_in_for(self, execution_id: str) -> None:
+        """Start a worker in place of the one running ``execution_id``, which was timed out
+        or cancelled (called under ``self._lock``): without it, functions that ignore their
+        cancellation signal (a call blocked on a dead connection) would take every worker
+        one by one, and no other synchronous run would begin. At most as many stand-ins as
+        the pool has workers; the surplus ends as its runs return."""
+        if execution_id in self._given_up:
+            return
+        self._given_up.add(execution_id)
+        if self._workers_alive >= 2 * self._pool_size:
+            log.warning(
+                "every executor thread is held by a run that was timed out or cancelled and "
+                "has not returned: other synchronous runs wait for one to return",
+                held=len(self._given_up),
+                threads=self._workers_alive,
+            )
+            return
+        self._start_worker()
 
     def is_task_running(self, task_id: str) -> bool:
         """Whether any execution of ``task_id`` is running in this process."""
@@ -338,13 +373,23 @@ class Executor:
         while True:
             work = self._work.get()
             if work is None:
+                with self._lock:
+                    self._workers_alive -= 1
                 return
+            execution_id = work[0].execution_id
             try:
                 self._run_sync(*work)
             except Exception:
                 # Never lose a worker: the pool would shrink for good. (_report handles
                 # whatever a function returns or raises; this is for a bug of ours.)
-                log.exception("executor worker failed", execution_id=work[0].execution_id)
+                log.exception("executor worker failed", execution_id=execution_id)
+            with self._lock:
+                self._on_worker.discard(execution_id)
+                self._given_up.discard(execution_id)
+                # A stand-in is no longer needed: the pool shrinks back to its size.
+                if self._workers_alive - len(self._given_up) > self._pool_size:
+                    self._workers_alive -= 1
+                    return
 
     def _run_sync(
         self,
@@ -353,7 +398,11 @@ class Executor:
         function: Callable[..., Any],
         accepts_context: bool,
     ) -> None:
-        if context.is_cancelled:
+        with self._lock:
+            cancelled = context.is_cancelled
+            if not cancelled:
+                self._on_worker.add(request.execution_id)
+        if cancelled:
             # Timed out or cancelled while it waited for a thread: its end is in the log
             # already, and a run that never began must not begin after it.
             self._forget(request.execution_id)
@@ -510,7 +559,9 @@ class Executor:
             held, self._held = list(self._held), {}
         for execution_id in held:
             self._forget(execution_id)
-        for _ in self._workers:
+        with self._lock:
+            workers = self._workers_alive
+        for _ in range(workers):
             self._work.put(None)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._loop_thread.join(timeout=5)
