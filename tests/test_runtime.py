@@ -18,6 +18,7 @@ import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chronolog.actors import loop_watch
 from chronolog.actors.executor import ExecutionContext
 from chronolog.actors.messages import CommandOutcome, TaskCommand
 from chronolog.actors.runtime import Runtime
@@ -292,6 +293,39 @@ class TestExecutions:
         finally:
             h.release.set()
             h.runtime.stop(wait_for_executions=2)
+
+    def test_a_coroutine_that_blocks_the_loop_is_reported_with_its_line(
+        self, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Blocking code in an ``async def`` holds the loop every coroutine run shares (no
+        other runs, no timeout can cancel it): a warning names the blocking line and the
+        run, and a second line says when the loop runs again."""
+        monkeypatch.setattr(loop_watch, "WATCH_INTERVAL", 0.05)
+        monkeypatch.setattr(loop_watch, "STALL_SECONDS", 0.3)
+
+        async def blocker() -> None:
+            time.sleep(1.0)  # the mistake: a blocking call inside a coroutine
+
+        h = Harness(clock)
+        h.registry.register("blocker", blocker)
+        h.runtime.start()
+        try:
+            with structlog.testing.capture_logs() as logs:
+                h.schedule("x", "blocker", DateTrigger(run_at=clock.now()), settle=False)
+                h.advance(1)  # settles once the run has ended
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline and not any(
+                    "runs again" in line["event"] for line in logs
+                ):
+                    time.sleep(0.01)
+        finally:
+            h.runtime.stop(wait_for_executions=2)
+        [warning] = [line for line in logs if "holds the executor's event loop" in line["event"]]
+        assert "test_runtime.py" in warning["at"][0] and "in blocker" in warning["at"][0]
+        [execution] = h.events("x", ExecutionStarted)
+        assert warning["runs"] == [f"x/{execution.execution_id}"]
+        [again] = [line for line in logs if "runs again" in line["event"]]
+        assert again["held_seconds"] >= 0.5
 
     def test_a_timed_out_thread_is_signalled_through_its_context(self, harness: Harness) -> None:
         """The timeout sets ``context.cancelled``: a function waiting on it stops at once."""

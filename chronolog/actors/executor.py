@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import msgspec
 import structlog
 
+from chronolog.actors.loop_watch import LoopWatch
 from chronolog.domain.commands import Finish
 from chronolog.functions import FunctionRegistry
 
@@ -234,6 +235,7 @@ class Executor:
         self._held: dict[str, ExecutionRequest] = {}
         self._encoder = msgspec.json.Encoder()
         self._closed = False
+        self._watch = LoopWatch(self._loop, self._loop_thread, self._coroutine_runs)
 
     # --- submitting -----------------------------------------------------------------------
 
@@ -305,6 +307,15 @@ class Executor:
         if task is not None:
             self._loop.call_soon_threadsafe(task.cancel)
         return True
+
+    def _coroutine_runs(self) -> list[tuple[str, str]]:
+        """``(task_id, execution_id)`` of the coroutine runs under way."""
+        with self._lock:
+            return [
+                (context.task_id, execution_id)
+                for execution_id, (context, task) in self._running.items()
+                if task is not None
+            ]
 
     def _start_worker(self) -> None:
         self._workers_started += 1
@@ -563,6 +574,7 @@ class Executor:
             workers = self._workers_alive
         for _ in range(workers):
             self._work.put(None)
+        self._watch.stop()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._loop_thread.join(timeout=5)
         if not self._loop_thread.is_alive():
