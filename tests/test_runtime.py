@@ -18,6 +18,7 @@ import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chronolog.actors import executor as executor_module
 from chronolog.actors import loop_watch
 from chronolog.actors.executor import ExecutionContext
 from chronolog.actors.messages import CommandOutcome, TaskCommand
@@ -293,6 +294,31 @@ class TestExecutions:
         finally:
             h.release.set()
             h.runtime.stop(wait_for_executions=2)
+
+    def test_runs_waiting_for_a_busy_pool_are_reported(
+        self, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Long functions without a timeout can take every worker thread: a run that then
+        waits for one (here past 0.2 s) logs a warning saying so and what to change;
+        nothing else would say why runs start late."""
+        monkeypatch.setattr(executor_module, "QUEUE_WAIT_WARNING", 0.2)
+        h = Harness(clock, executor_threads=1)
+        h.runtime.start()
+        try:
+            with structlog.testing.capture_logs() as logs:
+                h.schedule("b", "block", DateTrigger(run_at=clock.now()), settle=False)
+                h.schedule("r", "record", DateTrigger(run_at=clock.now()), settle=False)
+                h.advance(1, executions=False)
+                time.sleep(0.4)
+                assert not h.events("r", ExecutionSucceeded)
+                h.release.set()
+                assert h.runtime.settle(10)
+            assert h.events("r", ExecutionSucceeded)
+        finally:
+            h.release.set()
+            h.runtime.stop(wait_for_executions=2)
+        [warning] = [line for line in logs if "wait for a free executor thread" in line["event"]]
+        assert warning["waited_seconds"] >= 0.2 and warning["threads"] == 1
 
     def test_a_coroutine_that_blocks_the_loop_is_reported_with_its_line(
         self, clock: FakeClock, monkeypatch: pytest.MonkeyPatch

@@ -35,6 +35,10 @@ _TRACEBACK_LIMIT = 16_384
 #: Seconds a stop gives the runs it asked to stop (after its grace) to end: a cancelled
 #: coroutine's ``finally`` blocks run before the loop stops.
 STOP_CANCEL_WAIT = 1.0
+#: Seconds a run may wait for a free worker thread before a warning says that every one is
+#: busy; at most one such warning per :data:`QUEUE_WARNING_EVERY` seconds.
+QUEUE_WAIT_WARNING = 5.0
+QUEUE_WARNING_EVERY = 60.0
 
 log = structlog.get_logger("chronolog.executor")
 
@@ -190,7 +194,9 @@ class ExecutionBackend(Protocol):
     def shutdown(self, wait: bool = True, timeout: float = 10.0) -> None: ...
 
 
-_Work = tuple[ExecutionRequest, "ExecutionContext", Callable[..., Any], bool]
+#: A run for a worker thread: its request, context, function, whether the function takes
+#: ``context``, and when it was queued (``time.monotonic()``).
+_Work = tuple[ExecutionRequest, "ExecutionContext", Callable[..., Any], bool, float]
 
 
 class Executor:
@@ -223,6 +229,7 @@ class Executor:
         # stand-in worker (see :meth:`_stand_in_for`).
         self._on_worker: set[str] = set()
         self._given_up: set[str] = set()
+        self._queue_warned_at = -QUEUE_WARNING_EVERY
         for _ in range(threads):
             self._start_worker()
         self._loop = asyncio.new_event_loop()
@@ -289,7 +296,8 @@ class Executor:
                 self._run_async(request, context, entry.function, entry.accepts_context), self._loop
             )
         else:
-            self._work.put((request, context, entry.function, entry.accepts_context))
+            work = (request, context, entry.function, entry.accepts_context, time.monotonic())
+            self._work.put(work)
 
     def cancel(self, execution_id: str) -> bool:
         """Signal a running execution to stop; coroutines are cancelled outright. A
@@ -316,6 +324,23 @@ class Executor:
                 for execution_id, (context, task) in self._running.items()
                 if task is not None
             ]
+
+    def _warn_of_the_queue(self, waited: float) -> None:
+        """Say that runs wait for a worker thread (every one busy), once in a while."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._queue_warned_at < QUEUE_WARNING_EVERY:
+                return
+            self._queue_warned_at = now
+            threads = self._workers_alive
+        log.warning(
+            "runs wait for a free executor thread: every one is busy (raise "
+            "executor_threads, give long functions a timeout, or make them coroutines; "
+            "get_executions(status='running') lists what runs)",
+            waited_seconds=round(waited, 1),
+            threads=threads,
+            still_waiting=self._work.qsize(),
+        )
 
     def _start_worker(self) -> None:
         self._workers_started += 1
@@ -408,7 +433,11 @@ class Executor:
         context: ExecutionContext,
         function: Callable[..., Any],
         accepts_context: bool,
+        queued_at: float,
     ) -> None:
+        waited = time.monotonic() - queued_at
+        if waited > QUEUE_WAIT_WARNING:
+            self._warn_of_the_queue(waited)
         with self._lock:
             cancelled = context.is_cancelled
             if not cancelled:
