@@ -327,9 +327,14 @@ class _Model:
         return self.now
 
     def fire_time(self, draw: st.DrawFn) -> datetime:
-        """The nominal time a fire uses: the announced one if any, else a later instant."""
+        """The nominal time a fire uses: the announced one if any, else a later instant.
+        The clock moves to it: a later fire's instant must come after it (it once stayed
+        behind an announced first fire, so the next tick could give the same instant)."""
         nominal, self.pending = self.pending, None
-        return nominal if nominal is not None and nominal > self.now else self.tick(draw)
+        if nominal is not None and nominal > self.now:
+            self.now = nominal
+            return nominal
+        return self.tick(draw)
 
     def start(
         self,
