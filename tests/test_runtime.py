@@ -824,6 +824,27 @@ class TestRecovery:
             second.runtime.stop(wait_for_executions=0)
             store.close()
 
+    def test_a_stop_begins_no_queued_run_in_place_of_a_stuck_one(self, clock: FakeClock) -> None:
+        """A stop asks every run to stop, a queued one too: when the stuck run's worker
+        (or any other) comes free, the queued run does not begin. It is left to recovery,
+        like every run a stop finds queued."""
+        h = Harness(clock, executor_threads=1, stop_grace_seconds=0.1)
+        h.runtime.start()
+        try:
+            now = DateTrigger(run_at=clock.now())
+            h.schedule("b", "block", now, settle=False)
+            h.schedule("r", "record", now, settle=False)
+            h.advance(1, executions=False)
+            deadline = time.monotonic() + 10
+            while h.runtime.executor.running < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            h.runtime.stop()
+            time.sleep(0.2)
+            assert h.calls == []
+            assert not h.events("r", ExecutionSucceeded)
+        finally:
+            h.release.set()
+
     def test_timer_is_rebuilt_from_the_log(self, tmp_path: Any, clock: FakeClock) -> None:
         """Tasks scheduled before a restart fire after it, at their instants."""
         store = SQLiteEventStore(tmp_path, clock=clock)

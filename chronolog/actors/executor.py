@@ -354,8 +354,9 @@ class Executor:
         or cancelled (called under ``self._lock``): without it, functions that ignore their
         cancellation signal (a call blocked on a dead connection) would take every worker
         one by one, and no other synchronous run would begin. At most as many stand-ins as
-        the pool has workers; the surplus ends as its runs return."""
-        if execution_id in self._given_up:
+        the pool has workers; the surplus ends as its runs return. None while stopping:
+        the pool is about to end."""
+        if execution_id in self._given_up or self._closed:
             return
         self._given_up.add(execution_id)
         if self._workers_alive >= 2 * self._pool_size:
