@@ -694,6 +694,65 @@ def test_orderly_stop_lets_a_running_host_function_finish(tmp_path: Path) -> Non
     assert (row.status, row.result) == ("succeeded", "finished")
 
 
+def test_a_stop_asks_host_runs_still_going_after_its_grace_to_stop(tmp_path: Path) -> None:
+    """``stop_grace_seconds`` holds for the process engine too: after it, the host's
+    coroutine is cancelled (its ``finally`` runs) and its thread sees
+    ``context.cancelled``; the thread's own outcome is recorded, the coroutine's run is
+    interrupted at the next start."""
+    data = tmp_path / "data"
+    cleaned_up, signalled = threading.Event(), threading.Event()
+
+    async def sleeper() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            cleaned_up.set()
+
+    def patient(context: ExecutionContext) -> str:
+        if context.cancelled.wait(60):
+            signalled.set()
+        return "signalled"
+
+    async def first_life() -> tuple[dict[str, str], float]:
+        module = _new_module(data, stop_grace_seconds=0.2)
+        svc = module.service
+        svc.register_function("sleeper", sleeper)
+        svc.register_function("patient", patient)
+        await module.start()
+        ids = {}
+        for name in ("sleeper", "patient"):
+            ids[name] = (await svc.schedule_event(name, name, _later())).unwrap()
+            assert (await svc.execute_now(ids[name])).ok
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            rows = [row for i in ids.values() for row in await _executions(svc, i)]
+            if len(rows) == 2 and all(row.status == "running" for row in rows):
+                break
+            await asyncio.sleep(0.02)
+        began = time.monotonic()
+        await module.stop()
+        return ids, time.monotonic() - began
+
+    async def second_life(ids: dict[str, str]) -> dict[str, list[str]]:
+        module = _new_module(data)
+        module.service.register_function("sleeper", sleeper)
+        module.service.register_function("patient", patient)
+        await module.start()
+        try:
+            await _settle(module)
+            return {
+                name: [row.status for row in await _executions(module.service, task_id)]
+                for name, task_id in ids.items()
+            }
+        finally:
+            await module.stop()
+
+    ids, stop_seconds = _run(first_life())
+    assert stop_seconds < 10
+    assert cleaned_up.is_set() and signalled.is_set()
+    assert _run(second_life(ids)) == {"sleeper": ["interrupted"], "patient": ["succeeded"]}
+
+
 def test_a_killed_scheduler_process_is_replaced_and_recovers(tmp_path: Path) -> None:
     """SIGKILL the scheduler process while the host runs a function: calls answer a Result
     error ``unavailable`` until the engine has started a new scheduler process (a new pid,
