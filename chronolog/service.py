@@ -57,6 +57,7 @@ from chronolog.housekeeping.registrations import (
 )
 from chronolog.ids import new_id
 from chronolog.limits import MAX_INT32, check_int, check_text
+from chronolog.loop_thread import start_loop_thread
 from chronolog.result import ErrorInfo, Result
 from chronolog.task_spec import (
     ScheduleRequest,
@@ -935,11 +936,7 @@ class SyncSchedulerService:
 
     def _started_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-            self._thread = threading.Thread(
-                target=self._loop.run_forever, name="chronolog-sync", daemon=True
-            )
-            self._thread.start()
+            self._loop, self._thread = start_loop_thread("chronolog-sync")
         return self._loop
 
     def close(self) -> None:

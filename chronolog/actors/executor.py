@@ -27,6 +27,7 @@ import structlog
 from chronolog.actors.loop_watch import LoopWatch
 from chronolog.domain.commands import Finish
 from chronolog.functions import FunctionRegistry
+from chronolog.loop_thread import start_loop_thread
 
 _current: contextvars.ContextVar[ExecutionContext | None] = contextvars.ContextVar(
     "chronolog_execution", default=None
@@ -232,11 +233,7 @@ class Executor:
         self._queue_warned_at = -QUEUE_WARNING_EVERY
         for _ in range(threads):
             self._start_worker()
-        self._loop = asyncio.new_event_loop()
-        self._loop_thread = threading.Thread(
-            target=self._loop.run_forever, name="chronolog-async", daemon=True
-        )
-        self._loop_thread.start()
+        self._loop, self._loop_thread = start_loop_thread("chronolog-async")
         self._running: dict[str, tuple[ExecutionContext, asyncio.Task[Any] | None]] = {}
         self._running_tasks: collections.Counter[str] = collections.Counter()
         self._held: dict[str, ExecutionRequest] = {}

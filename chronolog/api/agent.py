@@ -50,6 +50,7 @@ from chronolog.errors import (
 )
 from chronolog.events import Cause
 from chronolog.housekeeping.registrations import RunOutcome, cleanup_task_id
+from chronolog.loop_thread import start_loop_thread
 from chronolog.projections.rows import TaskRow
 from chronolog.result import ErrorInfo, Result, ResultError
 from chronolog.service import REPLY_TIMEOUT
@@ -192,11 +193,7 @@ class AgentDispatcher:
     def _sync_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-                self._thread = threading.Thread(
-                    target=self._loop.run_forever, name="chronolog-agent", daemon=True
-                )
-                self._thread.start()
+                self._loop, self._thread = start_loop_thread("chronolog-agent")
             return self._loop
 
     # --- tools ----------------------------------------------------------------------------
