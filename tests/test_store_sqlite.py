@@ -277,6 +277,47 @@ class TestReopening:
             added = store.append("old", _one(), expected_version=2)
             assert (added[0].position, added[0].stream_version) == (24, 3)
 
+    def test_one_commit_finds_the_versions_of_hundreds_of_streams_it_has_not_seen(
+        self, data_dir: Path
+    ) -> None:
+        """After reopening, one commit touching 300 streams the writer has no versions for,
+        old ones among them at various versions, appends each where it belongs and refuses
+        each wrong expectation."""
+        with SQLiteEventStore(data_dir) as store:
+            store.append_many(
+                [AppendRequest(stream_id=f"old{i}", events=numbered(1 + i % 4)) for i in range(150)]
+            )
+            start = store.last_position()
+        with SQLiteEventStore(data_dir) as store:
+            requests = [
+                AppendRequest(
+                    stream_id=f"old{i}",
+                    events=numbered(1, f"o{i}"),
+                    # Every third one expects the stream empty: a conflict.
+                    expected_version=0 if i % 3 == 0 else 1 + i % 4,
+                )
+                for i in range(150)
+            ] + [
+                AppendRequest(stream_id=f"new{i}", events=numbered(1, f"n{i}"), expected_version=0)
+                for i in range(150)
+            ]
+            answers = store.append_many(requests)
+            position = start
+            for i, answer in enumerate(answers[:150]):
+                if i % 3 == 0:
+                    assert isinstance(answer, ConcurrencyError)
+                    assert answer.details["actual"] == 1 + i % 4
+                    continue
+                assert isinstance(answer, list)
+                position += 1
+                assert (answer[0].position, answer[0].stream_version) == (position, 2 + i % 4)
+            for i, answer in enumerate(answers[150:]):
+                assert isinstance(answer, list)
+                position += 1
+                assert (answer[0].position, answer[0].stream_version) == (position, 1)
+            assert store.last_position() == position
+            assert [e.stream_version for e in store.read_stream("old4")] == [1, 2]
+
     def test_log_lives_in_the_data_directory(self, data_dir: Path) -> None:
         """The store creates its directory and keeps the log in ``events.sqlite3`` there."""
         with SQLiteEventStore(data_dir) as store:
