@@ -14,8 +14,10 @@ import pytest
 from test_projections_helpers import (
     append_all,
     at,
+    definition,
     invalidate,
     one,
+    project,
     scheduled,
     started,
     store_with,
@@ -741,6 +743,72 @@ class TestFailures:
         """DuckDB's own errors surface as StorageError."""
         with pytest.raises(StorageError):
             Projector(InMemoryEventStore(), tmp_path / "missing" / "dir" / "p.duckdb")
+
+
+class TestJsonReader:
+    """Large row sets go into DuckDB through its JSON reader (see ``writer``)."""
+
+    def test_a_backlog_projects_under_a_small_duckdb_memory_limit(self, tmp_path: Path) -> None:
+        """DuckDB's default memory limit is 80 % of the RAM (or of a container's limit):
+        about 1.4 GiB in a 1.8 GB container. A backlog of thousands of events, projected
+        through the JSON reader, fits under 1 GiB. (The reader sets aside twice the longest
+        line it is told to expect for each file: told 1 GiB, it asked for 2 GiB and every
+        rebuild failed there.)"""
+        store = store_with(*(scheduled(f"t{i}") for i in range(3 * writer.APPENDER_MAX_ROWS)))
+        projector = Projector(store, tmp_path / "p.duckdb")
+        try:
+            projector.reader().execute("SET memory_limit = '1GB'")
+            assert projector.catch_up() == 3 * writer.APPENDER_MAX_ROWS
+            count = one(projector.reader(), "SELECT count(*) AS n FROM tasks")
+            assert count == {"n": 3 * writer.APPENDER_MAX_ROWS}
+        finally:
+            projector.close()
+
+    def test_a_line_longer_than_duckdbs_default_goes_in_whole(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A task whose parameters make its row longer than the reader's default longest
+        line (16 MiB), among small ones, is projected whole through the JSON reader."""
+        monkeypatch.setattr(writer, "APPENDER_MAX_ROWS", 0)
+        big = "x" * (writer.DEFAULT_OBJECT_BYTES + 1000)
+        events: list[DomainEvent] = [scheduled("small-1")]
+        events.append(
+            msgspec.structs.replace(
+                scheduled("big"), definition=definition(parameters={"blob": big})
+            )
+        )
+        events.append(scheduled("small-2"))
+        with project(tmp_path / "p.duckdb", *events) as projector:
+            row = one(
+                projector.reader(),
+                "SELECT length(parameters) AS n FROM tasks WHERE task_id = 'big'",
+            )
+            assert row["n"] > len(big)
+            count = one(projector.reader(), "SELECT count(*) AS n FROM tasks")
+            assert count == {"n": 3}
+
+
+@pytest.mark.parametrize(
+    ("longest", "expected"),
+    [
+        (0, writer.DEFAULT_OBJECT_BYTES),
+        (writer.DEFAULT_OBJECT_BYTES - 1, writer.DEFAULT_OBJECT_BYTES),
+        (writer.DEFAULT_OBJECT_BYTES, 2 * writer.DEFAULT_OBJECT_BYTES),
+        (3 * writer.DEFAULT_OBJECT_BYTES, 4 * writer.DEFAULT_OBJECT_BYTES),
+    ],
+)
+def test_the_reader_expects_the_batchs_longest_line(longest: int, expected: int) -> None:
+    """DuckDB's default unless a line needs more, then the next power of two above it."""
+    assert writer.object_bytes(longest) == expected
+
+
+def test_the_longest_line_is_measured_once_the_lines_exceed_the_default() -> None:
+    limit = writer.DEFAULT_OBJECT_BYTES
+    # Under the default size nothing needs to know more than the whole length.
+    assert writer._longest_line(b"a\nbb\n") == 5
+    many = b"x" * 10 + b"\n" + b"y" * (limit + 5) + b"\n" + b"z" * 3
+    assert writer._longest_line(many) == limit + 5
+    assert writer._longest_line(b"q" * (limit + 1)) == limit + 1
 
 
 class TestSqliteLog:

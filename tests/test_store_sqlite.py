@@ -311,7 +311,7 @@ class TestReopening:
                 assert isinstance(answer, list)
                 position += 1
                 assert (answer[0].position, answer[0].stream_version) == (position, 2 + i % 4)
-            for i, answer in enumerate(answers[150:]):
+            for answer in answers[150:]:
                 assert isinstance(answer, list)
                 position += 1
                 assert (answer[0].position, answer[0].stream_version) == (position, 1)

@@ -18,11 +18,12 @@ text, never as nested JSON that DuckDB would re-serialise.
 from __future__ import annotations
 
 import contextlib
+import functools
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import duckdb
 import msgspec
@@ -42,8 +43,13 @@ from chronolog.projections.schema import TABLES, column_names
 
 _State = TypeVar("_State", TaskState, ExecutionState, RegistrationState, RunState)
 
-#: One JSON line may hold a whole event (results, tracebacks): well above DuckDB's 16 MB.
-_MAX_OBJECT_BYTES = 1 << 30
+#: The longest JSON line DuckDB's reader is told to expect unless a batch has a longer one
+#: (DuckDB's own default). The reader sets aside twice this much memory for every file, so
+#: the size follows each batch's longest line rather than the largest one possible (a
+#: task's parameters have no size limit): a fixed 1 GiB asked DuckDB for 2 GiB per insert,
+#: more than its whole default memory limit (80 % of the RAM or of a container's limit) on
+#: a machine with less than about 2.6 GB, where every rebuild then failed.
+DEFAULT_OBJECT_BYTES = 1 << 24
 
 _TEMP_PREFIX = "chronolog-projection-"
 
@@ -53,20 +59,51 @@ APPENDER_MAX_ROWS = 1_000
 _ENCODER = msgspec.json.Encoder()
 
 
-def _read_json(columns: tuple[tuple[str, str], ...]) -> str:
+class JsonLines(NamedTuple):
+    """Rows encoded as JSON lines for DuckDB's reader, and the length of the longest."""
+
+    data: bytes
+    longest: int
+
+    @classmethod
+    def encode(cls, rows: Sequence[Any]) -> JsonLines:
+        data = _ENCODER.encode_lines(rows)
+        return cls(data, _longest_line(data))
+
+
+def _longest_line(data: bytes) -> int:
+    """The length of the longest line of ``data``; at most ``len(data)`` when that is under
+    :data:`DEFAULT_OBJECT_BYTES` (then nothing needs to know more)."""
+    if len(data) <= DEFAULT_OBJECT_BYTES:
+        return len(data)
+    longest = start = 0
+    find = data.find
+    while (end := find(b"\n", start)) >= 0:
+        longest = max(longest, end - start)
+        start = end + 1
+    return max(longest, len(data) - start)
+
+
+def object_bytes(longest: int) -> int:
+    """The ``maximum_object_size`` for lines of up to ``longest`` bytes: DuckDB's default,
+    else the next power of two (so only a few statements are ever made)."""
+    if longest < DEFAULT_OBJECT_BYTES:
+        return DEFAULT_OBJECT_BYTES
+    return 1 << longest.bit_length()
+
+
+def _read_json(columns: tuple[tuple[str, str], ...], max_object: int) -> str:
     """``read_json`` of a JSON-lines file into ``columns`` (other keys are ignored)."""
     spec = ", ".join(f"'{name}': '{kind.removesuffix(' NOT NULL')}'" for name, kind in columns)
     return (
         f"read_json($path, format = 'newline_delimited', records = true, "
-        f"maximum_object_size = {_MAX_OBJECT_BYTES}, columns = {{{spec}}})"
+        f"maximum_object_size = {max_object}, columns = {{{spec}}})"
     )
 
 
-_INSERT = {
-    table: f"INSERT INTO {table} BY NAME SELECT * FROM {_read_json(TABLES[table])}"
-    for table in TABLES
-    if table != "projection_meta"
-}
+@functools.cache
+def _insert_sql(table: str, max_object: int) -> str:
+    return f"INSERT INTO {table} BY NAME SELECT * FROM {_read_json(TABLES[table], max_object)}"
 
 
 @dataclass
@@ -80,7 +117,7 @@ class PreparedBatch:
     deletes: list[tuple[str, str, list[str]]] = field(default_factory=list)
     #: (table, JSON lines of the new rows, or the rows as tuples for the appender). Taken
     #: at prepare time: the states themselves may change while this batch waits to commit.
-    inserts: list[tuple[str, bytes | list[tuple[Any, ...]]]] = field(default_factory=list)
+    inserts: list[tuple[str, JsonLines | list[tuple[Any, ...]]]] = field(default_factory=list)
     #: The final ``tasks`` rows of this batch as column tuples, for the in-memory task board.
     tasks: list[tuple[Any, ...]] = field(default_factory=list)
 
@@ -179,10 +216,10 @@ def _small(rows: Sequence[Any]) -> bool:
     return len(rows) <= APPENDER_MAX_ROWS
 
 
-def _snapshot(rows: Sequence[Any]) -> bytes | list[tuple[Any, ...]]:
+def _snapshot(rows: Sequence[Any]) -> JsonLines | list[tuple[Any, ...]]:
     """Rows as JSON lines (many) or as tuples for the appender (few)."""
     if not _small(rows):
-        return _ENCODER.encode_lines(rows)
+        return JsonLines.encode(rows)
     return [astuple(row) for row in rows]
 
 
@@ -192,7 +229,7 @@ def commit(conn: duckdb.DuckDBPyConnection, batch: PreparedBatch) -> None:
     JSON lines are staged in a temporary directory that lives only as long as this call
     (small batches go through the appender and need none).
     """
-    staged = any(isinstance(rows, bytes) for _, rows in batch.inserts)
+    staged = any(isinstance(rows, JsonLines) for _, rows in batch.inserts)
     with contextlib.ExitStack() as stack:
         directory = (
             Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=_TEMP_PREFIX)))
@@ -207,11 +244,12 @@ def commit(conn: duckdb.DuckDBPyConnection, batch: PreparedBatch) -> None:
                     {"keys": keys},
                 )
             for table, rows in batch.inserts:
-                if isinstance(rows, bytes):
+                if isinstance(rows, JsonLines):
                     assert directory is not None
                     path = directory / f"{table}.jsonl"
-                    path.write_bytes(rows)
-                    conn.execute(_INSERT[table], {"path": str(path)})
+                    path.write_bytes(rows.data)
+                    sql = _insert_sql(table, object_bytes(rows.longest))
+                    conn.execute(sql, {"path": str(path)})
                 else:
                     with conn.appender(table) as appender:
                         appender.append_rows(rows)
