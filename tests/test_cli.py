@@ -304,6 +304,44 @@ class TestCommands:
         finally:
             module.stop_blocking()
 
+    def test_reads_beside_a_running_scheduler_need_no_temporary_directory(
+        self, data_dir: Path, tmp_path: Path
+    ) -> None:
+        """In a container whose root file system is read-only there is no usable
+        temporary directory: a read beside a running scheduler keeps its private snapshot
+        in the data directory instead, and removes it afterwards."""
+        module = SchedulerModule(Settings(data_dir=str(data_dir), log_level="warning"))
+        module.register(AppContext())
+        module.start_blocking()
+        try:
+            # What tempfile does when no candidate directory is writable.
+            no_temp = (
+                "import sys, tempfile; tempfile.tempdir = sys.argv.pop(1); "
+                "from chronolog.cli import main; sys.exit(main())"
+            )
+            listed = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    no_temp,
+                    str(tmp_path / "no-such-directory"),
+                    "tasks",
+                    "list",
+                    "--data-dir",
+                    str(data_dir),
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env={**os.environ, "CHRONOLOG_LOG_LEVEL": "warning"},
+            )
+            assert listed.returncode == 0, listed.stderr
+            assert _json(listed)["total"] >= 3
+            assert not [p for p in data_dir.iterdir() if "chronolog-cli" in p.name]
+        finally:
+            module.stop_blocking()
+
 
 class TestConfiguration:
     def test_file_then_environment_then_flags(self, data_dir: Path, tmp_path: Path) -> None:

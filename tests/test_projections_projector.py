@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -390,9 +391,13 @@ class TestFollowing:
         gate.set()
         original = writer.commit
 
-        def gated(conn: duckdb.DuckDBPyConnection, batch: writer.PreparedBatch) -> None:
+        def gated(
+            conn: duckdb.DuckDBPyConnection,
+            batch: writer.PreparedBatch,
+            db_path: Path | None = None,
+        ) -> None:
             assert gate.wait(10)
-            original(conn, batch)
+            original(conn, batch, db_path)
 
         monkeypatch.setattr(writer, "commit", gated)
         heard: list[int] = []
@@ -670,10 +675,14 @@ class TestFailures:
                     raise duckdb.IOException("disk on fire")
                 return self._conn.execute(sql, params)
 
-        def flaky(conn: duckdb.DuckDBPyConnection, batch: writer.PreparedBatch) -> None:
+        def flaky(
+            conn: duckdb.DuckDBPyConnection,
+            batch: writer.PreparedBatch,
+            db_path: Path | None = None,
+        ) -> None:
             calls["n"] += 1
             target = FailsAtCheckpoint(conn) if calls["n"] == 3 else conn
-            original(target, batch)  # type: ignore[arg-type]
+            original(target, batch, db_path)  # type: ignore[arg-type]
 
         monkeypatch.setattr(writer, "commit", flaky)
         with pytest.raises(StorageError):
@@ -700,7 +709,11 @@ class TestFailures:
         assert projector.get_task_if_ready("a")[0]
         original = writer.commit
 
-        def failing(conn: duckdb.DuckDBPyConnection, batch: writer.PreparedBatch) -> None:
+        def failing(
+            conn: duckdb.DuckDBPyConnection,
+            batch: writer.PreparedBatch,
+            db_path: Path | None = None,
+        ) -> None:
             raise duckdb.IOException("disk on fire")
 
         monkeypatch.setattr(writer, "commit", failing)
@@ -786,6 +799,60 @@ class TestJsonReader:
             assert row["n"] > len(big)
             count = one(projector.reader(), "SELECT count(*) AS n FROM tasks")
             assert count == {"n": 3}
+
+    def test_rows_are_staged_beside_the_database_not_in_a_temporary_directory(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """In a container whose root file system is read-only, no temporary directory is
+        usable: a backlog still projects, its rows staged beside the database file, and
+        nothing of them is left there."""
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-directory"))
+        data = tmp_path / "data"
+        data.mkdir()
+        count = 2 * writer.APPENDER_MAX_ROWS
+        with Projector(
+            store_with(*(scheduled(f"t{i}") for i in range(count))), data / "p.duckdb"
+        ) as projector:
+            assert projector.catch_up() == count
+        assert sorted(p.name for p in data.iterdir()) == ["p.duckdb"]
+
+    def test_rows_left_staged_by_a_stopped_process_are_removed_at_open(
+        self, tmp_path: Path
+    ) -> None:
+        """Only the process holding the database stages rows for it, so whatever is left
+        beside it at open is a stopped process's; another database's are left alone."""
+        leftover = tmp_path / f"{writer.staging_prefix(tmp_path / 'p.duckdb')}x1"
+        other = tmp_path / f"{writer.staging_prefix(tmp_path / 'other.duckdb')}x2"
+        for directory in (leftover, other):
+            directory.mkdir()
+            (directory / "tasks.jsonl").write_bytes(b"{}\n")
+        Projector(store_with(scheduled("a")), tmp_path / "p.duckdb").close()
+        assert not leftover.exists()
+        assert other.exists()
+
+    def test_rows_that_cannot_be_staged_are_a_storage_error(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A full disk while staging: a StorageError saying so, nothing applied, and the
+        next catch-up, once there is room, applies everything."""
+        count = 2 * writer.APPENDER_MAX_ROWS
+        projector = Projector(
+            store_with(*(scheduled(f"t{i}") for i in range(count))), tmp_path / "p.duckdb"
+        )
+        try:
+            real = Path.write_bytes
+
+            def full(self: Path, data: bytes) -> int:
+                raise OSError(28, "No space left on device")
+
+            monkeypatch.setattr(Path, "write_bytes", full)
+            with pytest.raises(StorageError, match="No space left on device"):
+                projector.catch_up()
+            assert projector.position == 0
+            monkeypatch.setattr(Path, "write_bytes", real)
+            assert projector.catch_up() == count
+        finally:
+            projector.close()
 
 
 @pytest.mark.parametrize(

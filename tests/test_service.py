@@ -943,9 +943,9 @@ class TestEventLoop:
         gate = threading.Event()
         original = writer.commit
 
-        def held(conn: Any, batch: writer.PreparedBatch) -> None:
+        def held(conn: Any, batch: writer.PreparedBatch, db_path: Path | None = None) -> None:
             assert gate.wait(30)
-            original(conn, batch)
+            original(conn, batch, db_path)
 
         monkeypatch.setattr(writer, "commit", held)
         history: concurrent.futures.Future[Any] | None = None
@@ -972,11 +972,11 @@ class TestEventLoop:
         original = writer.commit
         failures_left = [2]
 
-        def flaky(conn: Any, batch: writer.PreparedBatch) -> None:
+        def flaky(conn: Any, batch: writer.PreparedBatch, db_path: Path | None = None) -> None:
             if failures_left[0]:
                 failures_left[0] -= 1
                 raise duckdb.IOException("No space left on device")
-            original(conn, batch)
+            original(conn, batch, db_path)
 
         monkeypatch.setattr(writer, "commit", flaky)
         svc = host.svc.sync
@@ -1046,10 +1046,10 @@ class TestEventLoop:
         disk_full = threading.Event()
         disk_full.set()
 
-        def failing(conn: Any, batch: writer.PreparedBatch) -> None:
+        def failing(conn: Any, batch: writer.PreparedBatch, db_path: Path | None = None) -> None:
             if disk_full.is_set():
                 raise duckdb.IOException("No space left on device")
-            original(conn, batch)
+            original(conn, batch, db_path)
 
         svc = host.svc.sync
         first = svc.schedule_event(
@@ -1083,7 +1083,7 @@ class TestEventLoop:
         """A projector pausing after a failure stops as soon as the module does."""
         monkeypatch.setattr(module_module, "PROJECTOR_RETRY_FIRST", 20.0)
 
-        def failing(conn: Any, batch: writer.PreparedBatch) -> None:
+        def failing(conn: Any, batch: writer.PreparedBatch, db_path: Path | None = None) -> None:
             raise duckdb.IOException("No space left on device")
 
         monkeypatch.setattr(writer, "commit", failing)

@@ -25,6 +25,9 @@ from chronolog.service import SchedulerService
 from chronolog.settings import Settings
 from chronolog.store.sqlite import DB_FILENAME
 
+#: Name prefix of the directories that hold a command's private snapshot.
+SNAPSHOT_PREFIX = "chronolog-cli-"
+
 
 class DataDirBusyError(ChronologError):
     """A scheduler is running on the data directory, so this command cannot change it."""
@@ -36,6 +39,16 @@ class NoDataError(ChronologError):
     """The data directory holds no chronolog log."""
 
     code = "no_data"
+
+
+def _snapshot_directory(data_path: Path) -> Path:
+    """A new directory for a private snapshot: in the system's temporary directory, or in
+    the data directory when there is none (a container whose root file system is
+    read-only)."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=SNAPSHOT_PREFIX))
+    except OSError:  # "No usable temporary directory found", or it became read-only
+        return Path(tempfile.mkdtemp(prefix=f".{SNAPSHOT_PREFIX}", dir=data_path))
 
 
 class Workspace:
@@ -84,7 +97,7 @@ class Workspace:
         self.module = module
 
     def _open_snapshot(self, progress: Callable[[int, int], None] | None) -> None:
-        self.snapshot_dir = Path(tempfile.mkdtemp(prefix="chronolog-cli-"))
+        self.snapshot_dir = _snapshot_directory(self.settings.data_path)
         path = self.snapshot_dir / "snapshot.duckdb"
         rebuild_private(self.settings.data_path, path)
         if progress is not None:

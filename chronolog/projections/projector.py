@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -212,6 +213,8 @@ class Projector:
         self._request_lock = threading.Lock()
         self._batches_prepared = 0
         self._db_path = db_path
+        #: The database file (None: in memory), beside which large batches are staged.
+        self._file = None if db_path is None or str(db_path) == IN_MEMORY else Path(db_path)
         # Why the database must be opened again before the next batch ("invalidated" or
         # "damaged"; see :meth:`reopen_after`), and how many times it was.
         self._broken: str | None = None
@@ -219,6 +222,14 @@ class Projector:
         self._position = self._attach(db_path)
 
     # --- opening ----------------------------------------------------------------------------
+
+    def _remove_stale_staging(self) -> None:
+        """Remove what a process that stopped mid-commit left of its staged rows (only
+        the process that has this database open stages rows for it)."""
+        if self._file is None:
+            return
+        for leftover in self._file.parent.glob(f"{writer.staging_prefix(self._file)}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
     def _attach(self, db_path: str | Path | None) -> int:
         """Open the database and read its checkpoint. A damaged file is set aside (renamed,
@@ -241,6 +252,7 @@ class Projector:
         return self._connect(db_path)
 
     def _connect(self, db_path: str | Path | None) -> int:
+        self._remove_stale_staging()
         conn = connect(db_path)
         opened = [conn]
         try:
@@ -357,7 +369,7 @@ class Projector:
         with self._cursor_lock:
             self._close_connections()
             self._generation += 1
-            file = None if path is None or str(path) == IN_MEMORY else Path(path)
+            file = self._file
             if kind == "damaged" and file is not None and file.exists():
                 log.warning(
                     "the projection database is damaged: set aside, rebuilding it from the log",
@@ -675,7 +687,7 @@ class Projector:
         """Commit a prepared batch; its cached states become evictable. ``board_applied``:
         the task board has the batch already."""
         with duckdb_errors(f"projecting positions {batch.span}"):
-            writer.commit(self._conn, batch)
+            writer.commit(self._conn, batch, self._file)
         self._cache.release(batch.number)
         if not board_applied:
             # Before the position is published: whoever waits for it finds the board too.

@@ -29,6 +29,7 @@ import duckdb
 import msgspec
 from msgspec.structs import astuple
 
+from chronolog.errors import StorageError
 from chronolog.events import Envelope
 from chronolog.projections.apply import (
     BatchFold,
@@ -223,19 +224,42 @@ def _snapshot(rows: Sequence[Any]) -> JsonLines | list[tuple[Any, ...]]:
     return [astuple(row) for row in rows]
 
 
-def commit(conn: duckdb.DuckDBPyConnection, batch: PreparedBatch) -> None:
+def staging_prefix(db_path: Path) -> str:
+    """The name prefix of the directories that stage JSON lines for the database
+    ``db_path``, beside it (see :func:`commit`)."""
+    return f".{db_path.name}.staging-"
+
+
+def commit(
+    conn: duckdb.DuckDBPyConnection, batch: PreparedBatch, db_path: Path | None = None
+) -> None:
     """Write ``batch`` and move the checkpoint to its last position, in one transaction.
 
     JSON lines are staged in a temporary directory that lives only as long as this call
-    (small batches go through the appender and need none).
+    (small batches go through the appender and need none): beside ``db_path``, so that no
+    directory but the database's own need be writable (a container whose root file system
+    is read-only has no usable temporary directory), else in the system's. Failing to
+    stage them (a full disk) raises :class:`StorageError`.
     """
+    try:
+        _commit(conn, batch, db_path)
+    except OSError as exc:
+        where = db_path.parent if db_path is not None else "the temporary directory"
+        raise StorageError(f"staging rows for DuckDB in {where} failed: {exc}") from exc
+
+
+def _commit(conn: duckdb.DuckDBPyConnection, batch: PreparedBatch, db_path: Path | None) -> None:
     staged = any(isinstance(rows, JsonLines) for _, rows in batch.inserts)
     with contextlib.ExitStack() as stack:
-        directory = (
-            Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=_TEMP_PREFIX)))
-            if staged
-            else None
-        )
+        directory = None
+        if staged:
+            prefix, parent = _TEMP_PREFIX, None
+            if db_path is not None:
+                prefix, parent = staging_prefix(db_path), db_path.parent
+            temporary = tempfile.TemporaryDirectory(
+                prefix=prefix, dir=parent, ignore_cleanup_errors=True
+            )
+            directory = Path(stack.enter_context(temporary))
         conn.begin()
         try:
             for table, key, keys in batch.deletes:
