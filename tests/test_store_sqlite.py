@@ -3,7 +3,9 @@ readers in other processes, durability across reopening, and its options."""
 
 from __future__ import annotations
 
+import errno
 import itertools
+import os
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -317,6 +320,23 @@ class TestReopening:
                 assert (answer[0].position, answer[0].stream_version) == (position, 1)
             assert store.last_position() == position
             assert [e.stream_version for e in store.read_stream("old4")] == [1, 2]
+
+    def test_a_data_directory_it_cannot_write_is_a_storage_error(
+        self, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A data directory on a read-only file system (a volume mounted read-only) gets
+        a StorageError saying so, not an OSError from deep inside."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        real_open = os.open
+
+        def read_only(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+            if flags & os.O_CREAT and Path(path).parent == data_dir:
+                raise OSError(errno.EROFS, "Read-only file system", str(path))
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", read_only)
+        with pytest.raises(StorageError, match=r"data directory: Read-only file system"):
+            SQLiteEventStore(data_dir)
 
     def test_log_lives_in_the_data_directory(self, data_dir: Path) -> None:
         """The store creates its directory and keeps the log in ``events.sqlite3`` there."""

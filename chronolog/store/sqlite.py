@@ -422,7 +422,15 @@ class SQLiteEventStore:
         return conn, last
 
     def _acquire_process_lock(self) -> int:
-        fd = os.open(self.data_dir / LOCK_FILENAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(
+                self.data_dir / LOCK_FILENAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
+            )
+        except OSError as exc:  # a read-only file system, no permission to write there
+            raise StorageError(
+                f"cannot use {self.data_dir} as the data directory: {exc.strerror or exc} "
+                "(chronolog writes its log, its lock and its projections there)"
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
