@@ -220,6 +220,11 @@ def _meaning_problem(settings: Settings) -> tuple[str, str] | None:
     Found here rather than at the first task or cleanup that would use it."""
     if not settings.data_dir:
         return "data_dir", "give a directory (an empty string names none)"
+    if "?" in settings.data_dir:
+        return "data_dir", (
+            f"{settings.data_dir!r} holds a '?': DuckDB reads what follows it in a database "
+            "path as options, and could not keep its projections there"
+        )
     zone = settings.default_timezone
     if zone is not None:
         try:

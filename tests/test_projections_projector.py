@@ -878,6 +878,14 @@ def test_the_longest_line_is_measured_once_the_lines_exceed_the_default() -> Non
     assert writer._longest_line(b"q" * (limit + 1)) == limit + 1
 
 
+def test_a_database_path_with_a_question_mark_is_refused(tmp_path: Path) -> None:
+    """DuckDB reads "file?option" and would put its WAL at "file.wal?option": refused
+    with a StorageError saying why, and nothing is created."""
+    with pytest.raises(StorageError, match="'\\?' in its path"):
+        Projector(store_with(scheduled("a")), tmp_path / "why?" / "p.duckdb")
+    assert list(tmp_path.iterdir()) == []
+
+
 class TestSqliteLog:
     def test_projects_a_sqlite_log_opened_read_only(self, tmp_path: Path) -> None:
         """The projector reads through the store contract, whatever the backend."""

@@ -338,6 +338,19 @@ class TestReopening:
         with pytest.raises(StorageError, match=r"data directory: Read-only file system"):
             SQLiteEventStore(data_dir)
 
+    def test_a_data_directory_named_like_a_uri_is_read_where_it_is(self, tmp_path: Path) -> None:
+        """Reads open the log through an SQLite URI: a "#", "%" or space in the data
+        directory's name must not end its file name early (which opened, even created,
+        another file beside it)."""
+        data_dir = tmp_path / "logs #1 100%41 é"
+        with SQLiteEventStore(data_dir) as store:
+            written = store.append("s", numbered(3))
+            assert store.read_all() == written
+            assert store.read_stream("s") == written
+            with SQLiteEventStore(data_dir, read_only=True) as reader:
+                assert reader.read_all() == written
+        assert [p.name for p in tmp_path.iterdir()] == [data_dir.name]
+
     def test_log_lives_in_the_data_directory(self, data_dir: Path) -> None:
         """The store creates its directory and keeps the log in ``events.sqlite3`` there."""
         with SQLiteEventStore(data_dir) as store:

@@ -34,6 +34,13 @@ def duckdb_errors(action: str) -> Iterator[None]:
 def connect(db_path: str | Path | None, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open a DuckDB database (``None`` or ``":memory:"``: in memory) with UTC sessions."""
     target = IN_MEMORY if db_path is None or str(db_path) == IN_MEMORY else str(db_path)
+    if "?" in target:
+        # DuckDB takes "file?option=value" and puts its WAL at "file.wal?option=value":
+        # with a "?" in a directory's name, the first commit fails.
+        raise StorageError(
+            f"cannot keep a DuckDB database at {target}: a '?' in its path is read as the "
+            "start of options"
+        )
     with duckdb_errors(f"opening the projection database {target}"):
         conn = duckdb.connect(target, read_only=read_only)
         # Timestamps come back as aware UTC datetimes, whatever the machine's zone.

@@ -458,7 +458,9 @@ class SQLiteEventStore:
             # Fewer, larger checkpoints: each one is an extra fsync of the database file.
             conn.execute("PRAGMA wal_autocheckpoint=10000")
         else:
-            uri = f"file:{self.path}?mode=ro"
+            # as_uri() percent-encodes the path: a "?", "#" or "%" in it would otherwise
+            # end the file name early (and open, even create, another file).
+            uri = f"{self.path.absolute().as_uri()}?mode=ro"
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=5000")
         # Replays read the whole log; a larger page cache and mmap keep them off syscalls.
