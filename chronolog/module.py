@@ -63,6 +63,13 @@ def projector_retry_delay(in_a_row: int) -> float:
     return min(PROJECTOR_RETRY_FIRST * 2.0 ** min(in_a_row - 1, 16), PROJECTOR_RETRY_MAX)
 
 
+def _with_absolute_data_dir(settings: Settings) -> Settings:
+    """``settings`` with ``data_dir`` made absolute against the working directory of now: a
+    host that changes its own later must not move the scheduler's files."""
+    path = Path(settings.data_dir)
+    return settings if path.is_absolute() else settings.replace(data_dir=str(path.absolute()))
+
+
 @runtime_checkable
 class ServiceRegistry(Protocol):
     """What chronolog needs from a host's service registry."""
@@ -125,7 +132,7 @@ class SchedulerModule:
         has its own clock and store, so it takes neither ``clock`` nor ``store``, and is
         not for a maintenance instance.
         """
-        self.settings = check_settings(settings or Settings())
+        self.settings = _with_absolute_data_dir(check_settings(settings or Settings()))
         if self.settings.engine == "process" and (
             clock is not None or store is not None or not fire_timers
         ):

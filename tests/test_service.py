@@ -151,6 +151,51 @@ class TestPublicApi:
 
         assert _run(main()) == 1
 
+    def test_a_relative_data_dir_stays_put_when_the_host_changes_directory(
+        self, tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """``data_dir`` is relative by default: it names a directory of the working
+        directory the module was made in. A host that changes directory afterwards (a
+        daemon moving to "/", a tool entering a work folder) moves nothing: the log's new
+        read connections, the projector's staged rows and a reopened database all stay in
+        the data directory, and nothing is made in the new working directory."""
+        home, elsewhere = tmp_path / "app", tmp_path / "elsewhere"
+        home.mkdir()
+        elsewhere.mkdir()
+        monkeypatch.chdir(home)
+        # Every batch through the JSON reader, so its rows are staged on disk.
+        monkeypatch.setattr(writer, "APPENDER_MAX_ROWS", 0)
+        module = SchedulerModule(Settings(data_dir="data", default_timezone="UTC"), clock=clock)
+        app = AppContext()
+        module.register(app)
+        assert module.settings.data_dir == str(home / "data")
+        module.start_blocking()
+        try:
+            monkeypatch.chdir(elsewhere)
+            svc = app.get_service("scheduler_service").sync
+            svc.register_function("backup_database", backup_database)
+            for i in range(3):
+                r = svc.schedule_event(
+                    name=f"t{i}",
+                    function_name="backup_database",
+                    next_execution=clock.now() + timedelta(minutes=1),
+                )
+                assert r.ok, r.error
+            clock.advance(120)
+            assert module.settle(10)
+            assert svc.list_events().unwrap().total == 3
+            assert svc.get_executions().unwrap().total == 3
+            runtime = module.require_runtime()
+            # More read connections than the pool keeps: new ones are opened after the move.
+            with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                reads = list(pool.map(lambda _: len(runtime.store.read_all()), range(64)))
+            assert set(reads) == {runtime.store.last_position()}
+            assert module.projector_failures == 0
+        finally:
+            module.stop_blocking()
+        assert list(elsewhere.iterdir()) == []
+        assert (home / "data" / "events.sqlite3").is_file()
+
     def test_the_registry_refuses_what_it_cannot_hold(self, tmp_path: Path) -> None:
         """A registry without the two methods is refused; AppContext names what it has."""
         module = SchedulerModule(Settings(data_dir=str(tmp_path / "data")))

@@ -212,14 +212,17 @@ class Projector:
         self._requested = 0
         self._request_lock = threading.Lock()
         self._batches_prepared = 0
-        self._db_path = db_path
-        #: The database file (None: in memory), beside which large batches are staged.
-        self._file = None if db_path is None or str(db_path) == IN_MEMORY else Path(db_path)
+        #: The database file (None: in memory), beside which large batches are staged;
+        #: absolute, since the host may change its working directory before a reopen.
+        self._file = (
+            None if db_path is None or str(db_path) == IN_MEMORY else Path(db_path).absolute()
+        )
+        self._db_path = db_path if self._file is None else self._file
         # Why the database must be opened again before the next batch ("invalidated" or
         # "damaged"; see :meth:`reopen_after`), and how many times it was.
         self._broken: str | None = None
         self._generation = 0
-        self._position = self._attach(db_path)
+        self._position = self._attach(self._db_path)
 
     # --- opening ----------------------------------------------------------------------------
 

@@ -332,7 +332,9 @@ class SQLiteEventStore:
             raise ValidationError(
                 f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}"
             )
-        self.data_dir = Path(data_dir)
+        # Absolute now: the host may change its working directory later, and connections
+        # (readers, reopened ones) are made all along.
+        self.data_dir = Path(data_dir).absolute()
         self.path = self.data_dir / DB_FILENAME
         self.read_only = read_only
         self._codec = codec
