@@ -151,7 +151,13 @@ class SchedulerModule:
         self.service = SchedulerService(self)
         self._store = store
         self._owns_store = store is None
-        self._projections_path = projections_path
+        # Absolute now, like data_dir: a replacement scheduler process starts later. (":memory:"
+        # is DuckDB's name for a database in memory.)
+        self._projections_path = (
+            Path(projections_path).absolute()
+            if projections_path is not None and str(projections_path) != ":memory:"
+            else projections_path
+        )
         self._runtime: Runtime | None = None
         self._projector: Projector | None = None
         self._projector_stop = threading.Event()
