@@ -10,6 +10,7 @@ starts the actors. A host framework with its own registry passes any object that
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import structlog
 
+from chronolog import forks
 from chronolog.clock import Clock, SystemClock
 from chronolog.errors import (
     NotFoundError,
@@ -25,6 +27,7 @@ from chronolog.errors import (
     StoreClosedError,
     ValidationError,
 )
+from chronolog.forks import forked_message
 from chronolog.functions import FunctionRegistry, RegisteredFunction
 from chronolog.housekeeping.registrations import CLEANUP_FUNCTION, make_cleanup_function
 from chronolog.logs import configure_logging
@@ -159,6 +162,8 @@ class SchedulerModule:
             else projections_path
         )
         self._runtime: Runtime | None = None
+        #: (pid, fork generation) of the process that last started the scheduler.
+        self._started_in = (os.getpid(), forks.generation())
         self._projector: Projector | None = None
         self._projector_stop = threading.Event()
         self._projector_thread: threading.Thread | None = None
@@ -195,8 +200,12 @@ class SchedulerModule:
 
     def start_blocking(self) -> None:
         """Phase 2 for hosts without an event loop."""
+        if self.forked:
+            raise self.forked_error()
         if self._runtime is not None or self._engine is not None:
             return
+        # Noted before anything starts: a fork made while it starts is a fork too.
+        self._started_in = (os.getpid(), forks.generation())
         configure_logging(self.settings.log_format, self.settings.log_level)
         if self.settings.engine == "process":
             self._start_process()
@@ -286,7 +295,17 @@ class SchedulerModule:
         await asyncio.to_thread(self.stop_blocking)
 
     def stop_blocking(self) -> None:
-        """:meth:`stop` for hosts without an event loop."""
+        """:meth:`stop` for hosts without an event loop.
+
+        In a fork of the process that started the scheduler this changes nothing: the
+        files, sockets and locks it would close are the parent's too.
+        """
+        if self.forked:
+            log.warning(
+                "stop() in a fork of the process that started the scheduler: left alone",
+                started_in=self._started_in[0],
+            )
+            return
         if self._engine is not None:
             self._engine.stop()
             self._engine = None
@@ -313,6 +332,18 @@ class SchedulerModule:
             self._store = None
 
     # --- access ---------------------------------------------------------------------------
+
+    @property
+    def forked(self) -> bool:
+        """Whether the scheduler runs, started by a process this one is a fork of (where
+        none of its threads run; see :mod:`chronolog.forks`). A module that was not
+        running when the process forked may be started in the fork."""
+        running = self._runtime is not None or self._engine is not None
+        return running and self._started_in[1] != forks.generation()
+
+    def forked_error(self) -> ServiceUnavailableError:
+        """What a call made in a fork (see :attr:`forked`) is answered."""
+        return ServiceUnavailableError(forked_message(self._started_in[0]))
 
     @property
     def runtime(self) -> Runtime | None:

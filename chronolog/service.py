@@ -149,6 +149,8 @@ def _facade_call(
 
     @functools.wraps(method)
     async def wrapper(self: SchedulerService, *args: Any, **kwargs: Any) -> Result[T]:
+        if self._module.forked:
+            return Result.failure(self._module.forked_error())
         engine = self._module.engine
         if engine is not None:
             # The scheduler runs in a child process: the call goes there whole. No line:
@@ -921,6 +923,9 @@ class SyncSchedulerService:
             return method  # type: ignore[no-any-return]
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            module = self._service._module
+            if module.forked:  # the private loop's thread, if any, is the parent's
+                return Result.failure(module.forked_error())
             with self._lock:
                 loop = self._started_loop()
                 future = asyncio.run_coroutine_threadsafe(method(*args, **kwargs), loop)

@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import gc
 import inspect
+import json
 import os
 import threading
 import time
@@ -26,12 +27,13 @@ from chronolog import AppContext, Cause, SchedulerModule, SchedulerService, Sett
 from chronolog import module as module_module
 from chronolog.actors.messages import CommandOutcome
 from chronolog.actors.shard import PROCESS_ROUND_SIZE, ROUND_SIZE
-from chronolog.errors import NotFoundError, ValidationError
+from chronolog.errors import NotFoundError, StoreLockedError, ValidationError
 from chronolog.functions import CallRules, FunctionRegistry
 from chronolog.host_loop import BOARD_READS_PER_TURN, PROCESS_BOARD_READS_PER_TURN
 from chronolog.process import child
 from chronolog.process import messages as msg
 from chronolog.projections import writer
+from chronolog.store import SQLiteEventStore
 from chronolog.testing import FakeClock
 from chronolog.triggers import CronTrigger, next_fire
 
@@ -195,6 +197,83 @@ class TestPublicApi:
             module.stop_blocking()
         assert list(elsewhere.iterdir()) == []
         assert (home / "data" / "events.sqlite3").is_file()
+
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")
+    def test_a_fork_of_the_process_leaves_its_scheduler_alone(self, tmp_path: Path) -> None:
+        """A pre-forking server (gunicorn --preload) forks after the scheduler started:
+        the fork has its objects but none of its threads. Its calls answer `unavailable`
+        at once, saying why, instead of timing out after 30 s (a blocking call raised a
+        bare TimeoutError); its stop, even closing its copy of the store, leaves the
+        parent's lock, files and scheduler as they were."""
+        data = tmp_path / "data"
+        module = SchedulerModule(Settings(data_dir=str(data), log_level="warning"))
+        app = AppContext()
+        module.register(app)
+        module.start_blocking()
+        svc = app.get_service("scheduler_service")
+        svc.register_function("backup_database", backup_database)
+        later = datetime.now(UTC) + timedelta(days=1)
+        try:
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the fork: report over the pipe, never return into pytest
+                try:
+                    began = time.monotonic()
+                    blocking = svc.sync.schedule_event("in fork", "backup_database", later)
+                    awaited = asyncio.run(svc.list_events())
+                    module.stop_blocking()
+                    module.require_runtime().store.close()
+                    report = {
+                        "codes": [blocking.error.code, awaited.error.code],
+                        "message": awaited.error.message,
+                        "seconds": time.monotonic() - began,
+                    }
+                    os.write(write_end, json.dumps(report).encode())
+                finally:
+                    os._exit(0)
+            os.close(write_end)
+            os.waitpid(pid, 0)
+            with os.fdopen(read_end) as pipe:
+                report = json.loads(pipe.read())
+            assert report["codes"] == ["unavailable", "unavailable"]
+            assert f"started in process {os.getpid()}" in report["message"]
+            assert report["seconds"] < 5
+            with pytest.raises(StoreLockedError):
+                SQLiteEventStore(data)
+            assert svc.sync.schedule_event("in parent", "backup_database", later).ok
+            assert svc.sync.list_events().unwrap().total == 1
+        finally:
+            module.stop_blocking()
+
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")
+    def test_a_module_stopped_before_the_fork_starts_again_in_the_fork(
+        self, tmp_path: Path
+    ) -> None:
+        """Started and stopped before the fork, started again in it (a post-fork hook):
+        the fork's own scheduler, which answers."""
+        module = SchedulerModule(Settings(data_dir=str(tmp_path / "data"), log_level="warning"))
+        app = AppContext()
+        module.register(app)
+        module.start_blocking()
+        module.stop_blocking()
+        svc = app.get_service("scheduler_service")
+        svc.register_function("backup_database", backup_database)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                module.start_blocking()
+                later = datetime.now(UTC) + timedelta(days=1)
+                scheduled = svc.sync.schedule_event("in fork", "backup_database", later).ok
+                total = svc.sync.list_events().unwrap().total
+                module.stop_blocking()
+                os.write(write_end, json.dumps([scheduled, total]).encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        os.waitpid(pid, 0)
+        with os.fdopen(read_end) as pipe:
+            assert json.loads(pipe.read()) == [True, 1]
 
     def test_the_registry_refuses_what_it_cannot_hold(self, tmp_path: Path) -> None:
         """A registry without the two methods is refused; AppContext names what it has."""

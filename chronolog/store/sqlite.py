@@ -347,6 +347,7 @@ class SQLiteEventStore:
         self._metadata_cache: dict[bytes, EventMetadata] = {}
         self._committed = threading.Condition()
         self._lock_fd: int | None = None
+        self._lock_pid = 0  # the process that holds the lock
         self._writer: threading.Thread | None = None
         # The hand-off between appenders and the writer, all guarded by ``_mutex``:
         # ``_pending`` holds queued requests, ``_pending_calls`` how many append calls they
@@ -443,12 +444,17 @@ class SQLiteEventStore:
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_pid = os.getpid()
         return fd
 
     def _release_process_lock(self) -> None:
         if self._lock_fd is not None:
             with contextlib.suppress(OSError):
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                # A fork shares the lock with its parent (flock belongs to the open file,
+                # not the process): unlocking there would unlock the parent's directory.
+                # Closing the fork's copy leaves the lock to the parent.
+                if os.getpid() == self._lock_pid:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
                 os.close(self._lock_fd)
             self._lock_fd = None
 
