@@ -783,6 +783,31 @@ class TestMisfire:
         assert events[-1] == next_decided(T0 + 501 * MIN)
         assert task.state.fires == 50
 
+    def test_a_gap_of_decades_costs_a_bounded_decision(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """After a clock jump of 50 years (a device whose clock started at 1970, then
+        synchronised), a minutely task's catch-up evaluates its trigger at most
+        MAX_MISSED_SCAN times (100,000, not one per missed minute: the shard that decides
+        it decides nothing else meanwhile), then resumes after now."""
+        calls = 0
+        real = task_decider.next_fire
+
+        def counted(*args: object, **kwargs: object) -> object:
+            nonlocal calls
+            calls += 1
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(task_decider, "next_fire", counted)
+        task = Task(now=T0)
+        task.schedule(definition(IntervalTrigger(every=1, unit="minutes", start=T0)))
+        back = T0 + timedelta(days=50 * 365)
+        calls = 0
+        events = task.fire(at=back)
+        assert calls <= task_decider.MAX_MISSED_SCAN + 2
+        assert task_decider.MAX_MISSED_SCAN <= 100_000
+        assert events[-1].nominal_time > back  # type: ignore[union-attr]
+
     def test_misfire_of_a_one_shot_with_skip_completes_it(self) -> None:
         """A one-shot missed beyond grace under catchup=skip is skipped and completed."""
         task = Task(now=T0 + 3 * HOUR)
