@@ -3,9 +3,10 @@
 DuckDB lets one process open a file for writing and no other process open it at all, so an
 analyst gets one of:
 
-* :func:`read_only_sql` — ad-hoc SQL through the running scheduler (facade, HTTP, agent),
+* :func:`read_only_sql` — ad-hoc SQL on a connection to the projections (the command
+  line's ``chronolog sql``, or a host's code on ``module.require_projector().reader()``),
   refused unless it can only read the projection tables, and run in a transaction that is
-  rolled back;
+  rolled back (no HTTP route or agent tool takes SQL);
 * :func:`export` — a consistent snapshot as a DuckDB file or a directory of Parquet files,
   written under a temporary name and renamed into place;
 * :func:`rebuild_private` — a private DuckDB file built straight from the SQLite log,
