@@ -4,6 +4,7 @@ readers in other processes, durability across reopening, and its options."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import itertools
 import os
 import sqlite3
@@ -337,6 +338,49 @@ class TestReopening:
         monkeypatch.setattr(os, "open", read_only)
         with pytest.raises(StorageError, match=r"data directory: Read-only file system"):
             SQLiteEventStore(data_dir)
+
+    def test_a_file_system_without_locks_is_a_storage_error(
+        self, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Some network file systems refuse locks (ENOLCK): a StorageError that says the
+        data directory needs a file system with locks, and no file descriptor left open."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        closed: list[int] = []
+        real_close = os.close
+
+        def no_locks(fd: int, operation: int) -> None:
+            raise OSError(errno.ENOLCK, "No locks available")
+
+        def tracked_close(fd: int) -> None:
+            closed.append(fd)
+            real_close(fd)
+
+        monkeypatch.setattr(fcntl, "flock", no_locks)
+        monkeypatch.setattr(os, "close", tracked_close)
+        with pytest.raises(StorageError, match=r"No locks available.*file system with locks"):
+            SQLiteEventStore(data_dir)
+        assert len(closed) == 1
+
+    def test_a_lock_file_it_cannot_write_the_pid_into_still_locks(
+        self, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The pid in the lock file is for people: on a full disk, writing it fails and the
+        store opens all the same, holding the lock."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+
+        def full(fd: int, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(os, "write", full)
+            store = SQLiteEventStore(data_dir)
+        try:
+            with pytest.raises(StoreLockedError):
+                SQLiteEventStore(data_dir)
+            store.append("s", numbered(1))
+            assert store.last_position() == 1
+        finally:
+            store.close()
 
     def test_a_data_directory_named_like_a_uri_is_read_where_it_is(self, tmp_path: Path) -> None:
         """Reads open the log through an SQLite URI: a "#", "%" or space in the data

@@ -442,8 +442,16 @@ class SQLiteEventStore:
                 f"{self.data_dir} is already open for writing by another chronolog process "
                 "(or another store in this one); open it with read_only=True to read"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:  # ENOLCK: a file system without locks (some network ones)
+            os.close(fd)
+            raise StorageError(
+                f"cannot lock {self.data_dir / LOCK_FILENAME}: {exc.strerror or exc} (the "
+                "data directory must be on a file system with locks, such as a local disk)"
+            ) from exc
+        # The pid is for people reading the file; a full disk must not keep the log shut.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_pid = os.getpid()
         return fd
 
