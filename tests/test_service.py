@@ -27,6 +27,7 @@ from chronolog import AppContext, Cause, SchedulerModule, SchedulerService, Sett
 from chronolog import module as module_module
 from chronolog.actors.messages import CommandOutcome
 from chronolog.actors.shard import PROCESS_ROUND_SIZE, ROUND_SIZE
+from chronolog.api.agent import AgentDispatcher
 from chronolog.errors import NotFoundError, StoreLockedError, ValidationError
 from chronolog.functions import CallRules, FunctionRegistry
 from chronolog.host_loop import BOARD_READS_PER_TURN, PROCESS_BOARD_READS_PER_TURN
@@ -213,6 +214,9 @@ class TestPublicApi:
         svc = app.get_service("scheduler_service")
         svc.register_function("backup_database", backup_database)
         later = datetime.now(UTC) + timedelta(days=1)
+        # The agent tools' blocking calls run on a loop thread of their own, started here.
+        agent = AgentDispatcher(svc)
+        assert agent.call_sync("list_tasks", {})["ok"]
         try:
             read_end, write_end = os.pipe()
             pid = os.fork()
@@ -221,10 +225,11 @@ class TestPublicApi:
                     began = time.monotonic()
                     blocking = svc.sync.schedule_event("in fork", "backup_database", later)
                     awaited = asyncio.run(svc.list_events())
+                    tool = agent.call_sync("list_tasks", {}, timeout=60)
                     module.stop_blocking()
                     module.require_runtime().store.close()
                     report = {
-                        "codes": [blocking.error.code, awaited.error.code],
+                        "codes": [blocking.error.code, awaited.error.code, tool["error"]["code"]],
                         "message": awaited.error.message,
                         "seconds": time.monotonic() - began,
                     }
@@ -235,7 +240,7 @@ class TestPublicApi:
             os.waitpid(pid, 0)
             with os.fdopen(read_end) as pipe:
                 report = json.loads(pipe.read())
-            assert report["codes"] == ["unavailable", "unavailable"]
+            assert report["codes"] == ["unavailable", "unavailable", "unavailable"]
             assert f"started in process {os.getpid()}" in report["message"]
             assert report["seconds"] < 5
             with pytest.raises(StoreLockedError):

@@ -192,7 +192,9 @@ class AgentDispatcher:
 
     def _sync_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
-            if self._loop is None:
+            # A thread that is not alive here is a parent's, copied by a fork (threads do
+            # not survive one): its loop would never run the call, so start another.
+            if self._loop is None or self._thread is None or not self._thread.is_alive():
                 self._loop, self._thread = start_loop_thread("chronolog-agent")
             return self._loop
 
