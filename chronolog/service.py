@@ -940,7 +940,8 @@ class SyncSchedulerService:
         return call
 
     def _started_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
+        # A thread that is not alive is a parent's, copied by a fork: start another.
+        if self._loop is None or self._thread is None or not self._thread.is_alive():
             self._loop, self._thread = start_loop_thread("chronolog-sync")
         return self._loop
 
