@@ -476,7 +476,7 @@ class SQLiteEventStore:
         else:
             # as_uri() percent-encodes the path: a "?", "#" or "%" in it would otherwise
             # end the file name early (and open, even create, another file).
-            uri = f"{self.path.absolute().as_uri()}?mode=ro"
+            uri = f"{self.path.as_uri()}?mode=ro"
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=5000")
         # Replays read the whole log; a larger page cache and mmap keep them off syscalls.
