@@ -14,6 +14,7 @@ from chronolog.triggers import (
     DateTrigger,
     IntervalTrigger,
     local_zone_name,
+    localtime,
     machine_zone,
     rule_applications,
     zones,
@@ -35,6 +36,56 @@ class TestLocalZoneName:
         """TZ wins, as a name, a ':name' or a path into a zoneinfo tree."""
         monkeypatch.setenv("TZ", tz)
         assert local_zone_name() == expected
+
+    @pytest.mark.parametrize(
+        ("source", "expected"),
+        [
+            ("America/New_York", "America/New_York"),
+            # A link to Europe/Zurich: the canonical zone is named.
+            ("Europe/Busingen", "Europe/Zurich"),
+            ("Etc/UTC", "UTC"),
+        ],
+    )
+    def test_a_copied_localtime_names_the_zone_with_its_bytes(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, source: str, expected: str
+    ) -> None:
+        """A container's /etc/localtime is often a copy of a zone file (a Kubernetes
+        hostPath mount of the host's, a Dockerfile COPY), with no symlink to read and no
+        /etc/timezone: the zone whose file holds the same bytes is the machine's."""
+        root = next(localtime._tzdata_roots())
+        copy = tmp_path / "localtime"
+        copy.write_bytes((root / source).read_bytes())
+        monkeypatch.delenv("TZ", raising=False)
+        monkeypatch.setattr(zones, "LOCALTIME", copy)
+        monkeypatch.setattr(zones, "TIMEZONE_FILE", tmp_path / "no-timezone")
+        assert local_zone_name() == expected
+
+    def test_a_copied_localtime_is_searched_once_per_version(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """The search reads tzdata files: its answer is kept until the copy changes. A
+        copy of no zone leaves the machine in UTC."""
+        root = next(localtime._tzdata_roots())
+        copy = tmp_path / "localtime"
+        copy.write_bytes((root / "Asia/Kolkata").read_bytes())
+        monkeypatch.delenv("TZ", raising=False)
+        monkeypatch.setattr(zones, "LOCALTIME", copy)
+        monkeypatch.setattr(zones, "TIMEZONE_FILE", tmp_path / "no-timezone")
+        searches = 0
+        real = localtime._matching_zone
+
+        def counted(data: bytes) -> str | None:
+            nonlocal searches
+            searches += 1
+            return real(data)
+
+        monkeypatch.setattr(localtime, "_matching_zone", counted)
+        assert [local_zone_name() for _ in range(3)] == ["Asia/Kolkata"] * 3
+        assert searches == 1
+        copy.unlink()
+        copy.write_bytes(b"TZif not a zone")
+        assert local_zone_name() == "UTC"
+        assert searches == 2
 
     def test_localtime_symlink(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Without TZ, the /etc/localtime symlink target names the zone."""

@@ -15,6 +15,8 @@ from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from chronolog.triggers.localtime import LOCALTIME, zone_of_copy
+
 EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
 EPOCH_NAIVE = datetime(1970, 1, 1)
 ONE_SECOND = timedelta(seconds=1)
@@ -23,6 +25,10 @@ ONE_SECOND = timedelta(seconds=1)
 _FIXED_NAMES = frozenset(
     {"UTC", "UCT", "GMT", "GMT0", "GMT+0", "GMT-0", "Greenwich", "Universal", "Zulu"}
 )
+
+
+#: Debian's name of the machine's zone, read when ``/etc/localtime`` is no symlink.
+TIMEZONE_FILE = Path("/etc/timezone")
 
 
 class UnknownZoneError(LookupError):
@@ -140,34 +146,45 @@ def local_zone_name() -> str:
     """The machine's IANA zone name, or ``"UTC"`` when it cannot be determined.
 
     Looks at ``TZ`` (``Europe/Berlin``, ``:Europe/Berlin`` or a path into a zoneinfo
-    tree), then the ``/etc/localtime`` symlink, then ``/etc/timezone``. Every candidate
-    must load as a ``ZoneInfo``; POSIX rule strings such as ``CET-1CEST`` are ignored.
+    tree), then the ``/etc/localtime`` symlink, then ``/etc/timezone``, then, when
+    ``/etc/localtime`` is a copy of a zone file (a container's), the zone with the same
+    bytes. Every candidate must load as a ``ZoneInfo``; POSIX rule strings such as
+    ``CET-1CEST`` are ignored.
     """
     candidates: list[str] = []
     tz_env = os.environ.get("TZ", "").strip()
     if tz_env:
         candidates.append(_zone_name_from_path(tz_env.lstrip(":")))
+    linked = True
     try:
-        target = os.readlink("/etc/localtime")
-    except OSError:
-        pass
-    else:
-        candidates.append(_zone_name_from_path(target))
+        candidates.append(_zone_name_from_path(os.readlink(LOCALTIME)))
+    except OSError:  # a copy of a zone file (or none at all)
+        linked = False
     try:
-        text = Path("/etc/timezone").read_text(encoding="utf-8").strip()
+        text = TIMEZONE_FILE.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError):
         pass
     else:
         candidates.append(text)
     for name in candidates:
-        if not name:
-            continue
-        try:
-            get_zone(name)
-        except UnknownZoneError:
-            continue
-        return name
+        if _loads(name):
+            return name
+    if not linked:
+        copied = zone_of_copy(LOCALTIME)
+        if copied is not None and _loads(copied):
+            return copied
     return "UTC"
+
+
+def _loads(name: str) -> bool:
+    """Whether ``name`` is a zone this machine can load."""
+    if not name:
+        return False
+    try:
+        get_zone(name)
+    except UnknownZoneError:
+        return False
+    return True
 
 
 #: How long :func:`machine_zone` trusts its last look at the system files (seconds).
