@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from chronolog.errors import ValidationError
-from chronolog.limits import MAX_POLICY_COUNT, MAX_SECONDS
+from chronolog.limits import MAX_POLICY_COUNT, MAX_SECONDS, is_utf8
 
 LogFormat = Literal["auto", "json", "console"]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
@@ -220,6 +220,11 @@ def _meaning_problem(settings: Settings) -> tuple[str, str] | None:
     Found here rather than at the first task or cleanup that would use it."""
     if not settings.data_dir:
         return "data_dir", "give a directory (an empty string names none)"
+    if not is_utf8(settings.data_dir):
+        return "data_dir", (
+            f"{settings.data_dir!r} is not valid Unicode (undecodable bytes in the path): "
+            "DuckDB cannot open files there; use a directory whose name is UTF-8"
+        )
     if "?" in settings.data_dir:
         return "data_dir", (
             f"{settings.data_dir!r} holds a '?': DuckDB reads what follows it in a database "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 import threading
 import time
@@ -876,6 +877,14 @@ def test_the_longest_line_is_measured_once_the_lines_exceed_the_default() -> Non
     many = b"x" * 10 + b"\n" + b"y" * (limit + 5) + b"\n" + b"z" * 3
     assert writer._longest_line(many) == limit + 5
     assert writer._longest_line(b"q" * (limit + 1)) == limit + 1
+
+
+def test_a_database_path_that_is_not_unicode_is_refused(tmp_path: Path) -> None:
+    """A file name with undecodable bytes (Linux allows any): a StorageError saying so,
+    where DuckDB raised a bare "std::bad_cast"."""
+    path = tmp_path / os.fsdecode(b"bad\xffname") / "p.duckdb"
+    with pytest.raises(StorageError, match="not valid Unicode"):
+        Projector(store_with(scheduled("a")), path)
 
 
 def test_a_database_path_with_a_question_mark_is_refused(tmp_path: Path) -> None:

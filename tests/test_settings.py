@@ -111,6 +111,8 @@ class TestErrors:
             ("data_dir", ""),
             # DuckDB reads a "?" in a database path as the start of options.
             ("data_dir", "/srv/what?/data"),
+            # Undecodable bytes in a file name, as os.fsdecode carries them.
+            ("data_dir", "/srv/bad\udcffname"),
             ("http_token", ""),
         ],
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 
 from chronolog.errors import StorageError
+from chronolog.limits import is_utf8
 
 IN_MEMORY = ":memory:"
 
@@ -40,6 +41,11 @@ def connect(db_path: str | Path | None, *, read_only: bool = False) -> duckdb.Du
         raise StorageError(
             f"cannot keep a DuckDB database at {target}: a '?' in its path is read as the "
             "start of options"
+        )
+    if not is_utf8(target):  # DuckDB failed with "std::bad_cast"
+        raise StorageError(
+            f"cannot keep a DuckDB database at {target!r}: the path is not valid Unicode "
+            "(undecodable bytes in a file name)"
         )
     with duckdb_errors(f"opening the projection database {target}"):
         conn = duckdb.connect(target, read_only=read_only)
