@@ -27,7 +27,6 @@ from chronolog.errors import (
     StoreClosedError,
     ValidationError,
 )
-from chronolog.forks import forked_message
 from chronolog.functions import FunctionRegistry, RegisteredFunction
 from chronolog.housekeeping.registrations import CLEANUP_FUNCTION, make_cleanup_function
 from chronolog.logs import configure_logging
@@ -343,7 +342,7 @@ class SchedulerModule:
 
     def forked_error(self) -> ServiceUnavailableError:
         """What a call made in a fork (see :attr:`forked`) is answered."""
-        return ServiceUnavailableError(forked_message(self._started_in[0]))
+        return ServiceUnavailableError(forks.forked_message(self._started_in[0]))
 
     @property
     def runtime(self) -> Runtime | None:

@@ -49,9 +49,10 @@ def zone_of_copy(path: Path = LOCALTIME) -> str | None:
 
 
 def _matching_zone(data: bytes) -> str | None:
+    names = sorted(zoneinfo.available_timezones())  # a walk of the tzdata trees: once
     for root in _tzdata_roots():
         matches = []
-        for name in sorted(zoneinfo.available_timezones()):
+        for name in names:
             file = root / name
             try:
                 if file.stat().st_size == len(data) and file.read_bytes() == data:
