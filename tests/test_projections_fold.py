@@ -332,6 +332,24 @@ class TestExecutions:
             "misfire",
             "skip",
         )
+        assert (row["count"], row["until"]) == (1, None)
+
+    def test_a_gap_summarised_in_one_event_counts_every_skipped_fire(self, tmp_path: Path) -> None:
+        """A long gap's one ExecutionSkipped adds its ``count`` to the task's skips, and
+        its row spans the gap."""
+        p = project(
+            tmp_path / "p.duckdb",
+            scheduled("a"),
+            skipped("a", at(0), "misfire"),
+            skipped("a", at(1), "misfire", until=at(60), count=60),
+        )
+        assert task_row(p)["skips"] == 61
+        rows = (
+            p.reader()
+            .execute("SELECT nominal_time, count, until FROM skips ORDER BY position")
+            .fetchall()
+        )
+        assert rows == [(at(0), 1, None), (at(1), 60, at(60))]
 
 
 class TestCleanup:

@@ -201,8 +201,22 @@ def retry(task_id: str, n: int, *, attempt: int = 2, nominal: datetime = T0) -> 
     )
 
 
-def skipped(task_id: str, nominal: datetime, reason: SkipReason = "overlap") -> DomainEvent:
-    return ExecutionSkipped(task_id=task_id, nominal_time=nominal, reason=reason, policy="skip")
+def skipped(
+    task_id: str,
+    nominal: datetime,
+    reason: SkipReason = "overlap",
+    *,
+    until: datetime | None = None,
+    count: int = 1,
+) -> DomainEvent:
+    return ExecutionSkipped(
+        task_id=task_id,
+        nominal_time=nominal,
+        reason=reason,
+        policy="skip",
+        until=until,
+        count=count,
+    )
 
 
 def registered(registration_id: str, *, module_id: str | None = "logs") -> DomainEvent:

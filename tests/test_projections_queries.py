@@ -49,6 +49,7 @@ def conn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[duckdb.DuckDBPyCo
     events += [retry("alpha", 4, nominal=at(4)), started("alpha", 5, nominal=at(4), attempt=2)]
     events += [timed_out("alpha", 5), late("alpha", 5), next_fire("alpha", at(30))]
     events += [skipped("alpha", at(31), "overlap"), skipped("alpha", at(32), "misfire")]
+    events += [skipped("echo", at(40), "misfire", until=at(50), count=11)]
     # bravo: paused by an agent while running
     events += [started("bravo", 1, nominal=at(5)), paused("bravo", note="db migration")]
     # charlie: one-shot that failed and completed; delta: cancelled; echo: running
@@ -221,6 +222,17 @@ class TestExecutions:
         assert queries.list_skips(conn, task_id="bravo").total == 0
         assert queries.list_skips(conn, until=at(31) + timedelta(seconds=1)).total == 1
 
+    def test_a_skipped_gap_is_found_by_any_time_inside_it(
+        self, conn: duckdb.DuckDBPyConnection
+    ) -> None:
+        """A row summarising a gap (at(40) to at(50)) is in every window that overlaps it."""
+        [gap] = queries.list_skips(conn, task_id="echo").items
+        assert (gap.nominal_time, gap.until, gap.count) == (at(40), at(50), 11)
+        assert queries.list_skips(conn, task_id="echo", since=at(45), until=at(46)).total == 1
+        assert queries.list_skips(conn, task_id="echo", since=at(50)).total == 1
+        assert queries.list_skips(conn, task_id="echo", since=at(51)).total == 0
+        assert queries.list_skips(conn, task_id="echo", until=at(40)).total == 0
+
 
 class TestStats:
     def test_counts_rate_and_percentiles(self, conn: duckdb.DuckDBPyConnection) -> None:
@@ -269,6 +281,15 @@ class TestExplain:
         """Terminal decisions say why the task ended."""
         assert queries.explain(conn, "charlie")[-1].sentence == "Completed: its one run is done."
         assert queries.explain(conn, "delta")[-1].kind == "cancelled"
+
+    def test_a_skipped_gap_says_how_many_fires_and_when(
+        self, conn: duckdb.DuckDBPyConnection
+    ) -> None:
+        """One event for a long gap is one sentence with its count and its span."""
+        [gap] = [d for d in queries.explain(conn, "echo") if d.kind == "skipped"]
+        assert gap.sentence.startswith("Skipped 11 fires, from ")
+        assert "grace window" in gap.sentence
+        assert gap.nominal_time == at(40)
 
     def test_unknown_task_has_no_decisions(self, conn: duckdb.DuckDBPyConnection) -> None:
         """explain of an unknown task is empty (the facade turns that into not found)."""

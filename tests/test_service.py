@@ -29,6 +29,7 @@ from chronolog.actors.messages import CommandOutcome
 from chronolog.actors.shard import PROCESS_ROUND_SIZE, ROUND_SIZE
 from chronolog.api.agent import AgentDispatcher
 from chronolog.errors import NotFoundError, StoreLockedError, ValidationError
+from chronolog.events import ExecutionSkipped
 from chronolog.functions import CallRules, FunctionRegistry
 from chronolog.host_loop import BOARD_READS_PER_TURN, PROCESS_BOARD_READS_PER_TURN
 from chronolog.process import child
@@ -501,6 +502,50 @@ def test_a_kept_blocking_facade_outlives_a_restart(tmp_path: Path) -> None:
         assert blocking.get_event(r.value).unwrap().name == "after restart"
     finally:
         module.stop_blocking()
+
+
+def test_a_day_down_is_caught_up_with_one_skip_event_per_task(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Minutely tasks of a scheduler that was down for a day: at the next start each runs
+    once (``catchup=run_once``) and records the 1,439 fires it missed as one event, which
+    the task's ``skips`` counts in full. (Listed one event each, up to 1,000 per task, an
+    hour's outage of 10,000 such tasks wrote 600,000 events before anything else ran.)"""
+    first = Host(tmp_path / "data", clock)
+    first.register()
+    first.module.start_blocking()
+    ids = [
+        first.svc.sync.schedule_event(
+            name=f"minutely {n}",
+            function_name="backup_database",
+            next_execution=clock.now() + timedelta(seconds=30),
+            recurring=True,
+            interval_type="minutes",
+            interval_value=1,
+        ).unwrap()
+        for n in range(3)
+    ]
+    first.module.stop_blocking()
+    clock.advance(timedelta(days=1))
+    again = Host(tmp_path / "data", clock)
+    again.register()
+    again.module.start_blocking()
+    try:
+        assert again.module.settle(10)
+        runtime = again.module.require_runtime()
+        for event_id in ids:
+            stream = runtime.store.read_stream(f"task-{event_id}")
+            kinds = [type(e.event).__name__ for e in stream]
+            [skip] = [e.event for e in stream if isinstance(e.event, ExecutionSkipped)]
+            assert (skip.count, skip.reason, skip.policy) == (1_439, "misfire", "catchup=run_once")
+            assert kinds.count("ExecutionStarted") == 1
+            assert len(kinds) <= 8, kinds
+            task = again.svc.sync.get_event(event_id).unwrap()
+            assert (task.skips, task.runs) == (1_439, 1)
+            [run] = again.svc.sync.get_executions(event_id=event_id).unwrap().items
+            assert run.reason == "catch_up"
+    finally:
+        again.module.stop_blocking()
 
 
 def failing_projector(host: Host) -> Any:

@@ -53,7 +53,7 @@ from chronolog.events import (
     TaskScheduled,
     TaskUpdated,
 )
-from chronolog.triggers import CronTrigger, DateTrigger, IntervalTrigger, TriggerSpec
+from chronolog.triggers import CronTrigger, DateTrigger, IntervalTrigger, TriggerSpec, missed
 
 TASK = "t1"
 T0 = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)  # a Monday
@@ -693,22 +693,21 @@ class TestMisfire:
         assert task.state.fires == total
         assert task.state.next_nominal == back + MIN
 
-    def test_a_long_gap_lists_a_thousand_misses_then_one_summary(self) -> None:
-        """Misses past MAX_LISTED_MISSES become one ExecutionSkipped with count and until."""
+    def test_a_long_gap_is_one_skip_event(self) -> None:
+        """More than MAX_LISTED_MISSES misses become one ExecutionSkipped with count and
+        until, however long the gap: a catch-up writes a few events per task."""
         task = Task(now=T0)
         task.schedule(definition(IntervalTrigger(every=1, unit="minutes", start=T0)))
         back = T0 + timedelta(days=15)
         events = task.fire(at=back)
         policy = "catchup=run_once"
         last = 15 * 24 * 60
-        listed = [skipped(T0 + k * MIN, "misfire", policy) for k in range(MAX_LISTED_MISSES)]
         assert events == [
-            *listed,
             ExecutionSkipped(
                 task_id=TASK,
-                nominal_time=T0 + MAX_LISTED_MISSES * MIN,
+                nominal_time=T0,
                 until=T0 + (last - 1) * MIN,
-                count=last - MAX_LISTED_MISSES,
+                count=last,
                 reason="misfire",
                 policy=policy,
             ),
@@ -718,15 +717,18 @@ class TestMisfire:
         assert task.state.last_nominal == back
 
     def test_exactly_max_listed_misses_need_no_summary(self) -> None:
-        """A gap of exactly MAX_LISTED_MISSES skips lists them all and adds no summary."""
-        task = Task(now=T0)
-        task.schedule(
-            definition(IntervalTrigger(every=1, unit="minutes", start=T0), catchup="skip")
-        )
-        events = task.fire(at=T0 + (MAX_LISTED_MISSES - 1) * MIN)
-        skips = [e for e in events if isinstance(e, ExecutionSkipped)]
-        assert len(skips) == MAX_LISTED_MISSES
-        assert all(e.count == 1 and e.until is None for e in skips)
+        """A gap of exactly MAX_LISTED_MISSES skips lists them all; one more is one
+        summary instead."""
+        for extra, expected in ((0, [1] * MAX_LISTED_MISSES), (1, [MAX_LISTED_MISSES + 1])):
+            task = Task(now=T0)
+            task.schedule(
+                definition(IntervalTrigger(every=1, unit="minutes", start=T0), catchup="skip")
+            )
+            events = task.fire(at=T0 + (MAX_LISTED_MISSES - 1 + extra) * MIN)
+            skips = [e for e in events if isinstance(e, ExecutionSkipped)]
+            assert [e.count for e in skips] == expected
+            assert skips[0].nominal_time == T0
+            assert all((e.until is None) == (e.count == 1) for e in skips)
 
     def test_summary_under_catchup_skip_counts_every_miss(self) -> None:
         """catchup=skip over a long gap: listed skips plus the summary's count equal the misses."""
@@ -736,25 +738,21 @@ class TestMisfire:
         )
         events = task.fire(at=T0 + 2_500 * MIN)
         skips = [e for e in events if isinstance(e, ExecutionSkipped)]
-        assert len(skips) == MAX_LISTED_MISSES + 1
-        assert sum(e.count for e in skips) == 2_501 == task.state.fires
-        assert (skips[-1].nominal_time, skips[-1].until) == (
-            T0 + MAX_LISTED_MISSES * MIN,
-            T0 + 2_500 * MIN,
-        )
+        assert len(skips) == 1
+        assert skips[0].count == 2_501 == task.state.fires
+        assert (skips[0].nominal_time, skips[0].until) == (T0, T0 + 2_500 * MIN)
         assert task.running == []
         assert task.state.next_nominal == T0 + 2_501 * MIN
 
     def test_run_all_limit_drops_into_a_summary(self) -> None:
-        """run_all: the oldest misses beyond catchup_limit are listed, then summarised."""
+        """run_all: the oldest misses beyond catchup_limit are summarised."""
         task = Task(now=T0)
         trigger = IntervalTrigger(every=1, unit="minutes", start=T0)
         task.schedule(definition(trigger, catchup="run_all", catchup_limit=3))
         events = task.fire(at=T0 + 1_999 * MIN)
         skips = [e for e in events if isinstance(e, ExecutionSkipped)]
-        assert sum(e.count for e in skips) == 2_000 - 3
-        assert skips[-1].count == 2_000 - 3 - MAX_LISTED_MISSES
-        assert skips[-1].until == T0 + 1_996 * MIN
+        assert [e.count for e in skips] == [2_000 - 3]
+        assert (skips[0].nominal_time, skips[0].until) == (T0, T0 + 1_996 * MIN)
         assert {e.reason for e in skips} == {"catch_up_limit"}
         assert task.state.queued == (T0 + 1_998 * MIN, T0 + 1_999 * MIN)
         assert task.state.fires == 2_000
@@ -762,51 +760,80 @@ class TestMisfire:
     def test_when_the_scan_cap_is_hit_the_schedule_resumes_after_now(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """Past MAX_MISSED_SCAN only the examined misses count and the next fire is after now."""
+        """Past MAX_MISSED_SCAN (misses walked one by one, as a cron's are) only the
+        examined misses count and the next fire is after now."""
         monkeypatch.setattr(task_decider, "MAX_MISSED_SCAN", 50)
         monkeypatch.setattr(task_decider, "MAX_LISTED_MISSES", 10)
         task = Task(now=T0)
-        task.schedule(definition(IntervalTrigger(every=1, unit="minutes", start=T0)))
+        task.schedule(definition(CronTrigger(expression="* * * * *", start=T0)))
         back = T0 + 500 * MIN + 30 * SEC
         events = task.fire(at=back)
         skips = [e for e in events if isinstance(e, ExecutionSkipped)]
-        assert len(skips) == 11
-        assert skips[-1] == ExecutionSkipped(
-            task_id=TASK,
-            nominal_time=T0 + 10 * MIN,
-            until=T0 + 48 * MIN,
-            count=39,
-            reason="misfire",
-            policy="catchup=run_once",
-        )
+        assert skips == [
+            ExecutionSkipped(
+                task_id=TASK,
+                nominal_time=T0,
+                until=T0 + 48 * MIN,
+                count=49,
+                reason="misfire",
+                policy="catchup=run_once",
+            )
+        ]
         assert only_started(events) == started("x1", T0 + 49 * MIN, "catch_up")
         assert events[-1] == next_decided(T0 + 501 * MIN)
         assert task.state.fires == 50
 
-    def test_a_gap_of_decades_costs_a_bounded_decision(
+    def test_an_elapsed_interval_counts_every_miss_past_the_scan_cap(
         self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Every N seconds/minutes/hours is a grid: its misses are counted by arithmetic,
+        exactly, however many there are."""
+        monkeypatch.setattr(task_decider, "MAX_MISSED_SCAN", 50)
+        task = Task(now=T0)
+        task.schedule(definition(IntervalTrigger(every=1, unit="minutes", start=T0)))
+        back = T0 + 500 * MIN + 30 * SEC
+        events = task.fire(at=back)
+        [skip] = [e for e in events if isinstance(e, ExecutionSkipped)]
+        assert (skip.nominal_time, skip.until, skip.count) == (T0, T0 + 499 * MIN, 500)
+        assert only_started(events) == started("x1", T0 + 500 * MIN, "catch_up")
+        assert events[-1] == next_decided(T0 + 501 * MIN)
+        assert task.state.fires == 501
+
+    @pytest.mark.parametrize(
+        ("trigger", "exact"),
+        [
+            (IntervalTrigger(every=1, unit="minutes", start=T0), True),
+            (CronTrigger(expression="* * * * *", start=T0), False),
+        ],
+        ids=["interval", "cron"],
+    )
+    def test_a_gap_of_decades_costs_a_bounded_decision(
+        self, monkeypatch: pytest.MonkeyPatch, trigger: TriggerSpec, exact: bool
     ) -> None:
         """After a clock jump of 50 years (a device whose clock started at 1970, then
         synchronised), a minutely task's catch-up evaluates its trigger at most
         MAX_MISSED_SCAN times (100,000, not one per missed minute: the shard that decides
-        it decides nothing else meanwhile), then resumes after now."""
+        it decides nothing else meanwhile), then resumes after now. A minutely interval
+        needs a handful of evaluations, and counts every missed minute."""
         calls = 0
-        real = task_decider.next_fire
+        real = missed.next_fire
 
         def counted(*args: object, **kwargs: object) -> object:
             nonlocal calls
             calls += 1
             return real(*args, **kwargs)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(task_decider, "next_fire", counted)
+        monkeypatch.setattr(missed, "next_fire", counted)
         task = Task(now=T0)
-        task.schedule(definition(IntervalTrigger(every=1, unit="minutes", start=T0)))
+        task.schedule(definition(trigger))
         back = T0 + timedelta(days=50 * 365)
         calls = 0
         events = task.fire(at=back)
-        assert calls <= task_decider.MAX_MISSED_SCAN + 2
+        assert calls <= (2 if exact else task_decider.MAX_MISSED_SCAN + 2)
         assert task_decider.MAX_MISSED_SCAN <= 100_000
         assert events[-1].nominal_time > back  # type: ignore[union-attr]
+        if exact:
+            assert task.state.fires == 50 * 365 * 24 * 60 + 1
 
     def test_misfire_of_a_one_shot_with_skip_completes_it(self) -> None:
         """A one-shot missed beyond grace under catchup=skip is skipped and completed."""
@@ -1359,37 +1386,35 @@ class TestPauseResume:
         ]
         assert task.state.status == "completed"
 
-    def test_a_long_pause_lists_a_thousand_skips_then_one_summary(self) -> None:
-        """A minutely task paused for two days records 1,000 skips and one summary."""
+    def test_a_long_pause_is_one_skip_event(self) -> None:
+        """A minutely task paused for two days records the fires it missed as one event."""
         task = Task(now=T0 - MIN)
         task.schedule(definition(IntervalTrigger(every=1, unit="minutes", start=T0)))
         task.do(cmd.Pause())
         back = T0 + timedelta(days=2) + 30 * SEC
         events = task.do(cmd.Resume(), at=back)
-        skips = events[:-1]
-        assert len(skips) == MAX_LISTED_MISSES + 1
-        assert skips[:MAX_LISTED_MISSES] == paused_skips(
-            *(T0 + k * MIN for k in range(MAX_LISTED_MISSES))
-        )
         total = 2 * 24 * 60 + 1
-        assert skips[-1] == ExecutionSkipped(
-            task_id=TASK,
-            nominal_time=T0 + MAX_LISTED_MISSES * MIN,
-            until=T0 + (total - 1) * MIN,
-            count=total - MAX_LISTED_MISSES,
-            reason="paused",
-            policy=PAUSED_POLICY,
-        )
+        assert events[:-1] == [
+            ExecutionSkipped(
+                task_id=TASK,
+                nominal_time=T0,
+                until=T0 + (total - 1) * MIN,
+                count=total,
+                reason="paused",
+                policy=PAUSED_POLICY,
+            )
+        ]
         assert events[-1] == TaskResumed(task_id=TASK, next_fire=T0 + total * MIN)
         assert task.state.fires == total
 
     def test_a_pause_past_the_scan_cap_resumes_after_now(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """Past MAX_MISSED_SCAN the examined fires are skipped and the next fire is after now."""
+        """Past MAX_MISSED_SCAN (fires walked one by one, as a cron's are) the examined
+        fires are skipped and the next fire is after now."""
         monkeypatch.setattr(task_decider, "MAX_MISSED_SCAN", 5)
         task = Task()
-        task.schedule(definition(hourly()))
+        task.schedule(definition(CronTrigger(expression="0 * * * *", start=T0)))
         task.do(cmd.Pause(), at=T0 - MIN)
         events = task.do(cmd.Resume(), at=T0 + 20 * HOUR + MIN)
         assert events == [

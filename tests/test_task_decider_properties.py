@@ -190,7 +190,8 @@ class History:
     closed: set[str] = field(default_factory=set)
     ended: bool = False
     command: cmd.Command | None = None
-    listed_skips: int = 0  # single skips in a row within the current decision
+    #: single skips in a row within the current decision, with the reason they share
+    listed_skips: list[str] = field(default_factory=list)
 
     def new_id(self) -> str:
         return f"x{next(self.ids)}"
@@ -212,7 +213,7 @@ class History:
         again = decide(before, command, self.now, lambda: f"x{next(replay_ids)}")
         assert again == events
         paused = before.lifecycle == "paused" and not isinstance(command, cmd.Resume)
-        self.command, self.listed_skips = command, 0
+        self.command, self.listed_skips = command, []
         for event in events:
             self.check(event, paused)
             self.state = evolve_task(self.state, event)
@@ -289,15 +290,20 @@ class History:
             assert (event.reason == "paused") == isinstance(self.command, cmd.Resume)
             if event.until is None:
                 assert event.count == 1
-                self.listed_skips += 1
+                # (d) a gap lists at most MAX_LISTED_MISSES misses one by one
+                if self.listed_skips and self.listed_skips[-1] != event.reason:
+                    self.listed_skips = []
+                self.listed_skips.append(event.reason)
+                assert len(self.listed_skips) <= task_decider.MAX_LISTED_MISSES
                 self.consume(event.nominal_time)
             else:
-                # (d) a summary follows the listed misses and counts exactly the trigger's
-                # nominal times in its range (one, when a single miss is left over)
-                assert self.listed_skips == task_decider.MAX_LISTED_MISSES
-                assert event.until >= event.nominal_time
-                assert (event.count == 1) == (event.until == event.nominal_time)
+                # (d) a longer gap is one summary, not preceded by listed misses of its own,
+                # that counts exactly the trigger's nominal times in its range
+                assert event.reason not in self.listed_skips
+                assert event.count > task_decider.MAX_LISTED_MISSES
+                assert event.until > event.nominal_time
                 assert event.count == self.nominal_times_between(event.nominal_time, event.until)
+                self.listed_skips = []
                 self.consume(event.nominal_time, until=event.until, count=event.count)
         elif isinstance(event, ExecutionQueued):
             self.consume(event.nominal_time)
@@ -331,7 +337,7 @@ class History:
         elif isinstance(event, TaskScheduled | TaskUpdated):
             self.since_definition = 0
         if not isinstance(event, ExecutionSkipped):
-            self.listed_skips = 0
+            self.listed_skips = []
 
     def consume(self, nominal: datetime, until: datetime | None = None, count: int = 1) -> None:
         # (b) the schedule's nominal times never go backwards nor repeat

@@ -40,19 +40,25 @@ from chronolog.events import (
     TaskUpdated,
 )
 from chronolog.triggers import Fire, next_fire
+from chronolog.triggers.missed import Missed, missed_since
 from chronolog.triggers.spec import DateTrigger
 
-#: Upper bound on missed fire times examined after downtime, a pause or a clock jump, so a
-#: task that fires every second and slept for a day still costs a bounded decision. Past
-#: it, the schedule resumes after now and only the examined misses are counted. A job
-#: shard decides one message at a time: at 1,000,000, a minutely task after two years
-#: down held its shard for 2 s (4 s for a cron task), 1,000 such tasks for an hour or
-#: more; at 100,000, 0.2-0.4 s, and gaps of up to 69 days of a minutely task are still
-#: counted exactly.
+#: Upper bound on missed fire times examined one by one after downtime, a pause or a
+#: clock jump (cron triggers and day/week/month intervals; every N seconds, minutes or
+#: hours is counted by arithmetic, exactly, whatever the gap), so a decision stays bounded.
+#: Past it, the schedule resumes after now and only the examined misses are counted. A
+#: job shard decides one message at a time: at 1,000,000, a minutely cron task after two
+#: years down held its shard for 4 s; at 100,000, 0.4 s, and gaps of up to 69 days of a
+#: minutely cron are still counted exactly.
 MAX_MISSED_SCAN = 100_000
 
-#: Misses recorded one event each; the rest of a long gap becomes one summary event.
-MAX_LISTED_MISSES = 1_000
+#: A gap of up to this many missed fires is recorded one ``ExecutionSkipped`` each; a
+#: longer one is one event for the whole gap (``count`` fires from ``nominal_time`` to
+#: ``until``). So a catch-up writes a handful of events per task however long the process
+#: was down: listing each miss of a long gap (up to 1,000 of them, as this once did) made
+#: an hour's outage of 10,000 minutely tasks 600,000 events and a 16 s catch-up, and a
+#: day's outage ten million events.
+MAX_LISTED_MISSES = 10
 
 #: Retry backoff stops doubling here (2**62 seconds is far past any cap anyway).
 _MAX_BACKOFF_EXPONENT = 62
@@ -212,9 +218,9 @@ def _resume(d: _Decision, c: cmd.Resume) -> None:
         if pending is not None:
             # Fires that fell inside the pause do not run (the user asked for silence), but
             # each is recorded, so "why didn't it run?" has an answer.
-            fell_inside, scan_exhausted = _due_since(d, pending)
-            _skip_all(d, fell_inside, "paused", "fires while paused do not run")
-            after = d.now if scan_exhausted else fell_inside[-1]
+            fell_inside = _due_since(d, pending)
+            _skip_all(d, fell_inside, fell_inside.count, "paused", "fires while paused do not run")
+            after = d.now if fell_inside.exhausted else fell_inside.tail[-1]
         following = next_fire(trigger, after, seed=seed, runs_so_far=d.state.fires)
     d.emit(
         TaskResumed(
@@ -269,16 +275,17 @@ def _fire(d: _Decision, c: cmd.Fire) -> None:
 def _catch_up(d: _Decision, first_missed: datetime) -> None:
     """Fires later than the misfire grace: apply the task's catch-up policy to them all."""
     policies = d.definition.policies
-    missed, scan_exhausted = _due_since(d, first_missed)
+    limit = max(policies.catchup_limit, 1) if policies.catchup == "run_all" else 1
+    missed = _due_since(d, first_missed, keep_tail=limit + 1)
     if policies.catchup == "skip":
-        _skip_all(d, missed, "misfire", "catchup=skip")
+        _skip_all(d, missed, missed.count, "misfire", "catchup=skip")
     elif policies.catchup == "run_once":
-        _skip_all(d, missed[:-1], "misfire", "catchup=run_once")
-        _run_or_overlap(d, missed[-1], "catch_up")
+        _skip_all(d, missed, missed.count - 1, "misfire", "catchup=run_once")
+        _run_or_overlap(d, missed.tail[-1], "catch_up")
     else:  # run_all: run them one after another through the queue, up to the limit
-        limit = max(policies.catchup_limit, 1)
-        runnable, dropped = missed[-limit:], missed[:-limit]
-        _skip_all(d, dropped, "catch_up_limit", f"catchup=run_all limit={limit}")
+        dropped = max(missed.count - limit, 0)
+        runnable = missed.between(dropped, missed.count)
+        _skip_all(d, missed, dropped, "catch_up_limit", f"catchup=run_all limit={limit}")
         if d.state.open_executions:
             head, rest = None, runnable
         else:
@@ -287,42 +294,44 @@ def _catch_up(d: _Decision, first_missed: datetime) -> None:
             d.start(head, "catch_up")
         for nominal in rest:
             d.emit(ExecutionQueued(task_id=d.state.task_id, nominal_time=nominal))
-    _decide_next(d, d.now if scan_exhausted else missed[-1])
+    _decide_next(d, d.now if missed.exhausted else missed.tail[-1])
 
 
-def _due_since(d: _Decision, first: datetime) -> tuple[list[datetime], bool]:
-    """Nominal times from ``first`` whose fire instant is at or before now, in order, and
-    whether the scan stopped at :data:`MAX_MISSED_SCAN` before reaching now."""
-    trigger = d.definition.trigger
-    fires = d.state.fires
-    due = [first]
-    upcoming = next_fire(trigger, first, seed=d.state.task_id, runs_so_far=fires + 1)
-    while upcoming is not None and upcoming.at <= d.now:
-        if len(due) >= MAX_MISSED_SCAN:
-            return due, True
-        due.append(upcoming.nominal)
-        upcoming = next_fire(
-            trigger, upcoming.nominal, seed=d.state.task_id, runs_so_far=fires + len(due)
+def _due_since(d: _Decision, first: datetime, keep_tail: int = 1) -> Missed:
+    """Nominal times from ``first`` whose fire instant is at or before now (counted; the
+    first :data:`MAX_LISTED_MISSES` + 1 and the last ``keep_tail`` kept), walking at most
+    :data:`MAX_MISSED_SCAN` of them."""
+    return missed_since(
+        d.definition.trigger,
+        first,
+        d.now,
+        seed=d.state.task_id,
+        runs_so_far=d.state.fires,
+        keep_head=MAX_LISTED_MISSES + 1,
+        keep_tail=keep_tail,
+        walk_limit=MAX_MISSED_SCAN - 1,
+    )
+
+
+def _skip_all(d: _Decision, missed: Missed, how_many: int, reason: SkipReason, policy: str) -> None:
+    """Record the first ``how_many`` missed times as skipped: one event each for a few,
+    one event for a long gap."""
+    if how_many <= 0:
+        return
+    if how_many <= MAX_LISTED_MISSES:
+        for nominal in missed.between(0, how_many):
+            d.emit(_skipped(d, nominal, reason, policy))
+        return
+    d.emit(
+        ExecutionSkipped(
+            task_id=d.state.task_id,
+            nominal_time=missed.head[0],
+            until=missed.at(how_many - 1),
+            count=how_many,
+            reason=reason,
+            policy=policy,
         )
-    return due, False
-
-
-def _skip_all(d: _Decision, nominals: list[datetime], reason: SkipReason, policy: str) -> None:
-    """Record skipped nominal times: one event each for the first ones, then a summary."""
-    listed, rest = nominals[:MAX_LISTED_MISSES], nominals[MAX_LISTED_MISSES:]
-    for nominal in listed:
-        d.emit(_skipped(d, nominal, reason, policy))
-    if rest:
-        d.emit(
-            ExecutionSkipped(
-                task_id=d.state.task_id,
-                nominal_time=rest[0],
-                until=rest[-1],
-                count=len(rest),
-                reason=reason,
-                policy=policy,
-            )
-        )
+    )
 
 
 def _run_or_overlap(d: _Decision, nominal: datetime, reason: ExecutionReason) -> None:

@@ -91,8 +91,9 @@ class ExecutionSkipped(DomainEvent, frozen=True, kw_only=True):
     """A nominal time was not run, and why: missed beyond grace, overlap, a pause, or
     catch-up rules.
 
-    After a long gap, misses beyond the first thousand are summarised by one event:
-    ``count`` nominal times from ``nominal_time`` to ``until``.
+    A gap of more than a few misses is one event: ``count`` nominal times from
+    ``nominal_time`` to ``until`` (logs written before this rule list up to a thousand
+    misses one by one, then summarise the rest the same way).
     """
 
     task_id: str

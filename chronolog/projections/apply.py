@@ -225,7 +225,8 @@ class EventRecord(msgspec.Struct, gc=False):
 
 
 class SkipRecord(msgspec.Struct, gc=False):
-    """One row of ``skips``."""
+    """One row of ``skips``: one skipped nominal time, or ``count`` of them up to
+    ``until``."""
 
     position: int
     task_id: str
@@ -233,6 +234,8 @@ class SkipRecord(msgspec.Struct, gc=False):
     reason: str
     policy: str
     recorded_at: datetime
+    count: int
+    until: datetime | None
 
 
 class FileRecord(msgspec.Struct, gc=False):
@@ -580,7 +583,7 @@ def _retry_scheduled(fold: BatchFold, envelope: Envelope, event: RetryScheduled)
 
 def _execution_skipped(fold: BatchFold, envelope: Envelope, event: ExecutionSkipped) -> None:
     task = fold.task(event.task_id, envelope)
-    task.skips += 1
+    task.skips += event.count
     task.last_outcome = "skipped"
     fold.skips.append(
         SkipRecord(
@@ -590,6 +593,8 @@ def _execution_skipped(fold: BatchFold, envelope: Envelope, event: ExecutionSkip
             event.reason,
             event.policy,
             envelope.recorded_at,
+            event.count,
+            event.until,
         )
     )
 

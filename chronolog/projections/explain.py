@@ -152,9 +152,10 @@ def describe(event: DomainEvent) -> tuple[str, str, str | None, datetime | None]
             return "late_result", sentence, e.execution_id, None
         case ExecutionSkipped():
             why = _SKIP_REASONS.get(e.reason, e.reason)
-            sentence = (
-                f"Skipped the fire for {when(e.nominal_time)} because {why} (policy {e.policy})."
-            )
+            fires = f"the fire for {when(e.nominal_time)}"
+            if e.until is not None and e.count > 1:
+                fires = f"{e.count} fires, from {when(e.nominal_time)} to {when(e.until)},"
+            sentence = f"Skipped {fires} because {why} (policy {e.policy})."
             return "skipped", sentence, None, e.nominal_time
         case RetryScheduled():
             sentence = (

@@ -434,11 +434,15 @@ def list_skips(
     limit: int = 100,
     offset: int = 0,
 ) -> Page[SkipRow]:
-    """Skipped nominal times, newest first; ``since <= nominal_time < until``."""
+    """Skipped nominal times, newest first: the rows with a skipped time in
+    ``since <= t < until`` (a row for a long gap spans ``nominal_time`` to ``until``)."""
     _check_text("task_id", task_id)
     _check_window(since, until)
     _check_page(limit, offset)
-    where, params = _filters({"task_id": task_id}, since=since, until=until)
+    where, params = _filters({"task_id": task_id}, until=until)
+    if since is not None:
+        where.append('coalesce("until", nominal_time) >= $since')
+        params["since"] = since
     order = "nominal_time DESC, position DESC"
     return _page(conn, "skips", where, params, order, limit, offset, _skip, selective=False)
 

@@ -129,7 +129,8 @@ class ExecutionRow(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SkipRow(msgspec.Struct, frozen=True, kw_only=True):
-    """A nominal time that was not run (``ExecutionSkipped``), from ``skips``."""
+    """A nominal time that was not run (``ExecutionSkipped``), from ``skips``; or, for a
+    long gap, ``count`` of them from ``nominal_time`` to ``until``."""
 
     position: int
     task_id: str
@@ -137,6 +138,8 @@ class SkipRow(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
     policy: str
     recorded_at: datetime
+    count: int = 1
+    until: datetime | None = None
 
 
 class TaskStats(msgspec.Struct, frozen=True, kw_only=True):

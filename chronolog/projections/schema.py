@@ -17,7 +17,7 @@ from chronolog.events import ALL_EVENT_TYPES
 
 #: Bump when a table's shape or the meaning of a column changes: a projection written by
 #: another version is dropped and rebuilt from the log when it is opened.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _event_schema_fingerprint() -> str:
@@ -91,6 +91,8 @@ SKIPS: tuple[tuple[str, str], ...] = (
     ("reason", "VARCHAR NOT NULL"),
     ("policy", "VARCHAR NOT NULL"),
     ("recorded_at", "TIMESTAMPTZ NOT NULL"),
+    ("count", "INTEGER NOT NULL"),
+    ("until", "TIMESTAMPTZ"),
 )
 
 EVENTS: tuple[tuple[str, str], ...] = (

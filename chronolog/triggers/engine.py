@@ -156,6 +156,12 @@ def clear_caches() -> None:
     fixed_offset.cache_clear()
 
 
+def compiled_plan(spec: TriggerSpec) -> _Compiled:
+    """The validated, compiled form of ``spec`` (cached): its plan and the bounds every
+    kind shares. Raises ``InvalidTriggerError`` for an invalid spec."""
+    return _compiled(spec)
+
+
 def _check_after(after: datetime) -> None:
     if not isinstance(after, datetime) or after.tzinfo is None or after.utcoffset() is None:
         raise ValidationError(

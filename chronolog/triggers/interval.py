@@ -38,12 +38,24 @@ class ElapsedIntervalPlan:
         self._start = start
         self._step = step
 
+    @property
+    def step(self) -> timedelta:
+        """The time between two fires."""
+        return self._step
+
     def next_after(self, after: datetime) -> Found | None:
         """The first ``start + k * step`` strictly after ``after``."""
         if after < self._start:
             return self._start, ()
         k = (after - self._start) // self._step + 1
         return self._start + k * self._step, ()
+
+    def steps_through(self, fire: datetime, through: datetime) -> int:
+        """How many fires follow the fire ``fire`` up to ``through`` (inclusive): 0 when
+        ``fire`` is not one of this plan's instants."""
+        if fire < self._start or through <= fire or (fire - self._start) % self._step:
+            return 0
+        return (through - fire) // self._step
 
 
 class CalendarIntervalPlan:
