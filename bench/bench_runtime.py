@@ -36,6 +36,13 @@ Workloads (``--quick`` divides every task count by 10):
   seconds until ``start()`` returns and a task scheduled to run immediately has run
   (target < 3 s). Peer: APScheduler's SQLite store with 100,000 cron jobs (populated with
   ``synchronous=OFF``, untimed). ``memory`` and ``restart`` share one run.
+* ``catch_up``: 10,000 tasks every minute, scheduled a day (``CATCH_UP_GAP``) before the
+  scheduler starts again: chronolog's on a fake clock set a day back, APScheduler's (SQLite
+  store, ``coalesce=True``, no misfire grace: each job runs once) with its first run a
+  day back. Seconds from the start until every task has run its one catch-up, and the
+  events chronolog's log gained (each task records the 1,439 fires it missed; the
+  catch-up policy is chronolog's default, ``run_once``). Peer: ``aps_sqlite`` only (a
+  memory store forgets its jobs when the process ends).
 * ``read_your_writes``: while other writes trickle in (one ``schedule_event`` every
   20 ms), 200 rounds 37 ms apart of ``schedule_event`` then ``get_event`` of the new task
   (which waits until the projections have it) then ``list_events(limit=1)``. Latency of
@@ -105,6 +112,7 @@ WORKLOADS = (
     "restart",
     "loop_lag",
     "read_your_writes",
+    "catch_up",
 )
 #: ``read_your_writes``: rounds, their spacing, and the other writes' spacing (seconds).
 RYW_ROUNDS, RYW_EVERY, RYW_TRICKLE_EVERY = 200, 0.037, 0.02
@@ -125,6 +133,8 @@ CHUNK = 1_000
 SPAWN_CHUNK = 100
 #: How long the loop-lag harness keeps 10,000 calls in flight in its sustained windows.
 SUSTAIN_SECONDS = 3.0
+#: ``catch_up``: how long the scheduler was down, and the tasks' interval (seconds).
+CATCH_UP_GAP, CATCH_UP_EVERY = 86_400, 60
 ONE_SHOT_SPREAD = 2.0
 INTERVAL_EVERY = 10
 INTERVAL_SPREAD = 10.0
@@ -262,6 +272,11 @@ async def wait_for_fires(expected: int, last_due: float, deadline: float) -> Non
 def chronolog_probe(context: Any) -> None:
     """chronolog task: record the start lag against the execution's nominal time."""
     _LAGS.append(time.time() - context.nominal_time.timestamp())
+
+
+def count_run(*_args: object) -> None:
+    """A task or job that only counts its runs."""
+    _LAGS.append(0.0)
 
 
 def aps_probe(due: float) -> None:
@@ -1181,6 +1196,114 @@ async def run_read_your_writes(subject: Subject) -> dict[str, Any]:
     }
 
 
+async def wait_for_runs(n: int, timeout: float) -> bool:
+    """Wait until ``n`` runs were counted (:func:`count_run`); whether they were."""
+    deadline = time.perf_counter() + timeout
+    while len(_LAGS) < n and time.perf_counter() < deadline:
+        await asyncio.sleep(0.005)
+    return len(_LAGS) >= n
+
+
+async def run_catch_up(subject_name: str, data_dir: Path, n: int) -> dict[str, Any]:
+    """``n`` minutely tasks whose scheduler was down for :data:`CATCH_UP_GAP`: seconds
+    from the start until each has run once."""
+    first_due = datetime.now(UTC) - timedelta(seconds=CATCH_UP_GAP)
+    if subject_name == "chronolog":
+        return await chronolog_catch_up(data_dir, n, first_due)
+    return await aps_catch_up(data_dir, n, first_due)
+
+
+async def chronolog_catch_up(data_dir: Path, n: int, first_due: datetime) -> dict[str, Any]:
+    from chronolog import AppContext, SchedulerModule, Settings
+    from chronolog.testing import FakeClock
+
+    async def session(clock: FakeClock | None) -> tuple[SchedulerModule, SchedulerService]:
+        settings = Settings(data_dir=str(data_dir), log_level="warning", log_format="json")
+        module = SchedulerModule(settings, clock=clock)
+        app = AppContext()
+        module.register(app)
+        service: SchedulerService = app.get_service("scheduler_service")
+        service.register_function("count_run", count_run)
+        await module.start()
+        return module, service
+
+    module, svc = await session(FakeClock(first_due - timedelta(seconds=1)))
+    for offset in range(0, n, CHUNK):
+        results = await asyncio.gather(
+            *(
+                svc.schedule_event(
+                    f"minutely-{i}",
+                    "count_run",
+                    first_due,
+                    recurring=True,
+                    interval_type="seconds",
+                    interval_value=CATCH_UP_EVERY,
+                )
+                for i in range(offset, min(offset + CHUNK, n))
+            )
+        )
+        failed = [r for r in results if not r.ok]
+        if failed:
+            await module.stop()
+            return {"error": describe(failed[0])}
+    await module.stop()
+    before = log_event_counts(data_dir)
+    _LAGS.clear()
+    started = time.perf_counter()
+    module, svc = await session(None)
+    start_s = time.perf_counter() - started
+    try:
+        all_ran = await wait_for_runs(n, 300)
+        seconds = time.perf_counter() - started
+    finally:
+        await module.stop()
+    after = log_event_counts(data_dir)
+    added = {kind: count - before.get(kind, 0) for kind, count in after.items()}
+    return {
+        "n": n,
+        "start_s": start_s,
+        "all_ran_s": seconds if all_ran else None,
+        "runs": len(_LAGS),
+        "events_added": sum(added.values()),
+        "events_added_per_task": sum(added.values()) / n,
+        "events_added_by_type": {k: v for k, v in added.items() if v},
+    }
+
+
+async def aps_catch_up(data_dir: Path, n: int, first_due: datetime) -> dict[str, Any]:
+    subject = ApsSubject("sqlite", data_dir)
+    scheduler = subject.build(fast_populate=True)
+    scheduler.start(paused=True)
+    for i in range(n):
+        scheduler.add_job(
+            count_run,
+            "interval",
+            seconds=CATCH_UP_EVERY,
+            start_date=first_due,
+            next_run_time=first_due,
+            coalesce=True,
+            misfire_grace_time=None,
+            id=f"minutely-{i}",
+        )
+    scheduler.shutdown(wait=False)
+    subject.engine.dispose()
+    _LAGS.clear()
+    started = time.perf_counter()
+    await subject.start()
+    start_s = time.perf_counter() - started
+    try:
+        all_ran = await wait_for_runs(n, 300)
+        seconds = time.perf_counter() - started
+    finally:
+        await stop_quietly(subject)
+    return {
+        "n": n,
+        "start_s": start_s,
+        "all_ran_s": seconds if all_ran else None,
+        "runs": len(_LAGS),
+    }
+
+
 async def worker(
     workload: str,
     subject_name: str,
@@ -1193,6 +1316,8 @@ async def worker(
         return await run_loop_lag(subject_name, data_dir, 10_000 // scale, floor_seconds)
     if workload == "restart":
         return await run_aps_restart(data_dir, 100_000 // scale)
+    if workload == "catch_up":
+        return await run_catch_up(subject_name, data_dir, 10_000 // scale)
     subject = make_subject(subject_name, data_dir)
     if workload == "one_shot":
         return await run_one_shot(subject, 10_000 // scale)
@@ -1411,6 +1536,17 @@ def report(workload: str, results: dict[str, dict[str, Any]]) -> None:
             start_s=ours.get("restart_start_s"),
             tasks_in_log=ours.get("tasks_before_restart"),
         )
+    elif workload == "catch_up":
+        emit(
+            "catch_up.all_ran",
+            results,
+            "all_ran_s",
+            "s",
+            n=ours.get("n"),
+            start_s=ours.get("start_s"),
+            runs=ours.get("runs"),
+        )
+        emit("catch_up.events_per_task", results, "events_added_per_task", "events")
     elif workload == "read_your_writes":
         for call in ("write", "read", "list"):
             for stat in ("p50", "p99", "max"):
@@ -1503,6 +1639,8 @@ def plan(workload: str, subjects: list[str]) -> list[tuple[str, str, str]]:
         return [("restart", "aps_sqlite", "aps_sqlite")] if "aps_sqlite" in subjects else []
     if workload == "memory":
         return [("memory", s, s) for s in subjects if s != "aps_sqlite"]
+    if workload == "catch_up":
+        return [(workload, s, s) for s in subjects if s in ("chronolog", "aps_sqlite")]
     return [(workload, s, s) for s in subjects]
 
 
