@@ -24,9 +24,10 @@ Semantics chosen (and documented in the README):
 
 from __future__ import annotations
 
+import bisect
 import calendar
 import re
-from datetime import date
+from datetime import date, timedelta
 from functools import lru_cache
 
 from croniter import croniter
@@ -96,6 +97,7 @@ class CronFields:
     """
 
     __slots__ = (
+        "_day_counts",
         "_day_tables",
         "_dom",
         "_dom_any",
@@ -105,6 +107,8 @@ class CronFields:
         "_dow_any",
         "_dow_nth",
         "_every_day",
+        "_hour_list",
+        "_minute_list",
         "_month_tables",
         "_next_hour",
         "_next_minute",
@@ -114,7 +118,9 @@ class CronFields:
         "_prev_minute",
         "_prev_month",
         "_prev_second",
+        "_second_list",
         "expression",
+        "fires_per_day",
         "has_seconds",
         "hour_repeats",
     )
@@ -160,6 +166,12 @@ class CronFields:
         self._prev_month = _prev_table(months, 13)
         self._day_tables: dict[int, DayTable] = {}
         self._month_tables: dict[int, DayTable] = {}
+        self._day_counts: dict[int, tuple[int, ...]] = {}
+        #: Matching wall times in a matching day: hours x minutes x seconds.
+        self.fires_per_day = len(hours) * len(minutes) * len(seconds)
+        self._hour_list = tuple(sorted(hours))
+        self._minute_list = tuple(sorted(minutes))
+        self._second_list = tuple(sorted(seconds))
 
     # --- day matching --------------------------------------------------------------------
 
@@ -221,6 +233,60 @@ class CronFields:
                 prv[day] = preceding
             table = (tuple(nxt), tuple(prv))
             self._day_tables[key] = table
+        return table
+
+    def fires_from(self, second_of_day: int) -> int:
+        """How many of a matching day's wall times are at or after ``second_of_day``
+        (0 to 86,400)."""
+        hour, rest = divmod(second_of_day, 3600)
+        minute, second = divmod(rest, 60)
+        hours, minutes, seconds = self._hour_list, self._minute_list, self._second_list
+        later_hours = len(hours) - bisect.bisect_right(hours, hour)
+        found = later_hours * len(minutes) * len(seconds)
+        if hour in self._hour_list:
+            later_minutes = len(minutes) - bisect.bisect_right(minutes, minute)
+            found += later_minutes * len(seconds)
+            if minute in minutes:
+                found += len(seconds) - bisect.bisect_left(seconds, second)
+        return found
+
+    def day_matches(self, day: date) -> bool:
+        """Whether ``day`` matches the day and month fields."""
+        return self.matching_days(day, day + timedelta(days=1)) == 1
+
+    def matching_days(self, first: date, stop: date) -> int:
+        """How many dates ``first <= d < stop`` match the day and month fields."""
+        count = 0
+        year, month = first.year, first.month
+        while (year, month) <= (stop.year, stop.month):
+            if self._next_month[month] == month:
+                ndays = _DAYS_IN_MONTH[month]
+                if month == 2 and calendar.isleap(year):
+                    ndays = 29
+                low = first.day if (year, month) == (first.year, first.month) else 1
+                high = stop.day - 1 if (year, month) == (stop.year, stop.month) else ndays
+                if high >= low:
+                    if self._every_day:
+                        count += high - low + 1
+                    else:
+                        counts = self._day_count_table(
+                            ndays, (date(year, month, 1).weekday() + 1) % 7
+                        )
+                        count += counts[high] - counts[low - 1]
+            year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        return count
+
+    def _day_count_table(self, ndays: int, first_weekday: int) -> tuple[int, ...]:
+        """Running counts of matching days: entry ``i`` counts days ``1..i``."""
+        key = ndays * 8 + first_weekday
+        table = self._day_counts.get(key)
+        if table is None:
+            matches = self._day_matches(ndays, first_weekday)
+            running = [0] * (ndays + 1)
+            for day in range(1, ndays + 1):
+                running[day] = running[day - 1] + matches[day]
+            table = tuple(running)
+            self._day_counts[key] = table
         return table
 
     def can_ever_match(self) -> bool:

@@ -14,7 +14,8 @@ handled on its own (:meth:`CronPlan._from_first_pass`).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from chronolog.triggers.cron import CronFields, Wall
@@ -26,13 +27,27 @@ from chronolog.triggers.dst import (
     gap_note,
     skipped_gap_note,
 )
-from chronolog.triggers.zones import EPOCH_NAIVE, EPOCH_UTC, ONE_SECOND
+from chronolog.triggers.zones import EPOCH_NAIVE, EPOCH_UTC, ONE_SECOND, transitions_in_year
 
 Found = tuple[datetime, tuple[str, ...]]
 
 #: A gap holds at most a day of wall times (Samoa, 2011): 1,440 minutes, 86,400 seconds
 #: for a 6-field expression. The look-back stops there.
 _MAX_SKIPPED = 86_400
+
+_EPOCH_ORDINAL = EPOCH_NAIVE.toordinal()
+
+
+@dataclass(frozen=True, slots=True)
+class QuietSpan:
+    """Wall times that no UTC offset change comes near, so that every matching one is a
+    fire at ``wall - offset``: ``count`` fires from the wall second ``start_wall``
+    (inclusive) to ``stop_wall`` (exclusive)."""
+
+    start_wall: int
+    stop_wall: int
+    offset: int
+    count: int
 
 
 class CronPlan:
@@ -88,6 +103,86 @@ class CronPlan:
             return found
         note = skipped_gap_note(self._zone_name, [_naive(w) for w in skipped])
         return found[0], (note, *found[1])
+
+    def quiet_span(self, after: datetime, through: datetime) -> QuietSpan | None:
+        """The fires after ``after`` and at or before ``through``, counted from the fields
+        (whole days: ``matching_days`` x ``fires_per_day``; the days at either end: the
+        wall times in their part), up to the first local day that an offset change
+        touches; ``None`` when there is none, or ``after``'s own day is touched.
+
+        DST policies and notes only ever apply on days an offset change touches, which
+        are left to a fire-by-fire walk.
+        """
+        zone = self._zone
+        after_day = after.astimezone(zone).date()
+        offset = _seconds(after.astimezone(zone).utcoffset())
+        stop_wall = (through - EPOCH_UTC) // ONE_SECOND + offset + 1
+        if self._fixed is None:
+            touched = self._first_touched_day(after, through, after_day)
+            if touched <= after_day:
+                return None
+            if touched != date.max:
+                stop_wall = min(stop_wall, _wall(touched))
+        start_wall = (after - EPOCH_UTC) // ONE_SECOND + offset + 1
+        if start_wall >= stop_wall:
+            return None
+        count = self._count_walls(start_wall, stop_wall)
+        if count == 0:
+            return None
+        return QuietSpan(start_wall, stop_wall, offset, count)
+
+    def _count_walls(self, start: int, stop: int) -> int:
+        """Matching wall times ``start <= wall < stop``."""
+        fields = self._fields
+        first_day, first_second = _day(start), start % 86_400
+        last_day, last_second = _day(stop), stop % 86_400
+        if first_day == last_day:
+            if not fields.day_matches(first_day):
+                return 0
+            return fields.fires_from(first_second) - fields.fires_from(last_second)
+        count = 0
+        if fields.day_matches(first_day):
+            count += fields.fires_from(first_second)
+        whole_from = first_day + timedelta(days=1)
+        if whole_from < last_day:
+            count += fields.matching_days(whole_from, last_day) * fields.fires_per_day
+        if last_second and fields.day_matches(last_day):
+            count += fields.fires_per_day - fields.fires_from(last_second)
+        return count
+
+    def _first_touched_day(self, after: datetime, through: datetime, first_day: date) -> date:
+        """The first local day from ``first_day`` on that an offset change touches (the
+        local dates of its instant before and after the change), or ``date.max``."""
+        for year in range(max(after.year - 1, 1), min(through.year + 1, 9999) + 1):
+            for instant, before, later in transitions_in_year(self._zone_name, year):
+                touched = sorted(_day(instant + offset) for offset in (before, later))
+                if touched[-1] >= first_day:
+                    return max(touched[0], first_day)
+        return date.max
+
+    def first_fires(self, span: QuietSpan, limit: int) -> list[datetime]:
+        """The first ``limit`` fires of ``span``, in order."""
+        found: list[datetime] = []
+        t = span.start_wall
+        while len(found) < limit:
+            wall = self._fields.next_wall(t)
+            if wall is None or wall[0] >= span.stop_wall:
+                break
+            found.append(EPOCH_UTC + timedelta(seconds=wall[0] - span.offset))
+            t = wall[0] + 1
+        return found
+
+    def last_fires(self, span: QuietSpan, limit: int) -> list[datetime]:
+        """The last ``limit`` fires of ``span``, in order."""
+        found: list[datetime] = []
+        t = span.stop_wall - 1
+        while len(found) < limit:
+            wall = self._fields.prev_wall(t)
+            if wall is None or wall[0] < span.start_wall:
+                break
+            found.append(EPOCH_UTC + timedelta(seconds=wall[0] - span.offset))
+            t = wall[0] - 1
+        return found[::-1]
 
     def _skipped_before(self, fire: datetime) -> list[int]:
         """Matching wall times dropped by ``skip`` between the previous fire and ``fire``.
@@ -194,4 +289,14 @@ def _naive(wall: int) -> datetime:
     return EPOCH_NAIVE + timedelta(seconds=wall)
 
 
-__all__ = ["CronPlan"]
+def _wall(day: date) -> int:
+    """Wall seconds (since 1970-01-01 00:00, naive) of ``day``'s midnight."""
+    return (day.toordinal() - _EPOCH_ORDINAL) * 86_400
+
+
+def _day(wall: int) -> date:
+    """The date of a wall time in seconds."""
+    return date.fromordinal(wall // 86_400 + _EPOCH_ORDINAL)
+
+
+__all__ = ["CronPlan", "QuietSpan"]

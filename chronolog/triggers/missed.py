@@ -6,8 +6,11 @@ event each) and the last ones (``run_once`` runs the newest, ``run_all`` the new
 ``catchup_limit``). Listing every one of a long gap cost a minutely task 1,440 trigger
 evaluations per day of outage, so 10,000 such tasks took ~30 s of CPU to catch up after
 one day. Elapsed intervals (every N seconds, minutes or hours) are a grid, so their
-count is arithmetic whatever the gap; the other kinds are walked fire by fire, up to a
-limit the caller sets.
+count is arithmetic whatever the gap. A cron's fires on the whole days that no UTC
+offset change touches are counted from its fields (matching days x fires per day), and
+only the days at the ends of the gap and those of DST changes are walked. Day, week and
+month intervals fire at most once a day and are walked fire by fire, as is what is left
+of the others, up to a limit the caller sets.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from chronolog.triggers.cron_schedule import CronPlan
 from chronolog.triggers.engine import compiled_plan, next_fire
 from chronolog.triggers.interval import ElapsedIntervalPlan
 from chronolog.triggers.spec import TriggerSpec
@@ -62,8 +66,9 @@ def missed_since(
     not: as :func:`next_fire` would give them one by one, with ``runs_so_far`` fires before
     ``first``. Keeps the first ``keep_head`` and the last ``keep_tail`` (each at least 1).
 
-    Elapsed intervals skip over the bulk of a gap by arithmetic; what is left (fires whose
-    jitter may put them after ``now``, other trigger kinds) is walked, at most
+    Elapsed intervals skip over the bulk of a gap by arithmetic, crons over their quiet
+    days; what is left (fires whose jitter may put them after ``now``, the days at the
+    ends of the gap and of DST changes, other trigger kinds) is walked, at most
     ``walk_limit`` fires, after which ``exhausted`` is set.
     """
     keep_tail = max(keep_tail, 1)
@@ -75,11 +80,30 @@ def missed_since(
         head.extend(first + index * step for index in range(1, min(jump, keep_head - 1) + 1))
         tail.extend(first + index * step for index in range(max(jump - keep_tail + 1, 1), jump + 1))
         count, nominal = count + jump, first + jump * step
+    compiled = compiled_plan(spec)
+    cron = compiled.plan if isinstance(compiled.plan, CronPlan) else None
+    through = _surely_due_through(spec, now)
+    # A cron counts ahead from the first missed time and again from the first fire of
+    # each new day the walk reaches (after a day that an offset change touched).
+    try_span, day = cron is not None, first.astimezone(compiled.zone).date()
     walked = 0
     while True:
         upcoming = next_fire(spec, nominal, seed=seed, runs_so_far=runs_so_far + count)
         if upcoming is None or upcoming.at > now:
             return Missed(count, tuple(head), tuple(tail), exhausted=False)
+        if try_span and cron is not None:
+            try_span = False
+            span = cron.quiet_span(nominal, through)
+            if span is not None and (
+                compiled.max_runs is None or runs_so_far + count + span.count < compiled.max_runs
+            ):
+                last = cron.last_fires(span, keep_tail)
+                if last:  # (a span always has fires; an empty one would never move on)
+                    if len(head) < keep_head:
+                        head.extend(cron.first_fires(span, keep_head - len(head)))
+                    tail.extend(last)
+                    count, nominal = count + span.count, last[-1]
+                    continue
         if walked >= walk_limit:
             return Missed(count, tuple(head), tuple(tail), exhausted=True)
         walked += 1
@@ -87,6 +111,8 @@ def missed_since(
         if len(head) < keep_head:
             head.append(nominal)
         tail.append(nominal)
+        if cron is not None and upcoming.local.date() != day:
+            try_span, day = True, upcoming.local.date()
 
 
 def _grid_steps(
@@ -96,18 +122,23 @@ def _grid_steps(
     nominal time is at least the largest jitter before ``now``, within ``end`` and
     ``max_runs``), and the step between them. ``(0, …)`` for other kinds, or when ``first``
     is not on the interval's grid (the walk then decides)."""
-    compiled = compiled_plan(spec)
-    plan = compiled.plan
+    plan = compiled_plan(spec).plan
     if not isinstance(plan, ElapsedIntervalPlan):
         return 0, timedelta(0)
-    through = now - timedelta(seconds=compiled.jitter)
-    if compiled.end is not None:
-        through = min(through, compiled.end)
-    steps = plan.steps_through(first, through)
-    if compiled.max_runs is not None:
+    steps = plan.steps_through(first, _surely_due_through(spec, now))
+    max_runs = compiled_plan(spec).max_runs
+    if max_runs is not None:
         # ``first`` is run number runs_so_far + 1; the last allowed is max_runs.
-        steps = min(steps, max(compiled.max_runs - runs_so_far - 1, 0))
+        steps = min(steps, max(max_runs - runs_so_far - 1, 0))
     return steps, plan.step
+
+
+def _surely_due_through(spec: TriggerSpec, now: datetime) -> datetime:
+    """The latest nominal time that is surely due at ``now`` and within ``end``: its fire
+    instant is at most the largest jitter after it."""
+    compiled = compiled_plan(spec)
+    through = now - timedelta(seconds=compiled.jitter)
+    return through if compiled.end is None else min(through, compiled.end)
 
 
 __all__ = ["Missed", "missed_since"]
