@@ -19,7 +19,7 @@ import msgspec
 from chronolog.errors import ValidationError
 from chronolog.limits import MAX_POLICY_COUNT, MAX_SECONDS, is_utf8
 
-LogFormat = Literal["auto", "json", "console"]
+LogFormat = Literal["auto", "json", "console", "logging"]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 #: Policy defaults end up in every task's policies: the same bounds as a task's own.
@@ -72,7 +72,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     default_misfire_grace: PolicySeconds | None = 60.0
     #: IANA zone for tasks that do not name one (None: the machine's zone, else UTC).
     default_timezone: str | None = None
-    #: ``json`` lines, ``console`` for people, ``auto`` picks by whether stderr is a tty.
+    #: ``json`` lines, ``console`` for people, ``auto`` picks by whether stderr is a tty;
+    #: ``logging``: records of the standard ``logging`` module (loggers ``chronolog.*``),
+    #: for the host's handlers.
     log_format: LogFormat = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: SQLite durability of the event log.

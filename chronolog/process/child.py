@@ -61,6 +61,10 @@ class SchedulerProcess:
     def __init__(self, channel: ControlChannel, start: msg.Start) -> None:
         self.channel = channel
         settings = msgspec.convert(start.settings, Settings)
+        if settings.log_format == "logging":
+            # The host's logging handlers are in the host process; this one writes JSON
+            # lines to the stderr it shares with the host.
+            settings = msgspec.structs.replace(settings, log_format="json")
         projections = None if start.projections_path is None else Path(start.projections_path)
         self.module = SchedulerModule(
             settings,
