@@ -167,6 +167,20 @@ def skipped(nominal: datetime, reason: SkipReason, policy: str) -> ExecutionSkip
     return ExecutionSkipped(task_id=TASK, nominal_time=nominal, reason=reason, policy=policy)
 
 
+def gap_skipped(
+    first: datetime, count: int, step: timedelta, reason: SkipReason, policy: str
+) -> ExecutionSkipped:
+    """The one event of a gap of ``count`` skipped fires ``step`` apart from ``first``."""
+    return ExecutionSkipped(
+        task_id=TASK,
+        nominal_time=first,
+        until=first + (count - 1) * step,
+        count=count,
+        reason=reason,
+        policy=policy,
+    )
+
+
 PAUSED_POLICY = "fires while paused do not run"
 
 
@@ -704,14 +718,7 @@ class TestMisfire:
         policy = "catchup=run_once"
         last = 15 * 24 * 60
         assert events == [
-            ExecutionSkipped(
-                task_id=TASK,
-                nominal_time=T0,
-                until=T0 + (last - 1) * MIN,
-                count=last,
-                reason="misfire",
-                policy=policy,
-            ),
+            gap_skipped(T0, last, MIN, "misfire", policy),
             started("x1", back, "catch_up"),
             next_decided(back + MIN),
         ]
@@ -770,16 +777,7 @@ class TestMisfire:
         back = T0 + 500 * DAY + 30 * SEC
         events = task.fire(at=back)
         skips = [e for e in events if isinstance(e, ExecutionSkipped)]
-        assert skips == [
-            ExecutionSkipped(
-                task_id=TASK,
-                nominal_time=T0,
-                until=T0 + 48 * DAY,
-                count=49,
-                reason="misfire",
-                policy="catchup=run_once",
-            )
-        ]
+        assert skips == [gap_skipped(T0, 49, DAY, "misfire", "catchup=run_once")]
         assert only_started(events) == started("x1", T0 + 49 * DAY, "catch_up")
         assert events[-1] == next_decided(T0 + 501 * DAY)
         assert task.state.fires == 50
@@ -1400,16 +1398,7 @@ class TestPauseResume:
         back = T0 + timedelta(days=2) + 30 * SEC
         events = task.do(cmd.Resume(), at=back)
         total = 2 * 24 * 60 + 1
-        assert events[:-1] == [
-            ExecutionSkipped(
-                task_id=TASK,
-                nominal_time=T0,
-                until=T0 + (total - 1) * MIN,
-                count=total,
-                reason="paused",
-                policy=PAUSED_POLICY,
-            )
-        ]
+        assert events[:-1] == [gap_skipped(T0, total, MIN, "paused", PAUSED_POLICY)]
         assert events[-1] == TaskResumed(task_id=TASK, next_fire=T0 + total * MIN)
         assert task.state.fires == total
 
