@@ -226,7 +226,9 @@ class SchedulerModule:
         if path is None and self._owns_store:
             path = data_dir / PROJECTIONS_FILENAME
         try:
-            self._projector = Projector(self._store, path)
+            self._projector = Projector(
+                self._store, path, memory_limit=self.settings.projections_memory_limit
+            )
             self._projector.catch_up()
             runtime = Runtime(
                 self.settings,

@@ -27,6 +27,10 @@ PolicySeconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS)]
 PolicyTimeout = Annotated[float, msgspec.Meta(gt=0, le=MAX_SECONDS)]
 PolicyCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_POLICY_COUNT)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+#: An amount of memory as DuckDB reads it: a number and a unit, e.g. ``512MB``, ``1.5GiB``.
+MemorySize = Annotated[
+    str, msgspec.Meta(pattern=r"^[1-9][0-9]*(\.[0-9]+)? ?(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
+]
 
 ENV_PREFIX = "CHRONOLOG_"
 
@@ -77,6 +81,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: for the host's handlers.
     log_format: LogFormat = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: The most memory DuckDB may use for the projections, e.g. ``512MB`` (None: DuckDB's
+    #: own limit, 80 % of the machine's memory or of the container's limit, which a host
+    #: that needs its memory for itself may find too generous).
+    projections_memory_limit: MemorySize | None = None
     #: SQLite durability of the event log.
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
     #: Bytes held back in the data directory for when its disk fills up: released then,

@@ -114,6 +114,10 @@ class TestErrors:
             # Undecodable bytes in a file name, as os.fsdecode carries them.
             ("data_dir", "/srv/bad\udcffname"),
             ("http_token", ""),
+            ("projections_memory_limit", "lots"),
+            ("projections_memory_limit", "0MB"),
+            ("projections_memory_limit", "512"),
+            ("projections_memory_limit", "1GB; SET threads=1"),
         ],
     )
     def test_the_module_checks_the_settings_it_is_given(self, key: str, value: object) -> None:
@@ -139,3 +143,19 @@ class TestErrors:
             "key": "default_timezone",
             "origin": f"settings file {config}",
         }
+
+
+def test_duckdb_keeps_to_the_memory_limit_it_is_given(tmp_path: Path) -> None:
+    """``projections_memory_limit`` (here from the environment) becomes DuckDB's limit."""
+    settings = load_settings(
+        overrides={"data_dir": str(tmp_path / "data")},
+        environ={"CHRONOLOG_PROJECTIONS_MEMORY_LIMIT": "300MB"},
+    )
+    module = SchedulerModule(settings)
+    module.start_blocking()
+    try:
+        reader = module.require_projector().reader()
+        [limit] = reader.execute("SELECT current_setting('memory_limit')").fetchone() or [None]
+        assert limit == "286.1 MiB"  # DuckDB shows 300 MB in binary units
+    finally:
+        module.stop_blocking()

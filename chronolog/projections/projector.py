@@ -162,7 +162,8 @@ class Projector:
     for :meth:`rebuild`; ``cache_rows`` task and execution rows are kept in memory between
     batches. ``on_applied(position)`` is called after each commit, on the committing thread
     (keep it cheap: metrics, notifying subscribers). ``checkpoint_threshold`` is DuckDB's
-    WAL size that triggers a checkpoint (see :data:`CHECKPOINT_THRESHOLD`).
+    WAL size that triggers a checkpoint (see :data:`CHECKPOINT_THRESHOLD`);
+    ``memory_limit`` DuckDB's memory limit (``"512MB"``; None: DuckDB's default).
 
     Example::
 
@@ -182,6 +183,7 @@ class Projector:
         cache_rows: int = 50_000,
         on_applied: Callable[[int], None] | None = None,
         checkpoint_threshold: str = CHECKPOINT_THRESHOLD,
+        memory_limit: str | None = None,
     ) -> None:
         if batch_size < 1 or rebuild_batch_size < 1 or cache_rows < 1:
             raise ValidationError("batch sizes and cache_rows must be at least 1")
@@ -193,6 +195,8 @@ class Projector:
         self._cache = StateCache(max_tasks=cache_rows, max_executions=cache_rows)
         self._board = TaskBoard()
         self._checkpoint_threshold = checkpoint_threshold
+        #: DuckDB's memory limit for this database (None: DuckDB's default).
+        self._memory_limit = memory_limit
         self._cursor_lock = threading.Lock()
         # Serialises batches, rebuilds and close; waiters for a position use the condition.
         self._lock = threading.RLock()
@@ -263,6 +267,8 @@ class Projector:
                 conn.execute(
                     "SET checkpoint_threshold = $value", {"value": self._checkpoint_threshold}
                 )
+                if self._memory_limit is not None:
+                    conn.execute("SET memory_limit = $value", {"value": self._memory_limit})
             # Loads for the next batch run on their own cursor while the writer commits.
             self._load_cursor = conn.cursor()
             opened.append(self._load_cursor)
