@@ -36,13 +36,14 @@ Workloads (``--quick`` divides every task count by 10):
   seconds until ``start()`` returns and a task scheduled to run immediately has run
   (target < 3 s). Peer: APScheduler's SQLite store with 100,000 cron jobs (populated with
   ``synchronous=OFF``, untimed). ``memory`` and ``restart`` share one run.
-* ``catch_up``: 10,000 tasks every minute, scheduled a day (``CATCH_UP_GAP``) before the
-  scheduler starts again: chronolog's on a fake clock set a day back, APScheduler's (SQLite
-  store, ``coalesce=True``, no misfire grace: each job runs once) with its first run a
-  day back. Seconds from the start until every task has run its one catch-up, and the
-  events chronolog's log gained (each task records the 1,439 fires it missed; the
-  catch-up policy is chronolog's default, ``run_once``). Peer: ``aps_sqlite`` only (a
-  memory store forgets its jobs when the process ends).
+* ``catch_up``: 10,000 tasks every minute (an interval, then in a second round the cron
+  ``* * * * *``), scheduled a day (``CATCH_UP_GAP``) before the scheduler starts again:
+  chronolog's on a fake clock set a day back, APScheduler's (SQLite store,
+  ``coalesce=True``, no misfire grace: each job runs once) with its first run a day
+  back. Seconds from the start until every task has run its one catch-up, and the events
+  chronolog's log gained (each task records the fires it missed; the catch-up policy is
+  chronolog's default, ``run_once``). Peer: ``aps_sqlite`` only (a memory store forgets
+  its jobs when the process ends).
 * ``read_your_writes``: while other writes trickle in (one ``schedule_event`` every
   20 ms), 200 rounds 37 ms apart of ``schedule_event`` then ``get_event`` of the new task
   (which waits until the projections have it) then ``list_events(limit=1)``. Latency of
@@ -1206,14 +1207,25 @@ async def wait_for_runs(n: int, timeout: float) -> bool:
 
 async def run_catch_up(subject_name: str, data_dir: Path, n: int) -> dict[str, Any]:
     """``n`` minutely tasks whose scheduler was down for :data:`CATCH_UP_GAP`: seconds
-    from the start until each has run once."""
-    first_due = datetime.now(UTC) - timedelta(seconds=CATCH_UP_GAP)
-    if subject_name == "chronolog":
-        return await chronolog_catch_up(data_dir, n, first_due)
-    return await aps_catch_up(data_dir, n, first_due)
+    from the start until each has run once; an interval, then a cron, each on a data
+    directory of its own."""
+    found: dict[str, Any] = {}
+    for kind in ("interval", "cron"):
+        first_due = datetime.now(UTC) - timedelta(seconds=CATCH_UP_GAP)
+        first_due = first_due.replace(second=0, microsecond=0)  # a cron's minute
+        directory = data_dir / kind
+        directory.mkdir()
+        if subject_name == "chronolog":
+            result = await chronolog_catch_up(directory, n, first_due, kind)
+        else:
+            result = await aps_catch_up(directory, n, first_due, kind)
+        found.update({f"{kind}_{key}": value for key, value in result.items()})
+    return found
 
 
-async def chronolog_catch_up(data_dir: Path, n: int, first_due: datetime) -> dict[str, Any]:
+async def chronolog_catch_up(
+    data_dir: Path, n: int, first_due: datetime, kind: str
+) -> dict[str, Any]:
     from chronolog import AppContext, SchedulerModule, Settings
     from chronolog.testing import FakeClock
 
@@ -1227,18 +1239,14 @@ async def chronolog_catch_up(data_dir: Path, n: int, first_due: datetime) -> dic
         await module.start()
         return module, service
 
+    every: dict[str, Any] = {"cron_expression": "* * * * *"}
+    if kind == "interval":
+        every = {"recurring": True, "interval_type": "seconds", "interval_value": CATCH_UP_EVERY}
     module, svc = await session(FakeClock(first_due - timedelta(seconds=1)))
     for offset in range(0, n, CHUNK):
         results = await asyncio.gather(
             *(
-                svc.schedule_event(
-                    f"minutely-{i}",
-                    "count_run",
-                    first_due,
-                    recurring=True,
-                    interval_type="seconds",
-                    interval_value=CATCH_UP_EVERY,
-                )
+                svc.schedule_event(f"minutely-{i}", "count_run", first_due, **every)
                 for i in range(offset, min(offset + CHUNK, n))
             )
         )
@@ -1270,16 +1278,20 @@ async def chronolog_catch_up(data_dir: Path, n: int, first_due: datetime) -> dic
     }
 
 
-async def aps_catch_up(data_dir: Path, n: int, first_due: datetime) -> dict[str, Any]:
+async def aps_catch_up(data_dir: Path, n: int, first_due: datetime, kind: str) -> dict[str, Any]:
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
     subject = ApsSubject("sqlite", data_dir)
     scheduler = subject.build(fast_populate=True)
     scheduler.start(paused=True)
+    trigger: Any = CronTrigger(minute="*", timezone=UTC)
+    if kind == "interval":
+        trigger = IntervalTrigger(seconds=CATCH_UP_EVERY, start_date=first_due, timezone=UTC)
     for i in range(n):
         scheduler.add_job(
             count_run,
-            "interval",
-            seconds=CATCH_UP_EVERY,
-            start_date=first_due,
+            trigger,
             next_run_time=first_due,
             coalesce=True,
             misfire_grace_time=None,
@@ -1537,16 +1549,22 @@ def report(workload: str, results: dict[str, dict[str, Any]]) -> None:
             tasks_in_log=ours.get("tasks_before_restart"),
         )
     elif workload == "catch_up":
-        emit(
-            "catch_up.all_ran",
-            results,
-            "all_ran_s",
-            "s",
-            n=ours.get("n"),
-            start_s=ours.get("start_s"),
-            runs=ours.get("runs"),
-        )
-        emit("catch_up.events_per_task", results, "events_added_per_task", "events")
+        for kind in ("interval", "cron"):
+            emit(
+                f"catch_up.{kind}.all_ran",
+                results,
+                f"{kind}_all_ran_s",
+                "s",
+                n=ours.get(f"{kind}_n"),
+                start_s=ours.get(f"{kind}_start_s"),
+                runs=ours.get(f"{kind}_runs"),
+            )
+            emit(
+                f"catch_up.{kind}.events_per_task",
+                results,
+                f"{kind}_events_added_per_task",
+                "events",
+            )
     elif workload == "read_your_writes":
         for call in ("write", "read", "list"):
             for stat in ("p50", "p99", "max"):
