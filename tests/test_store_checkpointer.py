@@ -29,6 +29,14 @@ def events_in_database_file(data_dir: Path, scratch: Path) -> int:
         conn.close()
 
 
+def checkpointed(store: SQLiteEventStore) -> bool:
+    """Whether the store's checkpointer has run once (waited for up to 10 s)."""
+    deadline = time.monotonic() + 10
+    while store._checkpointer.checkpoints == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return store._checkpointer.checkpoints > 0
+
+
 def test_enough_commits_wake_the_checkpointer(tmp_path: Path, monkeypatch: Any) -> None:
     """Past ``CHECKPOINT_EVENTS`` committed events the checkpointer folds the WAL at once,
     without waiting for its interval; the events are in the database file then."""
@@ -37,10 +45,7 @@ def test_enough_commits_wake_the_checkpointer(tmp_path: Path, monkeypatch: Any) 
     store = SQLiteEventStore(tmp_path)
     try:
         store.append("s", numbered(120))
-        deadline = time.monotonic() + 10
-        while store._checkpointer.checkpoints == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert store._checkpointer.checkpoints >= 1
+        assert checkpointed(store)
         assert events_in_database_file(tmp_path, tmp_path / "copy") == 120
     finally:
         store.close()
@@ -52,10 +57,7 @@ def test_a_trickle_is_folded_within_the_interval(tmp_path: Path, monkeypatch: An
     store = SQLiteEventStore(tmp_path)
     try:
         store.append("s", numbered(3))
-        deadline = time.monotonic() + 10
-        while store._checkpointer.checkpoints == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert store._checkpointer.checkpoints >= 1
+        assert checkpointed(store)
         assert events_in_database_file(tmp_path, tmp_path / "copy") == 3
     finally:
         store.close()
@@ -69,8 +71,7 @@ def test_nothing_committed_means_no_checkpoint(tmp_path: Path, monkeypatch: Any)
         time.sleep(0.2)
         assert store._checkpointer.checkpoints == 0
         store.append("s", numbered(1))
-        time.sleep(0.2)
-        assert store._checkpointer.checkpoints >= 1
+        assert checkpointed(store)
     finally:
         store.close()
 
