@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import structlog
 
 from chronolog.store import SQLiteEventStore
@@ -37,28 +38,24 @@ def checkpointed(store: SQLiteEventStore) -> bool:
     return store._checkpointer.checkpoints > 0
 
 
-def test_enough_commits_wake_the_checkpointer(tmp_path: Path, monkeypatch: Any) -> None:
-    """Past ``CHECKPOINT_EVENTS`` committed events the checkpointer folds the WAL at once,
-    without waiting for its interval; the events are in the database file then."""
-    monkeypatch.setattr(checkpointing, "CHECKPOINT_EVENTS", 50)
-    monkeypatch.setattr(checkpointing, "CHECKPOINT_INTERVAL", 60.0)
+@pytest.mark.parametrize(
+    ("events", "threshold", "interval"),
+    [(120, 50, 60.0), (3, checkpointing.CHECKPOINT_EVENTS, 0.05)],
+    ids=["past-the-threshold-at-once", "a-trickle-within-the-interval"],
+)
+def test_committed_events_are_folded_into_the_database_file(
+    tmp_path: Path, monkeypatch: Any, events: int, threshold: int, interval: float
+) -> None:
+    """Past ``CHECKPOINT_EVENTS`` committed events the checkpointer folds the WAL at once
+    (not waiting out an interval of a minute); fewer are folded after the interval. The
+    events are in the database file then."""
+    monkeypatch.setattr(checkpointing, "CHECKPOINT_EVENTS", threshold)
+    monkeypatch.setattr(checkpointing, "CHECKPOINT_INTERVAL", interval)
     store = SQLiteEventStore(tmp_path)
     try:
-        store.append("s", numbered(120))
+        store.append("s", numbered(events))
         assert checkpointed(store)
-        assert events_in_database_file(tmp_path, tmp_path / "copy") == 120
-    finally:
-        store.close()
-
-
-def test_a_trickle_is_folded_within_the_interval(tmp_path: Path, monkeypatch: Any) -> None:
-    """Fewer events than the threshold are folded after at most the interval."""
-    monkeypatch.setattr(checkpointing, "CHECKPOINT_INTERVAL", 0.05)
-    store = SQLiteEventStore(tmp_path)
-    try:
-        store.append("s", numbered(3))
-        assert checkpointed(store)
-        assert events_in_database_file(tmp_path, tmp_path / "copy") == 3
+        assert events_in_database_file(tmp_path, tmp_path / "copy") == events
     finally:
         store.close()
 
