@@ -156,6 +156,10 @@ def clear_caches() -> None:
     fixed_offset.cache_clear()
 
 
+#: The compiled form of a spec, as :func:`compiled_plan` gives it.
+Compiled = _Compiled
+
+
 def compiled_plan(spec: TriggerSpec) -> _Compiled:
     """The validated, compiled form of ``spec`` (cached): its plan and the bounds every
     kind shares. Raises ``InvalidTriggerError`` for an invalid spec."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from chronolog.triggers.cron_schedule import CronPlan
-from chronolog.triggers.engine import compiled_plan, next_fire
+from chronolog.triggers.engine import Compiled, compiled_plan, next_fire
 from chronolog.triggers.interval import ElapsedIntervalPlan
 from chronolog.triggers.spec import TriggerSpec
 
@@ -71,18 +71,18 @@ def missed_since(
     ends of the gap and of DST changes, other trigger kinds) is walked, at most
     ``walk_limit`` fires, after which ``exhausted`` is set.
     """
+    compiled = compiled_plan(spec)
+    through = _surely_due_through(compiled, now)
     keep_tail = max(keep_tail, 1)
     head: list[datetime] = [first]
     tail: deque[datetime] = deque([first], maxlen=keep_tail)
     count, nominal = 1, first
-    jump, step = _grid_steps(spec, first, now, runs_so_far)
+    jump, step = _grid_steps(compiled, first, through, runs_so_far)
     if jump:
         head.extend(first + index * step for index in range(1, min(jump, keep_head - 1) + 1))
         tail.extend(first + index * step for index in range(max(jump - keep_tail + 1, 1), jump + 1))
         count, nominal = count + jump, first + jump * step
-    compiled = compiled_plan(spec)
     cron = compiled.plan if isinstance(compiled.plan, CronPlan) else None
-    through = _surely_due_through(spec, now)
     # A cron counts ahead from the first missed time and again from the first fire of
     # each new day the walk reaches (after a day that an offset change touched).
     try_span, day = cron is not None, first.astimezone(compiled.zone).date()
@@ -116,27 +116,24 @@ def missed_since(
 
 
 def _grid_steps(
-    spec: TriggerSpec, first: datetime, now: datetime, runs_so_far: int
+    compiled: Compiled, first: datetime, through: datetime, runs_so_far: int
 ) -> tuple[int, timedelta]:
-    """For an elapsed interval: how many of the fires after ``first`` are surely due (their
-    nominal time is at least the largest jitter before ``now``, within ``end`` and
-    ``max_runs``), and the step between them. ``(0, …)`` for other kinds, or when ``first``
-    is not on the interval's grid (the walk then decides)."""
-    plan = compiled_plan(spec).plan
+    """For an elapsed interval: how many of the fires after ``first`` are surely due (up
+    to ``through``, within ``max_runs``), and the step between them. ``(0, …)`` for other
+    kinds, or when ``first`` is not on the interval's grid (the walk then decides)."""
+    plan = compiled.plan
     if not isinstance(plan, ElapsedIntervalPlan):
         return 0, timedelta(0)
-    steps = plan.steps_through(first, _surely_due_through(spec, now))
-    max_runs = compiled_plan(spec).max_runs
-    if max_runs is not None:
+    steps = plan.steps_through(first, through)
+    if compiled.max_runs is not None:
         # ``first`` is run number runs_so_far + 1; the last allowed is max_runs.
-        steps = min(steps, max(max_runs - runs_so_far - 1, 0))
+        steps = min(steps, max(compiled.max_runs - runs_so_far - 1, 0))
     return steps, plan.step
 
 
-def _surely_due_through(spec: TriggerSpec, now: datetime) -> datetime:
+def _surely_due_through(compiled: Compiled, now: datetime) -> datetime:
     """The latest nominal time that is surely due at ``now`` and within ``end``: its fire
     instant is at most the largest jitter after it."""
-    compiled = compiled_plan(spec)
     through = now - timedelta(seconds=compiled.jitter)
     return through if compiled.end is None else min(through, compiled.end)
 
