@@ -13,7 +13,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 import structlog
 
 from chronolog import logs
@@ -75,7 +74,6 @@ def test_json_lines_reach_no_logging_handler(tmp_path: Path) -> None:
     assert any(line["event"] == "scheduler started" for line in lines)
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="the process engine is POSIX only")
 def test_a_scheduler_process_writes_json_lines_for_its_host(tmp_path: Path) -> None:
     """With ``engine="process"`` the scheduler's own events come from the child, which
     has no host handlers: it writes JSON lines to the stderr it shares with the host."""
