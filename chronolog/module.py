@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from chronolog.process.engine import ProcessEngine
     from chronolog.projections import Projector
     from chronolog.store import EventStore
+    from chronolog.store.snapshots import SnapshotFile
 
 log = structlog.get_logger("chronolog.module")
 
@@ -153,6 +154,7 @@ class SchedulerModule:
         self.service = SchedulerService(self)
         self._store = store
         self._owns_store = store is None
+        self._snapshots: SnapshotFile | None = None
         # Absolute now, like data_dir: a replacement scheduler process starts later. (":memory:"
         # is DuckDB's name for a database in memory.)
         self._projections_path = (
@@ -209,10 +211,12 @@ class SchedulerModule:
         if self.settings.engine == "process":
             self._start_process()
             return
+        from chronolog.actors.recovery import FINGERPRINT
         from chronolog.actors.runtime import Runtime
         from chronolog.actors.shard import ROUND_SIZE
         from chronolog.projections import Projector
         from chronolog.store import SQLiteEventStore
+        from chronolog.store.snapshots import SNAPSHOTS_FILENAME, SnapshotFile
 
         data_dir = self.settings.data_path
         if self._store is None:
@@ -226,6 +230,8 @@ class SchedulerModule:
         if path is None and self._owns_store:
             path = data_dir / PROJECTIONS_FILENAME
         try:
+            if self._owns_store:
+                self._snapshots = SnapshotFile(data_dir / SNAPSHOTS_FILENAME, FINGERPRINT)
             self._projector = Projector(
                 self._store, path, memory_limit=self.settings.projections_memory_limit
             )
@@ -238,6 +244,7 @@ class SchedulerModule:
                 fire_timers=self._fire_timers,
                 executor_factory=self._executor_factory,
                 round_size=ROUND_SIZE if self._shard_round_size is None else self._shard_round_size,
+                snapshots=self._snapshots,
             )
             runtime.start()
         except BaseException:
@@ -325,6 +332,9 @@ class SchedulerModule:
         self._close_storage()
 
     def _close_storage(self) -> None:
+        if self._snapshots is not None:
+            self._snapshots.close()
+            self._snapshots = None
         if self._projector is not None:
             self._projector.close()
             self._projector = None

@@ -25,10 +25,9 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, get_args
 import msgspec
 import structlog
 
-from chronolog.actors.job_actor import task_stream
 from chronolog.actors.messages import CommandOutcome
 from chronolog.domain import commands as cmd
-from chronolog.domain.task_state import TaskState, replay_task
+from chronolog.domain.task_state import TaskState
 from chronolog.errors import (
     ChronologError,
     InvalidStateError,
@@ -713,7 +712,7 @@ class SchedulerService:
         """The task's state, replayed from its stream (the log is the truth)."""
         check_id(event_id)
         runtime = self._module.require_runtime()
-        state = replay_task(event_id, runtime.store.read_stream(task_stream(event_id)))
+        state = runtime.task_state(event_id)
         if not state.exists:
             raise NotFoundError(f"no scheduled event {event_id!r}", details={"event_id": event_id})
         return state

@@ -22,7 +22,7 @@ import msgspec
 from chronolog.actors.executor import ExecutionRequest
 from chronolog.domain.commands import Command, RunNow
 from chronolog.domain.task_decider import decide
-from chronolog.domain.task_state import TaskState, evolve_task, replay_task
+from chronolog.domain.task_state import TaskState, evolve_task
 from chronolog.events import (
     DomainEvent,
     Envelope,
@@ -60,8 +60,9 @@ class JobActor(msgspec.Struct, gc=False):
         return cls(task_id, task_stream(task_id), TaskState(task_id=task_id))
 
     def reload(self, runtime: Runtime) -> None:
-        """Replace the cached state by a fresh fold of the task's stream."""
-        self.state = replay_task(self.task_id, runtime.store.read_stream(self.stream_id))
+        """Replace the cached state by a fresh fold of the task's stream (from its saved
+        state, when the runtime keeps state snapshots)."""
+        self.state = runtime.task_state(self.task_id)
 
     def orphaned_executions(self, runtime: Runtime) -> bool:
         """Whether the log says an execution is open that nobody in this process runs."""

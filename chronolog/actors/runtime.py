@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 import msgspec
 import pykka
@@ -26,7 +27,7 @@ from chronolog.actors.executor import (
     Executor,
     FinishCallback,
 )
-from chronolog.actors.housekeeper import CLEANUP_STREAM_PREFIX, Housekeeper
+from chronolog.actors.housekeeper import Housekeeper
 from chronolog.actors.messages import (
     CommandOutcome,
     Passivate,
@@ -34,6 +35,13 @@ from chronolog.actors.messages import (
     Resync,
     ShardMessage,
     TaskCommand,
+)
+from chronolog.actors.recovery import (
+    FoldedStreams,
+    Snapshotter,
+    fold_log,
+    load_snapshot,
+    task_state,
 )
 from chronolog.actors.shard import ROUND_SIZE, ShardSlot
 from chronolog.actors.supervisor import PASSIVATE_WAKE, RESTART_PREFIX, Supervisor
@@ -49,14 +57,15 @@ from chronolog.actors.timer import (
 )
 from chronolog.clock import Clock, SystemClock
 from chronolog.domain import commands as cmd
-from chronolog.domain.cleanup_state import CleanupState, evolve_cleanup
+from chronolog.domain.cleanup_state import CleanupState
 from chronolog.domain.commands import Command, Finish, Recover
-from chronolog.domain.task_state import TaskState, evolve_task
+from chronolog.domain.task_state import TaskState
 from chronolog.errors import ServiceUnavailableError
 from chronolog.events import EventMetadata
 from chronolog.functions import FunctionRegistry
 from chronolog.settings import Settings
 from chronolog.store import EventStore
+from chronolog.store.snapshots import SnapshotFile
 
 log = structlog.get_logger("chronolog.runtime")
 
@@ -64,9 +73,6 @@ log = structlog.get_logger("chronolog.runtime")
 #: seconds, doubling with each failure up to :data:`REDO_MAX` (see ``Runtime.redo_later``).
 REDO_FIRST = 0.5
 REDO_MAX = 30.0
-
-TASK_STREAM_PREFIX = "task-"
-_RECOVERY_PAGE = 20_000
 
 
 class Runtime:
@@ -82,15 +88,24 @@ class Runtime:
         fire_timers: bool = True,
         executor_factory: Callable[[FinishCallback], ExecutionBackend] | None = None,
         round_size: int = ROUND_SIZE,
+        snapshots: SnapshotFile | None = None,
+        snapshot_options: dict[str, Any] | None = None,
     ) -> None:
         """``executor_factory(on_finish)`` makes the executor (default: an
         :class:`Executor` running functions in this process). ``round_size``: the most
         task commands a job shard decides and appends together (see
-        :data:`~chronolog.actors.shard.ROUND_SIZE`)."""
+        :data:`~chronolog.actors.shard.ROUND_SIZE`). ``snapshots``: the state snapshot
+        file that start-up folds from and a :class:`Snapshotter` keeps fresh (None: start
+        folds the whole log); ``snapshot_options``: that snapshotter's keyword arguments."""
         if round_size < 1:
             raise ValueError(f"round_size must be at least 1, got {round_size}")
         self.settings = settings
         self.round_size = round_size
+        self.snapshots = snapshots
+        self._snapshot_options = snapshot_options or {}
+        self._snapshotter: Snapshotter | None = None
+        #: The log position the last start's fold began after (0: the whole log).
+        self.recovered_from = 0
         self.fire_timers = fire_timers
         self.store = store
         self.registry = registry
@@ -138,46 +153,46 @@ class Runtime:
             self._command(task_id, Recover())
         if self.fire_timers:
             self.timer.start()
+        if self._snapshotter is not None:
+            self._snapshotter.start()
         (log.info if self.fire_timers else log.debug)(
             "scheduler started",
             tasks=self.recovered_tasks,
             interrupted_tasks=len(open_tasks),
+            folded_after_position=self.recovered_from,
             seconds=round(time.perf_counter() - started, 3),
         )
 
     def _recover(self) -> tuple[list[str], dict[str, CleanupState], list[TaskState]]:
-        """Fold every stream and arm the timer.
+        """Fold every stream (from the state snapshots, when there are any) and arm the
+        timer; start the snapshotter.
 
         Returns the tasks whose executions were cut off, the cleanup registrations, and
         every task's state.
         """
-        states: dict[str, TaskState] = {}
-        cleanups: dict[str, CleanupState] = {}
-        position = 1
-        while True:
-            page = self.store.read_all(position, limit=_RECOVERY_PAGE)
-            if not page:
-                break
-            for envelope in page:
-                stream = envelope.stream_id
-                if stream.startswith(TASK_STREAM_PREFIX):
-                    task_id = stream[len(TASK_STREAM_PREFIX) :]
-                    state = states.get(task_id) or TaskState(task_id=task_id)
-                    states[task_id] = evolve_task(state, envelope)
-                elif stream.startswith(CLEANUP_STREAM_PREFIX):
-                    registration_id = stream[len(CLEANUP_STREAM_PREFIX) :]
-                    cleanup = cleanups.get(registration_id) or CleanupState(
-                        registration_id=registration_id
-                    )
-                    cleanups[registration_id] = evolve_cleanup(cleanup, envelope)
-            position = page[-1].position + 1
+        folded = FoldedStreams()
+        if self.snapshots is not None:
+            folded = load_snapshot(self.snapshots, self.store)
+        from_snapshot = folded.position
+        touched: set[str] = set()
+        anchor = fold_log(self.store, folded, touched)
+        states, cleanups = folded.tasks, folded.cleanups
         open_tasks: list[str] = []
         for state in states.values():
             self.sync_timer(state)
-            if (state.open_executions and not state.is_final) or state.open_executions:
+            if state.open_executions:
                 open_tasks.append(state.task_id)
         self.recovered_tasks = len(states)
+        self.recovered_from = from_snapshot
+        if self.snapshots is not None:
+            # Started once the rest of the start has worked; it saves this fold first.
+            self._snapshotter = Snapshotter(self.snapshots, self.store, **self._snapshot_options)
+            self._snapshotter.seed(folded, touched, anchor)
         return open_tasks, cleanups, list(states.values())
+
+    def task_state(self, task_id: str) -> TaskState:
+        """A task's current state, from its saved state and its stream's later events."""
+        return task_state(self.store, self.snapshots, task_id)
 
     def _seeds(self, states: list[TaskState]) -> list[list[TaskState]]:
         """Per shard, the states of the active tasks due soonest, as many as it hosts.
@@ -221,6 +236,8 @@ class Runtime:
         self.activity.wait_idle(timeout=wait_for_executions + STOP_CANCEL_WAIT)
         if self._supervisor is not None:
             self._supervisor.stop(block=True, timeout=30)
+        if self._snapshotter is not None:
+            self._snapshotter.stop()
         self._started = False
         self._stopped = True
         self._answer_unhandled()
