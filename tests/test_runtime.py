@@ -742,6 +742,53 @@ class TestFireLead:
 
 
 class TestRecovery:
+    def test_a_stop_leaves_a_backlog_to_recovery_and_appends_nothing_after(
+        self, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Shards still busy when a stop's wait for work in flight is over (a backlog of
+        catch-ups after a long outage, say) end their round and answer the rest
+        ``unavailable``: the stop returns within its waits, every caller has an answer, and
+        nothing is appended once it has returned (the store closes then). A stop used to
+        wait 10 s per shard, return while they worked on, and have them append to a closed
+        store."""
+        from chronolog.actors.shard import JobShard
+
+        h = Harness(clock, round_size=1)
+        h.runtime.start()
+        try:
+            ids = [f"t{i}" for i in range(40)]
+            for task_id in ids:
+                start = clock.now() + timedelta(hours=1)
+                h.schedule(task_id, "record", IntervalTrigger(every=1, unit="hours", start=start))
+            slow_round = JobShard._run_round
+
+            def run_round(shard: JobShard, *args: Any) -> Any:
+                time.sleep(0.05)
+                return slow_round(shard, *args)
+
+            monkeypatch.setattr(JobShard, "_run_round", run_round)
+            answers: list[concurrent.futures.Future[CommandOutcome]] = []
+            for round_ in range(10):
+                for task_id in ids:
+                    future: concurrent.futures.Future[CommandOutcome] = concurrent.futures.Future()
+                    command = cmd.Pause() if round_ % 2 == 0 else cmd.Resume()
+                    h.runtime.send(task_id, command, reply=future.set_result)
+                    answers.append(future)
+            started = time.monotonic()
+            h.runtime.stop(wait_for_executions=0)
+            took = time.monotonic() - started
+            position = h.store.last_position()
+            outcomes = [f.result(5) for f in answers]
+            time.sleep(0.3)
+            assert h.store.last_position() == position
+        finally:
+            h.runtime.stop(wait_for_executions=0)
+        # 400 rounds of 50 ms were queued: 20 s. The stop waits 1 s for work in flight.
+        assert took < 5
+        errors = [o.error for o in outcomes if o.error is not None]
+        assert errors and all(e.code == "unavailable" for e in errors)
+        assert len(errors) < len(outcomes)
+
     def test_restart_marks_running_executions_interrupted_and_retries(
         self, tmp_path: Any, clock: FakeClock
     ) -> None:

@@ -125,6 +125,9 @@ class Runtime:
         self._started = False
         self._stopping = False
         self._stopped = False  # the shards are gone: what reaches a mailbox now is answered here
+        #: Set by a stop once its wait for work in flight is over: shards handle no more
+        #: rounds (what they hold is answered ``unavailable`` and left to recovery).
+        self.closing = False
         self._lock = threading.Lock()
         self.recovered_tasks = 0
 
@@ -234,6 +237,9 @@ class Runtime:
         # The outcomes reported meanwhile (also by runs that ended once asked to stop) are
         # appended before the shards stop; a grace of 0 still leaves them that second.
         self.activity.wait_idle(timeout=wait_for_executions + STOP_CANCEL_WAIT)
+        # Past that wait, shards still busy (a backlog of catch-ups, say) end their round and
+        # leave the rest, as a crash would: no append may follow the store's closing.
+        self.closing = True
         if self._supervisor is not None:
             self._supervisor.stop(block=True, timeout=30)
         if self._snapshotter is not None:

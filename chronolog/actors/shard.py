@@ -173,6 +173,9 @@ class JobShard(pykka.ThreadingActor):
             self._take_mail(backlog)
             conflicts: dict[int, int] = {}
             while backlog:
+                if self.runtime.closing:
+                    self._leave()
+                    break
                 batch = backlog.next_round(self.runtime.round_size)
                 backlog.retry(self._run_round(batch, conflicts))
                 let_others_run()  # a round is milliseconds of Python: the host's loop next
@@ -186,6 +189,15 @@ class JobShard(pykka.ThreadingActor):
             # taken from the timer but never appended is re-armed that way).
             for message in list(self._open.values()):
                 self._job_failed(message, "the job shard crashed")
+
+    def _leave(self) -> None:
+        """The scheduler is stopping: answer what this drain still holds, unhandled. Fires
+        and outcomes left so are the log's to recover (a fire is caught up, a run whose
+        outcome was not appended is interrupted and retried per policy)."""
+        left = list(self._open.values())
+        for message in left:
+            self._done(message, CommandOutcome(error=_stopped_before(message)))
+        log.info("a job shard left work undone as the scheduler stopped", messages=len(left))
 
     def _take_mail(self, backlog: _Backlog) -> None:
         """Move the mailbox's messages into ``backlog`` (passivation is done at once)."""
@@ -461,6 +473,13 @@ def _may_pass(error: ChronologError) -> bool:
     full disk, a busy file), unlike events that cannot be encoded or a closed store."""
     return isinstance(error, StorageError) and not isinstance(
         error, EventCodecError | StoreClosedError | ReadOnlyStoreError
+    )
+
+
+def _stopped_before(message: ShardMessage) -> ServiceUnavailableError:
+    task_id = message.task_id if isinstance(message, TaskCommand | Resync) else "?"
+    return ServiceUnavailableError(
+        "the scheduler stopped before it handled this command", details={"task_id": task_id}
     )
 
 
