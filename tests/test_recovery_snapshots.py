@@ -169,6 +169,26 @@ class TestFoldFromSnapshot:
             finally:
                 snapshots.close()
 
+    def test_a_start_folds_the_tail_and_a_stop_saves_it(self, tmp_path: Path) -> None:
+        """A start from a snapshot behind the log folds the tail; the snapshotter keeps
+        what it folded and a stop saves it, so the next start folds nothing."""
+        snapshots = SnapshotFile(tmp_path / SNAPSHOTS_FILENAME, FINGERPRINT)
+        store = _log(1_500, seed=2)  # its own: the start appends (runs it finds open)
+        try:
+            _save_at(snapshots, store, 600)
+            runtime = Runtime(
+                Settings(), store, FunctionRegistry(), fire_timers=False, snapshots=snapshots
+            )
+            runtime.start()
+            assert runtime.recovered_from == 600
+            runtime.stop(wait_for_executions=0)
+            assert snapshots.position()[0] == store.last_position()
+            loaded, whole = load_snapshot(snapshots, store), _whole(store)
+            assert loaded.tasks == whole.tasks
+            assert loaded.cleanups == whole.cleanups
+        finally:
+            snapshots.close()
+
     def test_a_snapshot_of_another_log_is_dropped(self, tmp_path: Path) -> None:
         """Anchored to the event at its position: with another log (a restored backup,
         another directory's log) it is emptied and the whole log is folded."""

@@ -111,23 +111,31 @@ class FoldedStreams:
         if envelopes:
             self.position = max(self.position, envelopes[-1].position)
 
+    def state(self, stream: str) -> TaskState | CleanupState:
+        """The state of ``stream`` (a task's or a cleanup registration's)."""
+        if stream.startswith(TASK_STREAM_PREFIX):
+            return self.tasks[stream[len(TASK_STREAM_PREFIX) :]]
+        return self.cleanups[stream[len(CLEANUP_STREAM_PREFIX) :]]
+
+    def put(self, stream: str, state: TaskState | CleanupState) -> None:
+        """Set the state of ``stream``."""
+        if isinstance(state, TaskState):
+            self.tasks[stream[len(TASK_STREAM_PREFIX) :]] = state
+        else:
+            self.cleanups[stream[len(CLEANUP_STREAM_PREFIX) :]] = state
+
     def add_row(self, row: StateRow) -> None:
         """Take one saved state (raises ``msgspec`` errors for bytes of another shape)."""
         if row.stream_id.startswith(TASK_STREAM_PREFIX):
-            self.tasks[row.stream_id[len(TASK_STREAM_PREFIX) :]] = _TASK_DECODER.decode(row.state)
+            self.put(row.stream_id, _TASK_DECODER.decode(row.state))
         elif row.stream_id.startswith(CLEANUP_STREAM_PREFIX):
-            registration_id = row.stream_id[len(CLEANUP_STREAM_PREFIX) :]
-            self.cleanups[registration_id] = _CLEANUP_DECODER.decode(row.state)
+            self.put(row.stream_id, _CLEANUP_DECODER.decode(row.state))
 
     def rows(self, streams: Iterable[str]) -> list[StateRow]:
         """The encoded states of ``streams``."""
         rows = []
         for stream in streams:
-            state: TaskState | CleanupState
-            if stream.startswith(TASK_STREAM_PREFIX):
-                state = self.tasks[stream[len(TASK_STREAM_PREFIX) :]]
-            else:
-                state = self.cleanups[stream[len(CLEANUP_STREAM_PREFIX) :]]
+            state = self.state(stream)
             rows.append(StateRow(stream, state.version, _ENCODER.encode(state)))
         return rows
 
@@ -232,10 +240,14 @@ class Snapshotter:
     def seed(self, recovered: FoldedStreams, touched: set[str], anchor: Anchor | None) -> None:
         """Take the states a start folded: ``touched`` names the streams it folded events
         into after the file's position, ``anchor`` the last of those events. The thread
-        saves them first."""
+        saves them at its first look (a stop before that, at once)."""
         self.position = recovered.position
         if anchor is not None and touched:
-            self._recovered = (recovered, touched, anchor)
+            # Only the touched streams' states are kept until then, not every state.
+            kept = FoldedStreams(position=recovered.position)
+            for stream in touched:
+                kept.put(stream, recovered.state(stream))
+            self._recovered = (kept, touched, anchor)
 
     def start(self) -> None:
         """Start the thread."""
@@ -244,8 +256,10 @@ class Snapshotter:
 
     def _run(self) -> None:
         try:
-            self._save_seed()
+            # The start's fold is saved at the first look, not at once: the fires due right
+            # after a start do not share the GIL with it.
             while not self._stop.wait(self.check_seconds):
+                self._save_seed()
                 if self.store.last_position() - self.position >= self.every_events:
                     self.catch_up()
         except ChronologError as exc:  # the store closed under it, or a full disk
