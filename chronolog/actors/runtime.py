@@ -128,6 +128,9 @@ class Runtime:
         #: Set by a stop once its wait for work in flight is over: shards handle no more
         #: rounds (what they hold is answered ``unavailable`` and left to recovery).
         self.closing = False
+        #: Set by a stop before the executor shuts down: shards drop fires and retries due
+        #: and answer a run asked for now ``unavailable``; outcomes are still recorded.
+        self.runs_closed = False
         self._lock = threading.Lock()
         self.recovered_tasks = 0
 
@@ -231,6 +234,10 @@ class Runtime:
         self.timer.release_only()
         self.executor.wait_released(self.settings.fire_lead_seconds + 0.25)
         self.timer.stop()
+        # From here no run starts: a fire still queued in a shard would be recorded as
+        # started and never run (then interrupted at the next start). Left unhandled, the
+        # next start's catch-up and retry timers deal with it as with any stop.
+        self.runs_closed = True
         self.executor.shutdown(wait=True, timeout=wait_for_executions)
         if self.housekeeper is not None:
             self.housekeeper.stop()

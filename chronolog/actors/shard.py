@@ -25,7 +25,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import pykka
 import structlog
@@ -41,7 +41,7 @@ from chronolog.actors.messages import (
     TaskCommand,
     TaskFailed,
 )
-from chronolog.domain.commands import Command, Finish, Fire, Recover
+from chronolog.domain.commands import Command, Finish, Fire, Recover, RetryDue, RunNow
 from chronolog.domain.task_state import TaskState
 from chronolog.errors import (
     ChronologError,
@@ -228,6 +228,12 @@ class JobShard(pykka.ThreadingActor):
         requests: list[AppendRequest] = []
         waiting: list[tuple[TaskCommand | Resync, JobActor, datetime | None]] = []
         for message in batch:
+            if self.runtime.runs_closed and _starts_a_run(message):
+                caller = isinstance(message.command, RunNow)
+                self._done(
+                    message, CommandOutcome(error=_stopped_before(message)) if caller else None
+                )
+                continue
             try:
                 fresh = isinstance(message, TaskCommand) and message.new_task
                 job = self._job(message.task_id, fresh=fresh and id(message) not in conflicts)
@@ -473,6 +479,13 @@ def _may_pass(error: ChronologError) -> bool:
     full disk, a busy file), unlike events that cannot be encoded or a closed store."""
     return isinstance(error, StorageError) and not isinstance(
         error, EventCodecError | StoreClosedError | ReadOnlyStoreError
+    )
+
+
+def _starts_a_run(message: ShardMessage) -> TypeGuard[TaskCommand]:
+    """Whether ``message`` is a fire, a retry due or a run asked for now."""
+    return isinstance(message, TaskCommand) and isinstance(
+        message.command, Fire | RetryDue | RunNow
     )
 
 
