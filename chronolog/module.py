@@ -216,7 +216,7 @@ class SchedulerModule:
         from chronolog.actors.shard import ROUND_SIZE
         from chronolog.projections import Projector
         from chronolog.store import SQLiteEventStore
-        from chronolog.store.snapshots import SNAPSHOTS_FILENAME, SnapshotFile
+        from chronolog.store.snapshots import SNAPSHOTS_FILENAME, open_snapshots
 
         data_dir = self.settings.data_path
         if self._store is None:
@@ -231,7 +231,7 @@ class SchedulerModule:
             path = data_dir / PROJECTIONS_FILENAME
         try:
             if self._owns_store:
-                self._snapshots = SnapshotFile(data_dir / SNAPSHOTS_FILENAME, FINGERPRINT)
+                self._snapshots = open_snapshots(data_dir / SNAPSHOTS_FILENAME, FINGERPRINT)
             self._projector = Projector(
                 self._store, path, memory_limit=self.settings.projections_memory_limit
             )

@@ -26,7 +26,13 @@ from chronolog.actors.runtime import Runtime
 from chronolog.functions import FunctionRegistry
 from chronolog.projections.synthetic import synthetic_log
 from chronolog.store import InMemoryEventStore
-from chronolog.store.snapshots import SNAPSHOTS_FILENAME, Anchor, SnapshotFile, StateRow
+from chronolog.store.snapshots import (
+    SNAPSHOTS_FILENAME,
+    Anchor,
+    SnapshotFile,
+    StateRow,
+    open_snapshots,
+)
 from chronolog.testing import FakeClock
 
 
@@ -117,6 +123,11 @@ class TestSnapshotFile:
         finally:
             snapshots.close()
         assert [p.name for p in tmp_path.glob(f"{SNAPSHOTS_FILENAME}.damaged-*")]
+
+    def test_a_file_that_cannot_be_opened_means_no_snapshots(self, tmp_path: Path) -> None:
+        """A directory where the file should be: the start goes on without snapshots."""
+        (tmp_path / SNAPSHOTS_FILENAME).mkdir()
+        assert open_snapshots(tmp_path / SNAPSHOTS_FILENAME, "f1") is None
 
 
 class TestFoldFromSnapshot:

@@ -83,7 +83,9 @@ class SnapshotFile:
         self._read_lock = threading.Lock()
         try:
             self._conn, self._reader = self._open()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.OperationalError:
+            raise  # cannot open, locked, read-only: not the file's fault
+        except sqlite3.DatabaseError as exc:  # not a database, or a damaged one
             self._set_aside(exc)
             self._conn, self._reader = self._open()
 
@@ -210,4 +212,19 @@ class SnapshotFile:
             self._conn.close()
 
 
-__all__ = ["SNAPSHOTS_FILENAME", "Anchor", "SnapshotFile", "StateRow"]
+def open_snapshots(path: Path, fingerprint: str) -> SnapshotFile | None:
+    """The snapshot file at ``path``, or None (with a warning) when it cannot be opened at
+    all (a directory where the file should be, no permission): a cache that is missing
+    only makes starts fold the whole log."""
+    try:
+        return SnapshotFile(path, fingerprint)
+    except (OSError, sqlite3.Error) as exc:
+        log.warning(
+            "state snapshots are unavailable; each start folds the whole log",
+            path=str(path),
+            error=str(exc),
+        )
+        return None
+
+
+__all__ = ["SNAPSHOTS_FILENAME", "Anchor", "SnapshotFile", "StateRow", "open_snapshots"]
