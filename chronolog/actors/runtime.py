@@ -170,8 +170,8 @@ class Runtime:
         )
 
     def _recover(self) -> tuple[list[str], dict[str, CleanupState], list[TaskState]]:
-        """Fold every stream (from the state snapshots, when there are any) and arm the
-        timer; start the snapshotter.
+        """Fold every stream (from the state snapshots, when there are any), arm the timer
+        and hand the snapshotter what was folded (:meth:`start` starts it).
 
         Returns the tasks whose executions were cut off, the cleanup registrations, and
         every task's state.
@@ -191,7 +191,6 @@ class Runtime:
         self.recovered_tasks = len(states)
         self.recovered_from = from_snapshot
         if self.snapshots is not None:
-            # Started once the rest of the start has worked; it saves this fold first.
             self._snapshotter = Snapshotter(self.snapshots, self.store, **self._snapshot_options)
             self._snapshotter.seed(folded, touched, anchor)
         return open_tasks, cleanups, list(states.values())

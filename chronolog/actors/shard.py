@@ -197,7 +197,8 @@ class JobShard(pykka.ThreadingActor):
         left = list(self._open.values())
         for message in left:
             self._done(message, CommandOutcome(error=_stopped_before(message)))
-        log.info("a job shard left work undone as the scheduler stopped", messages=len(left))
+        if left:
+            log.info("a job shard left work undone as the scheduler stopped", messages=len(left))
 
     def _take_mail(self, backlog: _Backlog) -> None:
         """Move the mailbox's messages into ``backlog`` (passivation is done at once)."""
