@@ -694,6 +694,41 @@ def test_orderly_stop_lets_a_running_host_function_finish(tmp_path: Path) -> Non
     assert (row.status, row.result) == ("succeeded", "finished")
 
 
+def test_the_scheduler_process_keeps_state_snapshots_for_its_next_start(tmp_path: Path) -> None:
+    """The scheduler process folds the log into the state snapshot file as the thread
+    engine does: after a stop the file is up to the log, and the next start (which folds
+    from it) answers as the last one did."""
+    from chronolog.actors.recovery import FINGERPRINT
+    from chronolog.store import SQLiteEventStore
+    from chronolog.store.snapshots import SNAPSHOTS_FILENAME, SnapshotFile
+
+    data = tmp_path / "data"
+
+    async def life(schedule: bool) -> dict[str, Any]:
+        module = _new_module(data)
+        module.service.register_function("noop", lambda: None)
+        await module.start()
+        try:
+            if schedule:
+                for i in range(5):
+                    r = await module.service.schedule_event(f"t{i}", "noop", _later())
+                    assert r.ok, r.error
+            listed = await module.service.list_events()
+            return {row.task_id: row for row in listed.unwrap().items}
+        finally:
+            await module.stop()
+
+    before = _run(life(True))
+    with SQLiteEventStore(data, read_only=True) as store:
+        last = store.last_position()
+    snapshots = SnapshotFile(data / SNAPSHOTS_FILENAME, FINGERPRINT)
+    try:
+        assert last > 0 and snapshots.position()[0] == last
+    finally:
+        snapshots.close()
+    assert _run(life(False)) == before
+
+
 def test_a_stop_asks_host_runs_still_going_after_its_grace_to_stop(tmp_path: Path) -> None:
     """``stop_grace_seconds`` holds for the process engine too: after it, the host's
     coroutine is cancelled (its ``finally`` runs) and its thread sees
