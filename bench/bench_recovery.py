@@ -100,6 +100,18 @@ def copy_data(base: Path, dest: Path, *, snapshot: bool, projections: bool) -> N
             shutil.copyfile(base / name, dest / name)
 
 
+def idle_runtime(data: Path, store: SQLiteEventStore, snapshots: SnapshotFile | None) -> Runtime:
+    """A runtime over ``store`` that fires nothing and has no functions: only its start's
+    fold (``_recover``) is used."""
+    return Runtime(
+        Settings(data_dir=str(data)),
+        store,
+        FunctionRegistry(),
+        fire_timers=False,
+        snapshots=snapshots,
+    )
+
+
 def make_snapshot(base: Path, events: int) -> None:
     """Fold the whole log into a new snapshot file in ``base``, the way a start does: the
     runtime folds it and its snapshotter saves what was folded."""
@@ -108,13 +120,7 @@ def make_snapshot(base: Path, events: int) -> None:
     store = SQLiteEventStore(base, read_only=True)
     snapshots = SnapshotFile(base / SNAPSHOTS_FILENAME, FINGERPRINT)
     try:
-        runtime = Runtime(
-            Settings(data_dir=str(base)),
-            store,
-            FunctionRegistry(),
-            fire_timers=False,
-            snapshots=snapshots,
-        )
+        runtime = idle_runtime(base, store, snapshots)
         cpu = cpu_seconds()
         started = time.perf_counter()
         runtime._recover()
@@ -164,13 +170,7 @@ def recover_once(data: Path, way: str) -> tuple[float, float, Recovered, int]:
     store = SQLiteEventStore(data)
     snapshots = SnapshotFile(data / SNAPSHOTS_FILENAME, FINGERPRINT) if way == SNAPSHOT else None
     try:
-        runtime = Runtime(
-            Settings(data_dir=str(data)),
-            store,
-            FunctionRegistry(),
-            fire_timers=False,
-            snapshots=snapshots,
-        )
+        runtime = idle_runtime(data, store, snapshots)
         cpu = cpu_seconds()
         started = time.perf_counter()
         open_tasks, cleanups, states = runtime._recover()
