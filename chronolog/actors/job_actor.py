@@ -36,9 +36,13 @@ if TYPE_CHECKING:
     from chronolog.actors.runtime import Runtime
 
 
+#: What every task's stream id starts with.
+TASK_STREAM_PREFIX = "task-"
+
+
 def task_stream(task_id: str) -> str:
     """The stream id of a task."""
-    return f"task-{task_id}"
+    return TASK_STREAM_PREFIX + task_id
 
 
 class JobActor(msgspec.Struct, gc=False):

@@ -31,6 +31,7 @@ import structlog
 
 from chronolog import gil
 from chronolog.actors.housekeeper import CLEANUP_STREAM_PREFIX
+from chronolog.actors.job_actor import TASK_STREAM_PREFIX, task_stream
 from chronolog.domain.cleanup_state import CleanupState, evolve_cleanup
 from chronolog.domain.task_state import TaskState, evolve_task
 from chronolog.errors import ChronologError
@@ -39,8 +40,6 @@ from chronolog.store import EventStore
 from chronolog.store.snapshots import Anchor, SnapshotFile, StateRow
 
 log = structlog.get_logger("chronolog.runtime")
-
-TASK_STREAM_PREFIX = "task-"
 
 #: Bump when a fold's result changes for the same events without the states' shape
 #: changing: snapshots made before are then dropped.
@@ -198,7 +197,7 @@ def load_snapshot(snapshots: SnapshotFile, store: EventStore) -> FoldedStreams:
 
 def task_state(store: EventStore, snapshots: SnapshotFile | None, task_id: str) -> TaskState:
     """A task's state: its saved state (if any) with the stream's later events folded in."""
-    stream_id = TASK_STREAM_PREFIX + task_id
+    stream_id = task_stream(task_id)
     state = TaskState(task_id=task_id)
     if snapshots is not None:
         row = snapshots.row(stream_id)
@@ -232,7 +231,6 @@ class Snapshotter:
         self.check_seconds = check_seconds
         self.page = page
         self.position = 0
-        self.saves = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._recovered: tuple[FoldedStreams, set[str], Anchor] | None = None
@@ -300,7 +298,6 @@ class Snapshotter:
     def _save(self, position: int, anchor: Anchor, rows: list[StateRow]) -> None:
         self.snapshots.save(position, anchor, rows)
         self.position = position
-        self.saves += 1
 
     def stop(self, budget: float = STOP_SNAPSHOT_SECONDS) -> None:
         """End the thread, then bring the file up to the log for at most ``budget``

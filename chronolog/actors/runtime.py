@@ -43,7 +43,7 @@ from chronolog.actors.recovery import (
     load_snapshot,
     task_state,
 )
-from chronolog.actors.shard import ROUND_SIZE, ShardSlot
+from chronolog.actors.shard import ROUND_SIZE, ShardSlot, stopped_before
 from chronolog.actors.supervisor import PASSIVATE_WAKE, RESTART_PREFIX, Supervisor
 from chronolog.actors.timer import (
     Due,
@@ -261,13 +261,7 @@ class Runtime:
             for message in slot.mailbox.take():
                 try:
                     if isinstance(message, TaskCommand) and message.reply is not None:
-                        message.reply(
-                            CommandOutcome(
-                                error=ServiceUnavailableError(
-                                    "the scheduler stopped before it handled this command"
-                                )
-                            )
-                        )
+                        message.reply(CommandOutcome(error=stopped_before(message)))
                 finally:
                     self.activity.end()
 

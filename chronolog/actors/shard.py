@@ -196,7 +196,7 @@ class JobShard(pykka.ThreadingActor):
         outcome was not appended is interrupted and retried per policy)."""
         left = list(self._open.values())
         for message in left:
-            self._done(message, CommandOutcome(error=_stopped_before(message)))
+            self._done(message, CommandOutcome(error=stopped_before(message)))
         if left:
             log.info("a job shard left work undone as the scheduler stopped", messages=len(left))
 
@@ -232,7 +232,7 @@ class JobShard(pykka.ThreadingActor):
             if self.runtime.runs_closed and _starts_a_run(message):
                 caller = isinstance(message.command, RunNow)
                 self._done(
-                    message, CommandOutcome(error=_stopped_before(message)) if caller else None
+                    message, CommandOutcome(error=stopped_before(message)) if caller else None
                 )
                 continue
             try:
@@ -490,7 +490,8 @@ def _starts_a_run(message: ShardMessage) -> TypeGuard[TaskCommand]:
     )
 
 
-def _stopped_before(message: ShardMessage) -> ServiceUnavailableError:
+def stopped_before(message: ShardMessage) -> ServiceUnavailableError:
+    """The answer to a message the scheduler stopped before handling."""
     task_id = message.task_id if isinstance(message, TaskCommand | Resync) else "?"
     return ServiceUnavailableError(
         "the scheduler stopped before it handled this command", details={"task_id": task_id}
