@@ -123,18 +123,13 @@ class SnapshotFile:
                 source.rename(Path(f"{aside}{suffix}"))
 
     def _reset(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(conn):
             conn.execute("DELETE FROM stream_states")
             conn.execute("DELETE FROM snapshot_meta")
             conn.execute(
                 "INSERT INTO snapshot_meta (id, fingerprint, position) VALUES (1, ?, 0)",
                 [self.fingerprint],
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def reset(self) -> None:
         """Forget every state: the next start folds the whole log."""
@@ -186,30 +181,34 @@ class SnapshotFile:
         """Replace the states of ``rows`` and move the position to ``position`` (whose event
         is ``anchor``), in one transaction. ``rows`` must hold every stream with an event
         between the previous position and this one."""
-        with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO stream_states (stream_id, version, state) "
-                    "VALUES (?, ?, ?)",
-                    rows,
-                )
-                conn.execute(
-                    "UPDATE snapshot_meta SET position = ?, anchor_stream = ?, "
-                    "anchor_version = ? WHERE id = 1",
-                    [position, anchor.stream_id, anchor.stream_version],
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._lock, _transaction(self._conn) as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO stream_states (stream_id, version, state) VALUES (?, ?, ?)",
+                rows,
+            )
+            conn.execute(
+                "UPDATE snapshot_meta SET position = ?, anchor_stream = ?, "
+                "anchor_version = ? WHERE id = 1",
+                [position, anchor.stream_id, anchor.stream_version],
+            )
 
     def close(self) -> None:
         """Close the file's connections."""
         with self._lock, self._read_lock:
             self._reader.close()
             self._conn.close()
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction on ``conn``: committed, or rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def open_snapshots(path: Path, fingerprint: str) -> SnapshotFile | None:
