@@ -124,12 +124,14 @@ class SchedulerModule:
         fire_timers: bool = True,
         executor_factory: Callable[[FinishCallback], ExecutionBackend] | None = None,
         shard_round_size: int | None = None,
+        one_statement_commits: bool = False,
     ) -> None:
         """``fire_timers=False`` starts a maintenance instance: commands and queries work,
         but nothing fires on its own (the command line uses it on a stopped scheduler's
         data directory). ``executor_factory`` replaces the executor that runs functions,
-        and ``shard_round_size`` the job shards' round size (the scheduler process of
-        ``engine = "process"`` sets both).
+        ``shard_round_size`` the job shards' round size, and ``one_statement_commits``
+        is the log's (see :class:`~chronolog.store.SQLiteEventStore`); the scheduler
+        process of ``engine = "process"`` sets all three.
 
         ``engine = "process"`` in the settings runs the scheduler in a child process; it
         has its own clock and store, so it takes neither ``clock`` nor ``store``, and is
@@ -176,6 +178,7 @@ class SchedulerModule:
         if shard_round_size is not None and shard_round_size < 1:
             raise ValidationError(f"shard_round_size must be at least 1, got {shard_round_size}")
         self._shard_round_size = shard_round_size
+        self._one_statement_commits = one_statement_commits
         self._engine: ProcessEngine | None = None
 
     # --- phase 1 --------------------------------------------------------------------------
@@ -225,6 +228,7 @@ class SchedulerModule:
                 synchronous=self.settings.sqlite_synchronous,
                 clock=self.clock,
                 reserve_bytes=self.settings.disk_reserve_bytes,
+                one_statement_commits=self._one_statement_commits,
             )
         path = self._projections_path
         if path is None and self._owns_store:

@@ -679,7 +679,8 @@ class TestShardRounds:
     def test_the_scheduler_process_uses_its_own_round(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """The scheduler process of engine="process" asks for PROCESS_ROUND_SIZE."""
+        """The scheduler process of engine="process" asks for PROCESS_ROUND_SIZE, and for
+        one-statement commits of its log."""
         made: dict[str, Any] = {}
         real = child.SchedulerModule
 
@@ -694,6 +695,7 @@ class TestShardRounds:
         process = child.SchedulerProcess(typing.cast(Any, None), start)
         process.loop.close()
         assert made["shard_round_size"] == PROCESS_ROUND_SIZE != ROUND_SIZE
+        assert made["one_statement_commits"] is True
 
     def test_the_scheduler_process_loop_takes_more_reads_per_turn(self, tmp_path: Path) -> None:
         """Its loop runs nothing but the facade: task-board reads are let in

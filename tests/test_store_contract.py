@@ -22,3 +22,9 @@ class TestSQLiteEventStore(EventStoreContract):
     def teardown_method(self) -> None:
         super().teardown_method()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class TestSQLiteEventStoreOneStatementCommits(TestSQLiteEventStore):
+    def create_store(self) -> EventStore:
+        self.data_dir = tempfile.mkdtemp(prefix="chronolog-store-")
+        return SQLiteEventStore(self.data_dir, one_statement_commits=True)

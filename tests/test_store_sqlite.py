@@ -3,6 +3,7 @@ readers in other processes, durability across reopening, and its options."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import itertools
@@ -429,6 +430,88 @@ class TestOptions:
         assert not data_dir.exists()
 
 
+class TestOneStatementCommits:
+    """``one_statement_commits=True``: a commit to streams the writer knows is one INSERT."""
+
+    @staticmethod
+    def _statements(store: SQLiteEventStore) -> list[str]:
+        seen: list[str] = []
+        store._conn.set_trace_callback(seen.append)
+        return seen
+
+    def test_known_streams_take_one_statement_and_new_ones_a_transaction(
+        self, data_dir: Path
+    ) -> None:
+        with SQLiteEventStore(data_dir, one_statement_commits=True) as store:
+            store.append("a", numbered(2, "a"))
+            store.append("b", numbered(1, "b"))
+            seen = self._statements(store)
+            store.append_many(
+                [
+                    AppendRequest(stream_id="a", events=numbered(3, "a2"), expected_version=2),
+                    AppendRequest(stream_id="b", events=numbered(1, "b2"), expected_version=1),
+                ]
+            )
+            assert [s.split(" (")[0] for s in seen] == ["INSERT INTO events"]
+            seen.clear()
+            store.append("new", numbered(1, "n"), expected_version=0)
+            assert [s.split(" (")[0] for s in seen] == ["INSERT INTO events"]
+            seen.clear()
+            store.append("other", numbered(1, "o"))  # unknown, and not said to be new
+            assert seen[0] == "BEGIN IMMEDIATE"
+            assert [e.stream_version for e in store.read_stream("a")] == [1, 2, 3, 4, 5]
+            assert [e.position for e in store.read_all()] == list(range(1, 10))
+
+    def test_a_stream_said_to_be_new_that_has_events_gives_a_conflict(self, data_dir: Path) -> None:
+        """After a reopen the writer knows no versions: a request that says its stream is
+        new (expected version 0) is taken at its word, and the index refuses the
+        statement when the stream has events; the request is answered with a
+        ConcurrencyError and nothing is written."""
+        with SQLiteEventStore(data_dir) as store:
+            store.append("a", numbered(2, "a"))
+        with SQLiteEventStore(data_dir, one_statement_commits=True) as store:
+            with pytest.raises(ConcurrencyError):
+                store.append("a", numbered(1, "a2"), expected_version=0)
+            assert [e.event for e in store.read_all()] == numbered(2, "a")
+            store.append("a", numbered(1, "a2"), expected_version=2)
+            assert [e.stream_version for e in store.read_stream("a")] == [1, 2, 3]
+
+    def test_a_commit_over_the_limit_takes_a_transaction(self, data_dir: Path) -> None:
+        with SQLiteEventStore(data_dir, one_statement_commits=True) as store:
+            store.append("a", numbered(1))
+            seen = self._statements(store)
+            store.append("a", numbered(257))
+            assert seen[0] == "BEGIN IMMEDIATE"
+            assert store.read_stream("a")[-1].stream_version == 258
+
+    def test_a_row_written_behind_its_back_gives_a_conflict_and_changes_nothing(
+        self, data_dir: Path
+    ) -> None:
+        """Another connection appended to a stream the writer knows (a copied log, say):
+        the one statement fails as a whole, the transaction's way reads the version again
+        and answers the request with a ConcurrencyError; the other request of the commit
+        is written."""
+        with SQLiteEventStore(data_dir, one_statement_commits=True) as store:
+            store.append("a", numbered(1, "a"))
+            store.append("b", numbered(1, "b"))
+            with contextlib.closing(sqlite3.connect(data_dir / DB_FILENAME)) as other, other:
+                other.execute(
+                    "INSERT INTO events SELECT 1000, stream_id, 2, type, schema_version,"
+                    " recorded_at, data, metadata FROM events WHERE stream_id = 'a'"
+                )
+            answers = store.append_many(
+                [
+                    AppendRequest(stream_id="a", events=numbered(1, "a2"), expected_version=1),
+                    AppendRequest(stream_id="b", events=numbered(1, "b2"), expected_version=1),
+                ]
+            )
+            assert isinstance(answers[0], ConcurrencyError)
+            assert isinstance(answers[1], list)
+            assert answers[1][0].stream_version == 2
+            assert [e.stream_version for e in store.read_stream("a")] == [1, 2]
+            assert [e.event for e in store.read_stream("b")] == numbered(1, "b") + numbered(1, "b2")
+
+
 class _GatedCodec(EventCodec):
     """A codec whose encoding blocks until the test opens the gate."""
 
@@ -555,14 +638,20 @@ class TestRowLayout:
             max_size=4,
         )
     )
+    @pytest.mark.parametrize("one_statement_commits", [False, True])
     def test_agrees_with_the_in_memory_store(
-        self, tmp_path_factory: pytest.TempPathFactory, calls: list[list[tuple[str, int, str]]]
+        self,
+        tmp_path_factory: pytest.TempPathFactory,
+        one_statement_commits: bool,
+        calls: list[list[tuple[str, int, str]]],
     ) -> None:
         """Any sequence of ``append_many`` calls (any sizes, same-stream requests in one call,
         right, absent and stale expected versions) gets the same answers and leaves the same
-        log as the in-memory store, the reference."""
+        log as the in-memory store, the reference, whichever way commits are written."""
         oracle = InMemoryEventStore()
-        store = SQLiteEventStore(tmp_path_factory.mktemp("oracle"))
+        store = SQLiteEventStore(
+            tmp_path_factory.mktemp("oracle"), one_statement_commits=one_statement_commits
+        )
         try:
             versions: dict[str, int] = {}
             for n, call in enumerate(calls):

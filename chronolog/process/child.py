@@ -71,6 +71,7 @@ class SchedulerProcess:
             projections_path=projections,
             executor_factory=self._make_executor,
             shard_round_size=PROCESS_ROUND_SIZE,
+            one_statement_commits=True,
         )
         self.module.register(AppContext())
         self.register(start.functions)
