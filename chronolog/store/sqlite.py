@@ -13,8 +13,8 @@ Why this shape:
 * Large requests are inserted in multi-row statements that bind what their rows share
   once (see ``_chunk_sql``); small ones share one ``executemany`` per commit. With
   ``one_statement_commits`` (the scheduler process of ``engine="process"``) a small commit
-  to streams the writer knows is a single INSERT instead: one wait for the GIL, not one
-  per row (see ``_write_at_once``).
+  to streams the writer knows, or new ones, is a single INSERT instead: one wait for the
+  GIL, not one per row (see ``_write_at_once``).
 * Positions are assigned by the writer, so they are gapless and in commit order.
   Callers are answered only after ``COMMIT`` returned, i.e. after the fsync.
 * An ``flock`` on ``chronolog.lock`` in the data directory keeps a second writing process
