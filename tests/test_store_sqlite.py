@@ -439,9 +439,11 @@ class TestOneStatementCommits:
         store._conn.set_trace_callback(seen.append)
         return seen
 
-    def test_known_streams_take_one_statement_and_new_ones_a_transaction(
+    def test_a_commit_is_one_insert_after_reading_only_the_versions_it_lacks(
         self, data_dir: Path
     ) -> None:
+        """Streams the writer wrote, and one said to be new, need no read; any other has
+        its version read first. No BEGIN or COMMIT of chronolog's own either way."""
         with SQLiteEventStore(data_dir, one_statement_commits=True) as store:
             store.append("a", numbered(2, "a"))
             store.append("b", numbered(1, "b"))
@@ -457,10 +459,22 @@ class TestOneStatementCommits:
             store.append("new", numbered(1, "n"), expected_version=0)
             assert [s.split(" (")[0] for s in seen] == ["INSERT INTO events"]
             seen.clear()
-            store.append("other", numbered(1, "o"))  # unknown, and not said to be new
-            assert seen[0] == "BEGIN IMMEDIATE"
-            assert [e.stream_version for e in store.read_stream("a")] == [1, 2, 3, 4, 5]
-            assert [e.position for e in store.read_all()] == list(range(1, 10))
+        with SQLiteEventStore(data_dir, one_statement_commits=True) as store:
+            seen = self._statements(store)  # reopened: it knows no versions now
+            store.append_many(
+                [
+                    AppendRequest(stream_id="a", events=numbered(1, "a3"), expected_version=5),
+                    AppendRequest(stream_id="b", events=numbered(1, "b3")),
+                ]
+            )
+            assert [s.split(" (")[0].split(" FROM")[0] for s in seen] == [
+                "SELECT COALESCE(MAX(stream_version), 0)",
+                "SELECT COALESCE(MAX(stream_version), 0)",
+                "INSERT INTO events",
+            ]
+            assert [e.stream_version for e in store.read_stream("a")] == [1, 2, 3, 4, 5, 6]
+            assert [e.stream_version for e in store.read_stream("b")] == [1, 2, 3]
+            assert [e.position for e in store.read_all()] == list(range(1, 11))
 
     def test_a_stream_said_to_be_new_that_has_events_gives_a_conflict(self, data_dir: Path) -> None:
         """After a reopen the writer knows no versions: a request that says its stream is

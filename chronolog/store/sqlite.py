@@ -12,9 +12,9 @@ Why this shape:
   other (see ``_Call``): on a small machine the wake-ups, not SQLite, are most of a cycle.
 * Large requests are inserted in multi-row statements that bind what their rows share
   once (see ``_chunk_sql``); small ones share one ``executemany`` per commit. With
-  ``one_statement_commits`` (the scheduler process of ``engine="process"``) a small commit
-  to streams the writer knows, or new ones, is a single INSERT instead: one wait for the
-  GIL, not one per row (see ``_write_at_once``).
+  ``one_statement_commits`` (the scheduler process of ``engine="process"``) a commit of up
+  to 256 events is a single INSERT instead: one wait for the GIL, not one per row (see
+  ``_write_at_once``).
 * Positions are assigned by the writer, so they are gapless and in commit order.
   Callers are answered only after ``COMMIT`` returned, i.e. after the fsync.
 * An ``flock`` on ``chronolog.lock`` in the data directory keeps a second writing process
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import os
 import sqlite3
 import threading
@@ -128,14 +127,23 @@ def _chunk_sql(rows: int) -> str:
 _CHUNKS: tuple[tuple[int, str], ...] = tuple((n, _chunk_sql(n)) for n in (256, 64, 16))
 #: Requests smaller than this (and the tail of larger ones) go through ``executemany``.
 _CHUNKED_FROM = 16
-#: Most rows a commit writes as one statement of its own (see ``_write_at_once``).
-_AT_ONCE_ROWS = 256
+#: The statements of ``_write_at_once``, by how many rows each holds at most: a commit
+#: takes the smallest that fits it (the last is the most rows a commit writes that way).
+#: A statement for every count instead kept ~30 MiB of compiled statements in sqlite3's
+#: cache for 256 sizes, and the 100,000-task workload's RSS rose by ~100 MiB.
+_AT_ONCE_SIZES = (8, 32, 128, 256)
+_AT_ONCE_ROWS = _AT_ONCE_SIZES[-1]
 
 
-@functools.lru_cache(maxsize=_AT_ONCE_ROWS)
-def _rows_sql(rows: int) -> str:
-    """One INSERT of ``rows`` events, each binding its own eight values."""
-    return f"INSERT INTO events ({_COLUMNS}) VALUES " + ",".join(["(?,?,?,?,?,?,?,?)"] * rows)
+def _padded_rows_sql(rows: int) -> str:
+    """One INSERT of up to ``rows`` events, each binding its own eight values; the rows
+    left over are bound to NULL and left out (a position is never NULL)."""
+    values = ",".join(["(?,?,?,?,?,?,?,?)"] * rows)
+    rows_given = "WHERE column1 IS NOT NULL"
+    return f"INSERT INTO events ({_COLUMNS}) SELECT * FROM (VALUES {values}) {rows_given}"
+
+
+_AT_ONCE_SQL = {size: _padded_rows_sql(size) for size in _AT_ONCE_SIZES}
 
 
 # A call's place in the chain of answers (see _Call).
@@ -343,10 +351,10 @@ class SQLiteEventStore:
         """``reserve_bytes``: space held back in the data directory for a full disk (see
         :mod:`chronolog.store.reserve`; 0 holds none).
 
-        ``one_statement_commits``: write a commit of up to 256 events, to streams the writer
-        knows or that are new, as one INSERT in SQLite's own transaction instead of BEGIN,
-        ``executemany`` and COMMIT (see ``_write_at_once``). For a process where no thread
-        that must react on time shares the GIL with the writer."""
+        ``one_statement_commits``: write a commit of up to 256 events as one INSERT in
+        SQLite's own transaction instead of BEGIN, ``executemany`` and COMMIT (see
+        ``_write_at_once``). For a process where no thread that must react on time shares
+        the GIL with the writer."""
         if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValidationError(
                 f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}"
@@ -494,10 +502,7 @@ class SQLiteEventStore:
 
     def _connect(self, *, write: bool, synchronous: SynchronousMode = "FULL") -> sqlite3.Connection:
         if write:
-            # Room in the statement cache for every size of ``_rows_sql`` and the rest.
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, cached_statements=512
-            )
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={synchronous}")
             # The checkpointer's thread folds the WAL as it grows, so the checkpoint SQLite
@@ -803,10 +808,13 @@ class SQLiteEventStore:
         return position, tentative
 
     def _write_at_once(self, batch: list[_Append]) -> tuple[int, dict[str, int]] | None:
-        """The batch as one INSERT in SQLite's own transaction, when the writer knows every
-        stream's version (it wrote them) or is told that a stream is new (expected version
-        0), and the batch is small; None when it must go the transaction's way (which reads
-        the versions it does not know).
+        """The batch as one INSERT in SQLite's own transaction, when it is small; None when
+        it must go the transaction's way.
+
+        The versions come from the writer's cache (it wrote them), from the caller for a
+        stream it says is new (expected version 0), or else from the log. This writer is the
+        only one (the lock file), so nothing changes them between that read and the INSERT;
+        a foreign writer on a copied log is caught by the index on (stream, version).
 
         Every statement gives the GIL up while SQLite works, and getting it back can wait
         up to the switch interval behind threads that run Python: a transaction of BEGIN,
@@ -817,14 +825,9 @@ class SQLiteEventStore:
         many short releases are what lets the timer and the pool threads in on time, so
         there it stays off: the one-shot burst's p99 went from ~5 to ~9 ms with it.
         """
-        versions = self._versions
-        rows = 0
-        for request in batch:
-            if request.stream_id not in versions and request.expected != 0:
-                return None
-            rows += len(request.encoded.data)
-        if rows > _AT_ONCE_ROWS:
+        if sum(len(request.encoded.data) for request in batch) > _AT_ONCE_ROWS:
             return None
+        versions = self._versions
         position = self._last_position
         tentative: dict[str, int] = {}
         params: list[object] = []
@@ -834,10 +837,12 @@ class SQLiteEventStore:
             stream_id = request.stream_id
             current = tentative.get(stream_id)
             if current is None:
+                current = versions.get(stream_id)
+            if current is None:
                 # A stream the writer does not know is taken at the caller's word that it is
-                # new: if it has events after all, the index on (stream, version) refuses
-                # the statement.
-                current = versions.get(stream_id, 0)
+                # new (if it has events after all, the index on (stream, version) refuses
+                # the statement); otherwise its version is read.
+                current = 0 if request.expected == 0 else self._current_version(stream_id)
             if request.expected is not None and request.expected != current:
                 request.error = ConcurrencyError(stream_id, request.expected, current)
                 continue
@@ -861,8 +866,11 @@ class SQLiteEventStore:
             position += count
             tentative[stream_id] = current + count
         if params:
+            rows = len(params) // 8
+            size = next(size for size in _AT_ONCE_SIZES if size >= rows)
+            params += [None] * (8 * (size - rows))
             try:
-                self._conn.execute(_rows_sql(len(params) // 8), params)
+                self._conn.execute(_AT_ONCE_SQL[size], params)
             except sqlite3.IntegrityError:
                 # A stream said to be new has events, or another writer appended to one the
                 # writer knows (a copied log, say): the statement wrote nothing, and the
