@@ -29,7 +29,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -241,6 +241,13 @@ class _Append:
         self.version = -1
         self.recorded_at = _EPOCH
 
+    def place(self, position: int, version: int, recorded_at: datetime) -> None:
+        """Record where the writer put the batch: after log ``position`` and stream
+        ``version``, at ``recorded_at``."""
+        self.position = position
+        self.version = version
+        self.recorded_at = recorded_at
+
     def envelopes(self) -> list[Envelope]:
         """The stored envelopes, or the error that refused the batch.
 
@@ -302,6 +309,26 @@ def _insert_chunks(
             conn.execute(sql, params)
             done = end
     return done
+
+
+def _rows(
+    request: _Append, position: int, version: int, recorded_us: int, start: int = 0
+) -> Iterator[tuple[object, ...]]:
+    """The rows of ``request``'s events from its ``start``-th on, in column order, placed
+    after log ``position`` and stream ``version``."""
+    encoded = request.encoded
+    stream_id, metadata_bytes = request.stream_id, request.metadata_bytes
+    for i in range(start, len(encoded.data)):
+        yield (
+            position + i + 1,
+            stream_id,
+            version + i + 1,
+            encoded.event_types[i],
+            encoded.schema_versions[i],
+            recorded_us,
+            encoded.data[i],
+            metadata_bytes,
+        )
 
 
 def _disk_full(exc: Exception) -> bool:
@@ -778,23 +805,8 @@ class SQLiteEventStore:
                         conn.executemany(_INSERT, rows)
                         rows = []
                     done = _insert_chunks(conn, request, position, current, recorded_us)
-                metadata_bytes = request.metadata_bytes
-                for i in range(done, count):
-                    rows.append(
-                        (
-                            position + i + 1,
-                            stream_id,
-                            current + i + 1,
-                            encoded.event_types[i],
-                            encoded.schema_versions[i],
-                            recorded_us,
-                            encoded.data[i],
-                            metadata_bytes,
-                        )
-                    )
-                request.position = position
-                request.version = current
-                request.recorded_at = recorded_at
+                rows.extend(_rows(request, position, current, recorded_us, done))
+                request.place(position, current, recorded_at)
                 position += count
                 tentative[stream_id] = current + count
             if rows:
@@ -846,23 +858,10 @@ class SQLiteEventStore:
             if request.expected is not None and request.expected != current:
                 request.error = ConcurrencyError(stream_id, request.expected, current)
                 continue
-            encoded = request.encoded
-            metadata_bytes = request.metadata_bytes
-            for i, data in enumerate(encoded.data):
-                params += (
-                    position + i + 1,
-                    stream_id,
-                    current + i + 1,
-                    encoded.event_types[i],
-                    encoded.schema_versions[i],
-                    recorded_us,
-                    data,
-                    metadata_bytes,
-                )
-            count = len(encoded.data)
-            request.position = position
-            request.version = current
-            request.recorded_at = recorded_at
+            for row in _rows(request, position, current, recorded_us):
+                params += row
+            count = len(request.encoded.data)
+            request.place(position, current, recorded_at)
             position += count
             tentative[stream_id] = current + count
         if params:
