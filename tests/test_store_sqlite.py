@@ -431,7 +431,7 @@ class TestOptions:
 
 
 class TestOneStatementCommits:
-    """``one_statement_commits=True``: a commit to streams the writer knows is one INSERT."""
+    """``one_statement_commits=True``: a commit of up to 256 events is one INSERT."""
 
     @staticmethod
     def _statements(store: SQLiteEventStore) -> list[str]:
@@ -458,7 +458,6 @@ class TestOneStatementCommits:
             seen.clear()
             store.append("new", numbered(1, "n"), expected_version=0)
             assert [s.split(" (")[0] for s in seen] == ["INSERT INTO events"]
-            seen.clear()
         with SQLiteEventStore(data_dir, one_statement_commits=True) as store:
             seen = self._statements(store)  # reopened: it knows no versions now
             store.append_many(
