@@ -2,7 +2,7 @@
 
 Roles (first argument):
 
-``crash-writer DATA_DIR SEED``
+``crash-writer DATA_DIR SEED [one-statement]``
     Appends batches of 1..50 events from several threads to several streams, each with the
     expected version, and prints one line per *acknowledged* batch, flushed:
     ``ack <stream> <batch_id> <first_pos> <last_pos> <first_version> <last_version>``.
@@ -47,8 +47,8 @@ def batch_events(stream: str, batch_id: str, size: int) -> list[DomainEvent]:
     ]
 
 
-def crash_writer(data_dir: str, seed: int) -> None:
-    store = SQLiteEventStore(data_dir)
+def crash_writer(data_dir: str, seed: int, one_statement_commits: bool = False) -> None:
+    store = SQLiteEventStore(data_dir, one_statement_commits=one_statement_commits)
     out_lock = threading.Lock()
     print("ready", flush=True)
 
@@ -122,7 +122,7 @@ def appender(data_dir: str, count: int) -> None:
 def main(argv: list[str]) -> None:
     role, data_dir, *rest = argv
     if role == "crash-writer":
-        crash_writer(data_dir, int(rest[0]))
+        crash_writer(data_dir, int(rest[0]), rest[1:] == ["one-statement"])
     elif role == "try-writer":
         try_writer(data_dir)
     elif role == "lockstep-reader":

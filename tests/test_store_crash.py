@@ -54,9 +54,12 @@ def _parse_acks(lines: list[bytes]) -> list[Ack]:
 
 
 def _run_and_kill(data_dir: Path, round_no: int, delay: float) -> list[Ack]:
-    """Start a crash writer, let it append for ``delay`` seconds, SIGKILL it, return its acks."""
+    """Start a crash writer, let it append for ``delay`` seconds, SIGKILL it, return its acks.
+
+    Odd rounds write with ``one_statement_commits`` (each data directory sees both ways)."""
+    mode = ["one-statement"] if round_no % 2 else []
     proc = subprocess.Popen(
-        [sys.executable, str(WORKER), "crash-writer", str(data_dir), str(round_no)],
+        [sys.executable, str(WORKER), "crash-writer", str(data_dir), str(round_no), *mode],
         stdout=subprocess.PIPE,
     )
     assert proc.stdout is not None
