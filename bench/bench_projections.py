@@ -53,6 +53,17 @@ def emit(bench: str, value: float, unit: str, **extra: Any) -> None:
     print(json.dumps({"bench": bench, "value": round(value, 4), "unit": unit, **extra}), flush=True)
 
 
+def emit_machine() -> None:
+    """The line that says where the figures come from: cores, load, Python."""
+    emit(
+        "machine",
+        os.cpu_count() or 0,
+        "cpus",
+        load_average=[round(x, 2) for x in os.getloadavg()],
+        python=sys.version.split()[0],
+    )
+
+
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -358,13 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     only = set(args.only or ("rebuild", "live", "queries"))
-    emit(
-        "machine",
-        os.cpu_count() or 0,
-        "cpus",
-        load_average=[round(x, 2) for x in os.getloadavg()],
-        python=sys.version.split()[0],
-    )
+    emit_machine()
     with tempfile.TemporaryDirectory(prefix="chronolog-bench-") as tmp:
         work = Path(tmp)
         log_dir = args.log_dir or Path(tempfile.gettempdir()) / f"chronolog-bench-log-{args.events}"

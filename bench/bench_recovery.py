@@ -45,14 +45,13 @@ import argparse
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 # bench/ is on sys.path when this file runs as a script, as the other bench scripts do.
-from bench_projections import build_log, cpu_seconds, emit
+from bench_projections import build_log, cpu_seconds, emit, emit_machine
 
 from chronolog import SchedulerModule, Settings
 from chronolog.actors.recovery import FINGERPRINT
@@ -330,13 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=None, help="keep the log here")
     args = parser.parse_args(argv)
     module_rounds = args.rounds if args.module_rounds is None else args.module_rounds
-    emit(
-        "machine",
-        os.cpu_count() or 0,
-        "cpus",
-        load_average=[round(x, 2) for x in os.getloadavg()],
-        python=sys.version.split()[0],
-    )
+    emit_machine()
     base = args.dir or (
         Path(tempfile.gettempdir()) / f"chronolog-bench-recovery-log-{args.events}-{args.tasks}"
     )
