@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from chronolog.actors.executor import ExecutionBackend, FinishCallback
     from chronolog.actors.housekeeper import Housekeeper
     from chronolog.actors.runtime import Runtime
+    from chronolog.actors.tuning import Tuning
     from chronolog.process.engine import ProcessEngine
     from chronolog.projections import Projector
     from chronolog.store import EventStore
@@ -123,15 +124,14 @@ class SchedulerModule:
         projections_path: str | Path | None = None,
         fire_timers: bool = True,
         executor_factory: Callable[[FinishCallback], ExecutionBackend] | None = None,
-        shard_round_size: int | None = None,
-        one_statement_commits: bool = False,
+        tuning: Tuning | None = None,
     ) -> None:
         """``fire_timers=False`` starts a maintenance instance: commands and queries work,
         but nothing fires on its own (the command line uses it on a stopped scheduler's
         data directory). ``executor_factory`` replaces the executor that runs functions,
-        ``shard_round_size`` the job shards' round size, and ``one_statement_commits``
-        is the log's (see :class:`~chronolog.store.SQLiteEventStore`); the scheduler
-        process of ``engine = "process"`` sets all three.
+        and ``tuning`` the job shards' and the log writer's settings for the host's
+        process (:data:`~chronolog.actors.tuning.HOST_PROCESS`); the scheduler process of
+        ``engine = "process"`` sets both.
 
         ``engine = "process"`` in the settings runs the scheduler in a child process; it
         has its own clock and store, so it takes neither ``clock`` nor ``store``, and is
@@ -175,10 +175,7 @@ class SchedulerModule:
         self._registered = False
         self._fire_timers = fire_timers
         self._executor_factory = executor_factory
-        if shard_round_size is not None and shard_round_size < 1:
-            raise ValidationError(f"shard_round_size must be at least 1, got {shard_round_size}")
-        self._shard_round_size = shard_round_size
-        self._one_statement_commits = one_statement_commits
+        self._tuning = tuning
         self._engine: ProcessEngine | None = None
 
     # --- phase 1 --------------------------------------------------------------------------
@@ -216,11 +213,12 @@ class SchedulerModule:
             return
         from chronolog.actors.recovery import FINGERPRINT
         from chronolog.actors.runtime import Runtime
-        from chronolog.actors.shard import ROUND_SIZE
+        from chronolog.actors.tuning import HOST_PROCESS
         from chronolog.projections import Projector
         from chronolog.store import SQLiteEventStore
         from chronolog.store.snapshots import SNAPSHOTS_FILENAME, open_snapshots
 
+        tuning = HOST_PROCESS if self._tuning is None else self._tuning
         data_dir = self.settings.data_path
         if self._store is None:
             self._store = SQLiteEventStore(
@@ -228,7 +226,7 @@ class SchedulerModule:
                 synchronous=self.settings.sqlite_synchronous,
                 clock=self.clock,
                 reserve_bytes=self.settings.disk_reserve_bytes,
-                one_statement_commits=self._one_statement_commits,
+                one_statement_commits=tuning.one_statement_commits,
             )
         path = self._projections_path
         if path is None and self._owns_store:
@@ -247,7 +245,7 @@ class SchedulerModule:
                 clock=self.clock,
                 fire_timers=self._fire_timers,
                 executor_factory=self._executor_factory,
-                round_size=ROUND_SIZE if self._shard_round_size is None else self._shard_round_size,
+                tuning=tuning,
                 snapshots=self._snapshots,
             )
             runtime.start()

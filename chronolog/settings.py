@@ -62,9 +62,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: recently used idle ones are passivated to stay under it.
     max_live_actors: PositiveInt = 20_000
     #: Threads that host the job actors; each appends its actors' decisions in batches.
-    #: Two keep bursts as fast as eight did, and leave the host's event loop fewer threads
-    #: to wait behind for the GIL.
-    job_shards: PositiveInt = 2
+    #: None leaves it to the engine: two in the host's process (as fast in bursts as
+    #: eight, and fewer threads for the host's event loop to wait behind for the GIL),
+    #: one in the scheduler process of ``engine = "process"`` (there two only queue their
+    #: commits behind each other's).
+    job_shards: PositiveInt | None = None
     #: Seconds a job actor may idle before it is passivated.
     actor_idle_seconds: PositiveFloat = 30.0
     #: Seconds before a fire's instant that the scheduler commits it (appends its

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import gc
 import os
 import threading
@@ -23,7 +24,7 @@ from chronolog.actors import loop_watch
 from chronolog.actors.executor import ExecutionContext
 from chronolog.actors.messages import CommandOutcome, TaskCommand
 from chronolog.actors.runtime import Runtime
-from chronolog.actors.shard import ROUND_SIZE
+from chronolog.actors.tuning import HOST_PROCESS
 from chronolog.domain import commands as cmd
 from chronolog.errors import EventCodecError, StorageError
 from chronolog.events import (
@@ -55,7 +56,11 @@ class Harness:
     """A runtime on a fake clock with helpers to command tasks and read their history."""
 
     def __init__(
-        self, clock: FakeClock, store: Any = None, round_size: int = ROUND_SIZE, **settings: Any
+        self,
+        clock: FakeClock,
+        store: Any = None,
+        round_size: int = HOST_PROCESS.round_size,
+        **settings: Any,
     ) -> None:
         self.clock = clock
         self.store = store or InMemoryEventStore(clock=clock)
@@ -68,7 +73,11 @@ class Harness:
         self.registry.register("arecord", self._arecord)
         self.registry.register("patient", self._patient)
         self.runtime = Runtime(
-            Settings(**settings), self.store, self.registry, clock=clock, round_size=round_size
+            Settings(**settings),
+            self.store,
+            self.registry,
+            clock=clock,
+            tuning=dataclasses.replace(HOST_PROCESS, round_size=round_size),
         )
 
     def _record(self, tag: str = "", context: Any = None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import gc
 import inspect
 import json
@@ -26,7 +27,7 @@ from test_projections_helpers import invalidate
 from chronolog import AppContext, Cause, SchedulerModule, SchedulerService, Settings, service
 from chronolog import module as module_module
 from chronolog.actors.messages import CommandOutcome
-from chronolog.actors.shard import PROCESS_ROUND_SIZE, ROUND_SIZE
+from chronolog.actors.tuning import HOST_PROCESS, SCHEDULER_PROCESS, Tuning
 from chronolog.api.agent import AgentDispatcher
 from chronolog.errors import NotFoundError, StoreLockedError, ValidationError
 from chronolog.events import ExecutionSkipped
@@ -654,33 +655,62 @@ class TestUpdate:
         assert host.log_size() == before
 
 
-class TestShardRounds:
-    def test_the_default_engine_uses_the_default_round_and_a_module_may_set_another(
+class TestTuning:
+    def test_the_default_engine_uses_the_host_tuning_and_a_module_may_set_another(
         self, tmp_path: Path, clock: FakeClock
     ) -> None:
-        """The job shards' round size reaches the runtime: the default, or the module's."""
-        for round_size, expected in ((None, ROUND_SIZE), (5, 5)):
+        """The job shards' round, their number and the log's commits follow the module's
+        tuning: the host's process by default, or the one it is given."""
+        own = Tuning(round_size=5, job_shards=3, one_statement_commits=True)
+        for tuning, expected in ((None, HOST_PROCESS), (own, own)):
             module = SchedulerModule(
-                Settings(data_dir=str(tmp_path / f"data-{round_size}")),
+                Settings(data_dir=str(tmp_path / f"data-{expected.round_size}")),
                 clock=clock,
-                shard_round_size=round_size,
+                tuning=tuning,
             )
             module.register(AppContext())
             module.start_blocking()
             try:
-                assert module.require_runtime().round_size == expected
+                runtime = module.require_runtime()
+                assert runtime.tuning == expected
+                assert runtime.shard_count == expected.job_shards
+                store = runtime.store
+                assert isinstance(store, SQLiteEventStore)
+                assert store.one_statement_commits is expected.one_statement_commits
             finally:
                 module.stop_blocking()
 
-    def test_a_round_size_below_one_is_refused_at_once(self, tmp_path: Path) -> None:
-        with pytest.raises(ValidationError, match="shard_round_size"):
-            SchedulerModule(Settings(data_dir=str(tmp_path)), shard_round_size=0)
+    @pytest.mark.parametrize("tuning", [HOST_PROCESS, SCHEDULER_PROCESS])
+    def test_job_shards_in_the_settings_beat_the_tuning(
+        self, tmp_path: Path, clock: FakeClock, tuning: Tuning
+    ) -> None:
+        """``Settings.job_shards`` left at None is the engine's choice; a number is kept."""
+        for shards in (None, 4):
+            module = SchedulerModule(
+                Settings(data_dir=str(tmp_path / f"data-{shards}"), job_shards=shards),
+                clock=clock,
+                tuning=tuning,
+            )
+            module.register(AppContext())
+            module.start_blocking()
+            try:
+                expected = tuning.job_shards if shards is None else shards
+                assert module.require_runtime().shard_count == expected
+            finally:
+                module.stop_blocking()
 
-    def test_the_scheduler_process_uses_its_own_round(
+    @pytest.mark.parametrize(
+        ("field", "value"), [("round_size", 0), ("job_shards", 0), ("job_shards", -2)]
+    )
+    def test_a_tuning_below_one_is_refused(self, field: str, value: int) -> None:
+        with pytest.raises(ValueError, match=field):
+            dataclasses.replace(HOST_PROCESS, **{field: value})
+
+    def test_the_scheduler_process_uses_its_own_tuning(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """The scheduler process of engine="process" asks for PROCESS_ROUND_SIZE, and for
-        one-statement commits of its log."""
+        """The scheduler process of engine="process" asks for SCHEDULER_PROCESS: rounds of
+        64, one shard, one-statement commits of its log."""
         made: dict[str, Any] = {}
         real = child.SchedulerModule
 
@@ -694,8 +724,8 @@ class TestShardRounds:
         )
         process = child.SchedulerProcess(typing.cast(Any, None), start)
         process.loop.close()
-        assert made["shard_round_size"] == PROCESS_ROUND_SIZE != ROUND_SIZE
-        assert made["one_statement_commits"] is True
+        assert made["tuning"] is SCHEDULER_PROCESS
+        assert SCHEDULER_PROCESS != HOST_PROCESS
 
     def test_the_scheduler_process_loop_takes_more_reads_per_turn(self, tmp_path: Path) -> None:
         """Its loop runs nothing but the facade: task-board reads are let in

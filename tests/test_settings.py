@@ -15,6 +15,7 @@ class TestLoading:
         settings = load_settings(environ={})
         assert settings == Settings()
         assert settings.http_host == "127.0.0.1"
+        assert settings.job_shards is None  # the engine's choice
 
     def test_toml_top_level_or_chronolog_table(self, tmp_path: Path) -> None:
         """Keys may sit at the top level or under [chronolog]."""
@@ -46,9 +47,11 @@ class TestLoading:
                 "CHRONOLOG_CLEANUP_ALLOWED_ROOTS": "/a, /b",
                 "CHRONOLOG_DEFAULT_TIMEOUT": "2.5",
                 "CHRONOLOG_DEFAULT_MISFIRE_GRACE": "none",
+                "CHRONOLOG_JOB_SHARDS": "3",
                 "CHRONOLOG_CONFIG": "/not/a/setting.toml",
             }
         )
+        assert settings.job_shards == 3
         assert settings.cleanup_allow_mount_roots is True
         assert settings.cleanup_allowed_roots == ("/a", "/b")
         assert settings.default_timeout == 2.5
@@ -96,6 +99,7 @@ class TestErrors:
         ("key", "value"),
         [
             ("executor_threads", 0),
+            ("job_shards", 0),
             ("default_timeout", float("inf")),
             ("default_retry_backoff", 1e300),
             ("default_misfire_grace", float("nan")),

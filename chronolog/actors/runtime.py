@@ -43,7 +43,7 @@ from chronolog.actors.recovery import (
     load_snapshot,
     task_state,
 )
-from chronolog.actors.shard import ROUND_SIZE, ShardSlot, stopped_before
+from chronolog.actors.shard import ShardSlot, stopped_before
 from chronolog.actors.supervisor import PASSIVATE_WAKE, RESTART_PREFIX, Supervisor
 from chronolog.actors.timer import (
     Due,
@@ -55,6 +55,7 @@ from chronolog.actors.timer import (
     Timer,
     WakeDue,
 )
+from chronolog.actors.tuning import HOST_PROCESS, Tuning
 from chronolog.clock import Clock, SystemClock
 from chronolog.domain import commands as cmd
 from chronolog.domain.cleanup_state import CleanupState
@@ -87,20 +88,18 @@ class Runtime:
         clock: Clock | None = None,
         fire_timers: bool = True,
         executor_factory: Callable[[FinishCallback], ExecutionBackend] | None = None,
-        round_size: int = ROUND_SIZE,
+        tuning: Tuning = HOST_PROCESS,
         snapshots: SnapshotFile | None = None,
         snapshot_options: dict[str, Any] | None = None,
     ) -> None:
         """``executor_factory(on_finish)`` makes the executor (default: an
-        :class:`Executor` running functions in this process). ``round_size``: the most
-        task commands a job shard decides and appends together (see
-        :data:`~chronolog.actors.shard.ROUND_SIZE`). ``snapshots``: the state snapshot
+        :class:`Executor` running functions in this process). ``tuning``: the shards' round
+        size, and their number when ``settings.job_shards`` leaves it to the engine (see
+        :mod:`chronolog.actors.tuning`). ``snapshots``: the state snapshot
         file that start-up folds from and a :class:`Snapshotter` keeps fresh (None: start
         folds the whole log); ``snapshot_options``: that snapshotter's keyword arguments."""
-        if round_size < 1:
-            raise ValueError(f"round_size must be at least 1, got {round_size}")
         self.settings = settings
-        self.round_size = round_size
+        self.tuning = tuning
         self.snapshots = snapshots
         self._snapshot_options = snapshot_options or {}
         self._snapshotter: Snapshotter | None = None
@@ -117,7 +116,8 @@ class Runtime:
         self.executor: ExecutionBackend = (executor_factory or self._local_executor)(
             self._on_finish
         )
-        shards = min(settings.job_shards, settings.max_live_actors)
+        wanted = tuning.job_shards if settings.job_shards is None else settings.job_shards
+        shards = min(wanted, settings.max_live_actors)
         capacity = max(settings.max_live_actors // shards, 1)
         self._slots = [ShardSlot(index, capacity) for index in range(shards)]
         self._supervisor: pykka.ActorRef[Supervisor] | None = None
@@ -133,6 +133,11 @@ class Runtime:
         self.runs_closed = False
         self._lock = threading.Lock()
         self.recovered_tasks = 0
+
+    @property
+    def shard_count(self) -> int:
+        """How many job shards run."""
+        return len(self._slots)
 
     def _local_executor(self, on_finish: FinishCallback) -> Executor:
         return Executor(

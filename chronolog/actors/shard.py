@@ -60,20 +60,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("chronolog.shard")
 
-#: Most task commands decided and appended together in one round. A fire or a command
-#: that arrives while a round runs waits for it to end, and in the default engine the
-#: round's Python also holds the GIL the host's event loop wants. 32 against 64, in
-#: alternating runs of ``bench/bench_runtime.py``: the one-shot burst's start-lag p99
-#: 4.9-9.7 ms against 12.9-15.5 ms, the loop's p99 under a burst of 10,000 commands
-#: 3.6-5.7 against 4.1-5.6 ms and with 10,000 kept in flight 5.4-6.1 against 7.3-7.4 ms;
-#: scheduling throughput ~12 % lower (7,500-8,400 against 8,800-10,500 tasks/s). 16 was
-#: too small: the one-shot burst backed up (p99 43-61 ms).
-ROUND_SIZE = 32
-#: The round in the scheduler process of ``engine="process"``: nothing there shares a
-#: GIL with the host, and its per-round costs are higher (each round's answers cross to
-#: the host), so with rounds of 32 its shards fell behind in the one-shot burst (start-lag
-#: p99 34-85 ms against 2-21 ms with 64).
-PROCESS_ROUND_SIZE = 64
 _MAX_CONFLICT_RETRIES = 5
 #: How many least-recently-used job actors are looked at to find one that is not running.
 _EVICTION_SCAN = 256
@@ -176,7 +162,7 @@ class JobShard(pykka.ThreadingActor):
                 if self.runtime.closing:
                     self._leave()
                     break
-                batch = backlog.next_round(self.runtime.round_size)
+                batch = backlog.next_round(self.runtime.tuning.round_size)
                 backlog.retry(self._run_round(batch, conflicts))
                 let_others_run()  # a round is milliseconds of Python: the host's loop next
                 if backlog:

@@ -30,7 +30,7 @@ import msgspec
 import structlog
 
 from chronolog.actors.executor import Executor, FinishCallback
-from chronolog.actors.shard import PROCESS_ROUND_SIZE
+from chronolog.actors.tuning import SCHEDULER_PROCESS
 from chronolog.errors import ChronologError
 from chronolog.functions import CallRules
 from chronolog.housekeeping.registrations import CLEANUP_FUNCTION
@@ -70,8 +70,7 @@ class SchedulerProcess:
             settings,
             projections_path=projections,
             executor_factory=self._make_executor,
-            shard_round_size=PROCESS_ROUND_SIZE,
-            one_statement_commits=True,
+            tuning=SCHEDULER_PROCESS,
         )
         self.module.register(AppContext())
         self.register(start.functions)

@@ -576,6 +576,11 @@ class SQLiteEventStore:
 
     # --- appending --------------------------------------------------------------------------
 
+    @property
+    def one_statement_commits(self) -> bool:
+        """Whether a commit of up to 256 events is written as one statement."""
+        return self._one_statement_commits
+
     def append(
         self,
         stream_id: str,
