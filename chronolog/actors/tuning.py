@@ -52,11 +52,12 @@ HOST_PROCESS = Tuning(round_size=32, job_shards=2, one_statement_commits=False)
 #:
 #: - Rounds of 64: each round's answers cross to the host, and with 32 the shards fell
 #:   behind in the one-shot burst (start-lag p99 34-85 ms against 2-21 ms).
-#: - One shard: with two, each shard's commit waited behind the other's, and their Python
-#:   delayed the writer's return to the GIL after each statement. 30 single runs of the
-#:   one-shot burst alternating with two shards: p99 median 3.1 against 15.6 ms in a
-#:   quiet stretch, under 20 ms in all ten runs against eight; scheduling throughput 5 to
-#:   14 % lower (6,000-7,500 against 7,000-7,900 tasks/s), the host's loop unchanged.
+#: - One shard: with two, each shard's commit waited behind the other's, and the other's
+#:   Python delayed the writer's return to the GIL after its statement. Single runs of
+#:   the one-shot burst alternating with two shards: p99 1.5-6.0 ms (median 3.2) against
+#:   2.6-59.5 ms (median 12.5) in eight pairs, medians 6.5 against 22.6 ms in fifteen
+#:   more on a disk still busy with the last run's cleanup; scheduling throughput ~6 %
+#:   lower (7,130-7,450 against 7,550-7,760 tasks/s), the host's loop unchanged.
 #: - One statement per commit: the writer then waits for the GIL once per commit, not
 #:   once per row (one-shot p99 median 10.0 against 33.1 ms over 31 pairs).
 SCHEDULER_PROCESS = Tuning(round_size=64, job_shards=1, one_statement_commits=True)
