@@ -373,6 +373,22 @@ class TestProjectorTaskList:
             projector.rebuild()
             self._check(projector)
 
+    def test_a_loaded_board_holds_one_copy_of_texts_that_tasks_repeat(self, path: Path) -> None:
+        """DuckDB hands out a new string per cell; the board keeps one of each repeating
+        text (100,000 tasks on one cron expression hold one trigger text)."""
+        store = store_with(scheduled("a"), scheduled("b"))
+        with Projector(store, path) as projector:
+            projector.catch_up()
+        with Projector(store, path) as projector:
+            projector.get_task("a")  # loads the board from DuckDB
+            rows = [projector._board.task_if_loaded(task_id, 0)[1] for task_id in "ab"]
+            first, second = (
+                dict(zip(column_names("tasks"), row or (), strict=True)) for row in rows
+            )
+            for column in ("function_name", "module_id", "trigger", "parameters", "policies"):
+                assert first[column] == second[column] is not None
+                assert first[column] is second[column], column
+
     def test_readers_during_batches_see_consistent_pages(self, path: Path) -> None:
         """Lists on other threads while batches commit: never an error, every page's total
         counts its matches at one position, and the end state equals DuckDB's."""

@@ -12,6 +12,7 @@ from test_projections_helpers import (
     at,
     cancelled,
     completed,
+    definition,
     execution_cancelled,
     execution_id,
     failed,
@@ -36,9 +37,9 @@ from test_projections_helpers import (
     updated,
 )
 
-from chronolog.events import Cause, EventMetadata
+from chronolog.events import Cause, EventMetadata, TaskDefinition
 from chronolog.projections import Projector
-from chronolog.projections.apply import ROW_TYPES
+from chronolog.projections.apply import ROW_TYPES, TaskState
 from chronolog.projections.schema import TABLES, column_names
 from chronolog.store import InMemoryEventStore
 
@@ -214,6 +215,25 @@ class TestTaskStatus:
             None,
             "cancelled",
         )
+
+
+class TestSharedText:
+    def test_repeating_columns_share_one_string_across_tasks(self) -> None:
+        """The projector keeps tens of thousands of task states in memory: a function name,
+        trigger, zone or policies text that many tasks repeat is held once, not once per
+        task (each decoded event brings its own copy)."""
+        encoded = msgspec.msgpack.encode(definition(parameters={"mode": "full"}))
+        states = []
+        for task_id in ("a", "b"):
+            state = TaskState(task_id=task_id)
+            state.define(msgspec.msgpack.decode(encoded, type=TaskDefinition), True)
+            states.append(state)
+        first, second = states
+        shared = ("function_name", "module_id", "trigger", "timezone", "parameters", "policies")
+        for column in shared:
+            assert getattr(first, column) == getattr(second, column) is not None
+            assert getattr(first, column) is getattr(second, column), column
+        assert first.name == second.name == "report"
 
 
 class TestTaskCounters:

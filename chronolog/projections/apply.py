@@ -14,6 +14,7 @@ only scalars, and a rebuild creates millions of them.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -61,6 +62,14 @@ FINISHED = frozenset({"succeeded", "failed", "timed_out", "cancelled", "interrup
 def json_text(value: Any) -> str:
     """Encode a value for a JSON column (msgspec: Structs, datetimes and all)."""
     return _encode(value).decode()
+
+
+def shared_text(text: str | None) -> str | None:
+    """One string object for every equal ``text`` (interned): a column whose values repeat
+    across tasks (function, zone, policies, trigger) then costs one string, not one per
+    task, in every state and board row that holds it. A value no other task repeats costs
+    an entry in the interpreter's table of interned strings, which goes with the string."""
+    return None if text is None else sys.intern(text)
 
 
 def cause_text(cause: Cause) -> str:
@@ -124,14 +133,15 @@ class TaskState(msgspec.Struct, gc=False):
     def define(self, definition: TaskDefinition, recurring: bool) -> None:
         trigger = definition.trigger
         self.name = definition.name
-        self.function_name = definition.function_name
-        self.module_id = definition.module_id
+        self.function_name = shared_text(definition.function_name)
+        self.module_id = shared_text(definition.module_id)
         self.recurring = recurring
         self.trigger_kind = str(type(trigger).__struct_config__.tag)
-        self.trigger = json_text(trigger)
-        self.timezone = trigger.timezone
-        self.parameters = json_text(definition.parameters)
-        self.policies = json_text(definition.policies)
+        # Shared too: tasks on one cron expression (or one instant) have equal triggers.
+        self.trigger = shared_text(json_text(trigger))
+        self.timezone = shared_text(trigger.timezone)
+        self.parameters = shared_text(json_text(definition.parameters))
+        self.policies = shared_text(json_text(definition.policies))
 
 
 class ExecutionState(msgspec.Struct, gc=False):

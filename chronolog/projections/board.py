@@ -72,6 +72,7 @@ _SHARED: Final = tuple(
         "module_id",
         "status",
         "trigger_kind",
+        "trigger",
         "timezone",
         "parameters",
         "policies",
