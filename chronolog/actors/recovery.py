@@ -63,9 +63,12 @@ SNAPSHOT_CHECK_SECONDS = 10.0
 SNAPSHOT_PAGE = 2_000
 #: The longest a stop spends bringing the file up to the log (seconds); what is left over
 #: is folded by the next start. A stop has the GIL to itself, so it takes larger pages
-#: (a stream's row is then written once for more of its events).
+#: (a stream's row is then written once for more of its events), but not much larger:
+#: folding 100,000 one-event streams took 2.6 s in pages of 20,000 with an 88 MiB bump
+#: of memory, 1.9 s and 25 MiB in pages of 5,000; 200,000 events over 2,000 streams,
+#: 1.3 s and 41 MiB against 1.9 s and 15 MiB.
 STOP_SNAPSHOT_SECONDS = 1.0
-STOP_SNAPSHOT_PAGE = 20_000
+STOP_SNAPSHOT_PAGE = 5_000
 
 _ENCODER = msgspec.msgpack.Encoder()
 _TASK_DECODER = msgspec.msgpack.Decoder(TaskState)
