@@ -31,8 +31,11 @@ Workloads (``--quick`` divides every task count by 10):
   concurrent calls; APScheduler: ``add_job`` on a running scheduler; its SQLite store gets
   at most 5,000). Target >= 5,000 tasks/s.
 * ``memory``: 100,000 cron tasks (``m h * * *`` in UTC, all due at least 3 h later). RSS
-  (MiB) after scheduling (target < 500) and live threads (target <= live-actor cap + the
-  threads of an idle started module).
+  (MiB) as the last call is answered (target < 500) and live threads (target <= live-actor
+  cap + the threads of an idle started module). Also the highest RSS sampled every 0.1 s
+  while scheduling (``rss_peak``: a single reading can land on a moment's bump, such as a
+  DuckDB checkpoint, or miss it) and a *settled* one, once chronolog's projections have
+  every task and ``SETTLE_SECONDS`` more have passed (``rss_settled``).
 * ``restart``: after ``memory``, stop the module and start a new one on the same data dir:
   seconds until ``start()`` returns and a task scheduled to run immediately has run
   (target < 3 s). Peer: APScheduler's SQLite store with 100,000 cron jobs (populated with
@@ -218,6 +221,42 @@ def open_fds() -> int | None:
 def rss_mib() -> float:
     """Resident set size in MiB."""
     return proc_status("VmRSS") / 1024
+
+
+class PeakRss:
+    """The highest RSS (this process plus the scheduler process, MiB) sampled every
+    ``every`` seconds on a thread of its own while the ``with`` block runs: a single
+    reading can land on a moment's bump (a DuckDB checkpoint) or miss it."""
+
+    def __init__(self, every: float = 0.1) -> None:
+        self.every = every
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
+
+    @property
+    def running(self) -> int:
+        """1 while its thread runs (for thread counts that should leave it out), else 0."""
+        return int(self._thread.is_alive())
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            total = 0
+            for pid in ("self", *_SCHEDULER_PIDS):
+                try:  # its own files: the main thread's status file is not shared
+                    with open(f"/proc/{pid}/status") as fh:
+                        total += max(_status_field(fh.read(), "VmRSS"), 0)
+                except OSError:  # out of file descriptors, or the process is gone
+                    continue
+            self.peak = max(self.peak, total / 1024)
 
 
 def percentile(ordered: list[float], q: float) -> float | None:
@@ -667,23 +706,35 @@ async def run_cron_memory(subject: Subject, n: int) -> dict[str, Any]:
     # processes (the scheduler's are not Python threads of this one).
     process_engine = isinstance(subject, ChronologSubject) and subject.engine == "process"
 
+    sampler = PeakRss()
+
     def threads() -> int:
-        return proc_status("Threads") if process_engine else threading.active_count()
+        # Not counting the RSS sampler's own thread.
+        found = proc_status("Threads") if process_engine else threading.active_count()
+        return found - sampler.running
 
     base_rss, base_threads = rss_mib(), threads()
-    seconds, failures, error = await subject.add_many(n, later_cron)
-    found: dict[str, Any] = {
-        "n": n,
-        "scheduled_per_s": (n - failures) / seconds,
-        "failures": failures,
-        "first_error": error,
-        "rss_idle_mib": base_rss,
-        "rss_mib": rss_mib(),
-        "threads_idle": base_threads,
-        "threads": threads(),
-        "os_threads": proc_status("Threads"),
-        **subject.details(),
-    }
+    with sampler as peak:
+        seconds, failures, error = await subject.add_many(n, later_cron)
+        found: dict[str, Any] = {
+            "n": n,
+            "scheduled_per_s": (n - failures) / seconds,
+            "failures": failures,
+            "first_error": error,
+            "rss_idle_mib": base_rss,
+            "rss_mib": rss_mib(),
+            "threads_idle": base_threads,
+            "threads": threads(),
+            "os_threads": proc_status("Threads") - sampler.running,
+            **subject.details(),
+        }
+        # Settled: chronolog's projections have every task (a query reads the caller's
+        # own writes), then whatever a commit set off (a checkpoint) has had time to end.
+        if isinstance(subject, ChronologSubject):
+            await subject.svc.list_events(limit=1)
+        await asyncio.sleep(SETTLE_SECONDS)
+        found["rss_settled_mib"] = rss_mib()
+    found["rss_peak_mib"] = peak.peak
     if not isinstance(subject, ChronologSubject):
         await stop_quietly(subject)
         return found
@@ -696,6 +747,11 @@ async def run_cron_memory(subject: Subject, n: int) -> dict[str, Any]:
     found.update(await chronolog_top_up(subject.data_dir, n, subject.engine))
     found.update(await chronolog_restart(subject.data_dir, subject.engine))
     return found
+
+
+#: How long the memory workload waits, once everything is scheduled, before its settled
+#: reading.
+SETTLE_SECONDS = 3.0
 
 
 def tasks_in_log(data_dir: Path) -> int:
@@ -1555,6 +1611,8 @@ def report(workload: str, results: dict[str, dict[str, Any]]) -> None:
             lambda v: v <= cap,
             scheduled_ok=scheduled,
         )
+        emit("memory.rss_peak_100k_cron", results, "rss_peak_mib", "MiB")
+        emit("memory.rss_settled_100k_cron", results, "rss_settled_mib", "MiB")
         emit("memory.schedule_100k_cron", results, "scheduled_per_s", "tasks/s")
     elif workload == "restart":
         emit(
