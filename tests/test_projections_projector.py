@@ -106,6 +106,13 @@ class TestCheckpointPolicy:
             assert reader.execute(query).fetchall() == [("3.8 MiB",)]
         assert projector_module.CHECKPOINT_THRESHOLD == "16MiB"  # DuckDB's own default
 
+    def test_duckdb_gives_freed_memory_back(self, tmp_path: Path) -> None:
+        """The allocator's background threads are on, so what a checkpoint freed does not
+        stay resident."""
+        with Projector(InMemoryEventStore(), tmp_path / "p.duckdb") as projector:
+            query = "SELECT current_setting('allocator_background_threads')"
+            assert projector.reader().execute(query).fetchall() == [(True,)]
+
     @pytest.mark.parametrize("threshold", ["1KB", "4MB", "1GB"])
     def test_frequent_or_rare_checkpoints_keep_every_event(
         self, tmp_path: Path, threshold: str

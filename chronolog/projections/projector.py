@@ -269,6 +269,11 @@ class Projector:
                 )
                 if self._memory_limit is not None:
                     conn.execute("SET memory_limit = $value", {"value": self._memory_limit})
+                # DuckDB's allocator gives memory back to the system only from background
+                # threads (or after a task that peaked past 128 MiB): without them what a
+                # checkpoint freed stays resident. A 200,000-row table's checkpoint left
+                # 156 MiB resident with 7 MiB in use; with them, 33 MiB.
+                conn.execute("SET allocator_background_threads = true")
             # Loads for the next batch run on their own cursor while the writer commits.
             self._load_cursor = conn.cursor()
             opened.append(self._load_cursor)
